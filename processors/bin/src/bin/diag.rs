@@ -1,0 +1,175 @@
+//! `offload-diag`: a diagnostic processor for tests and benchmarks.
+//!
+//! It echoes its input's `echo` field, sleeps, burns CPU, reports progress, records when it
+//! started and finished, and misbehaves on request (`fail`), so that every outcome the host
+//! must classify can be produced by a real process.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ciborium::Value;
+use offload_sdk::{Context, Error, Processor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct DiagInput {
+    /// Returned unchanged in the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    echo: Option<Value>,
+    /// Sleep this long.
+    #[serde(default)]
+    sleep_ms: u64,
+    /// Then keep one core busy this long.
+    #[serde(default)]
+    burn_ms: u64,
+    /// Report this many progress items, spread over the sleep and the burn.
+    #[serde(default)]
+    progress_steps: u32,
+    /// Write this text to stderr first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stderr: Option<String>,
+    /// Misbehave after the sleep and burn: see [`fault`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DiagOutput {
+    echo: Option<Value>,
+    pid: u32,
+    /// When the work began and ended, in nanoseconds since the Unix epoch.
+    started_ns: u64,
+    finished_ns: u64,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
+    let started_ns = now_ns();
+    if let Some(text) = &input.stderr {
+        eprint!("{text}");
+    }
+    let steps = input.progress_steps.max(1);
+    let sleep_step = Duration::from_millis(input.sleep_ms) / steps;
+    let burn_step = Duration::from_millis(input.burn_ms) / steps;
+    for step in 0..steps {
+        ctx.check_cancelled()?;
+        std::thread::sleep(sleep_step);
+        let until = Instant::now() + burn_step;
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        if input.progress_steps > 0 {
+            let fraction = f64::from(step + 1) / f64::from(steps);
+            ctx.progress_message(fraction, format!("step {} of {steps}", step + 1));
+        }
+    }
+    if let Some(how) = &input.fail {
+        fault(how)?;
+    }
+    Ok(DiagOutput {
+        echo: input.echo,
+        pid: std::process::id(),
+        started_ns,
+        finished_ns: now_ns(),
+    })
+}
+
+/// Misbehaves as asked. Returns only for faults that are not recognised.
+fn fault(how: &str) -> Result<(), Error> {
+    let (name, arg) = how.split_once(':').unwrap_or((how, ""));
+    let number = |default: u64| arg.parse::<u64>().unwrap_or(default);
+    let mut out = std::io::stdout().lock();
+    match name {
+        // A structured error through the SDK: exit 1 with an error report.
+        "error" => Err(Error::failed(if arg.is_empty() {
+            "asked to fail"
+        } else {
+            arg
+        })),
+        "exit" => {
+            eprintln!("offload-diag: exiting with code {}", number(3));
+            std::process::exit(i32::try_from(number(3)).unwrap_or(3))
+        }
+        "panic" => panic!("asked to panic"),
+        // SAFETY: raising a signal on ourselves; the default action ends the process.
+        "abort" => unsafe {
+            libc::raise(libc::SIGABRT);
+            unreachable!("SIGABRT returned")
+        },
+        "segv" => unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::raise(libc::SIGSEGV);
+            unreachable!("SIGSEGV returned")
+        },
+        "not_cbor" => raw_exit(&mut out, b"\xff\xfe this is not CBOR"),
+        // The start of a 10-byte text with only 3 bytes of it.
+        "truncated" => raw_exit(&mut out, &[0x6a, b'a', b'b', b'c']),
+        "two_items" => raw_exit(&mut out, &[0x01, 0x02]),
+        "trailing" => raw_exit(&mut out, &[0x01, b'x', b'y', b'z']),
+        "flood_stdout" => flood(&mut out, number(1 << 30)),
+        "flood_stderr" => flood(&mut std::io::stderr().lock(), number(1 << 30)),
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "ignore_term" => {
+            // SAFETY: replacing a signal disposition with SIG_IGN.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        "grandchild" => {
+            // A child that outlives us and holds our stdout and stderr open.
+            std::process::Command::new("sleep")
+                .arg("3600")
+                .spawn()
+                .map_err(|err| Error::failed(format!("cannot start sleep: {err}")))?;
+            Ok(())
+        }
+        other => Err(Error::invalid_input(format!(
+            "unknown fault {other:?}: use error, exit:N, panic, abort, segv, not_cbor, truncated, \
+             two_items, trailing, flood_stdout:N, flood_stderr:N, hang, ignore_term or grandchild"
+        ))),
+    }
+}
+
+fn raw_exit(out: &mut impl Write, bytes: &[u8]) -> ! {
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+    std::process::exit(0)
+}
+
+fn flood(out: &mut impl Write, bytes: u64) -> ! {
+    let chunk = vec![b'x'; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        if out.write_all(&chunk[..n]).is_err() {
+            std::process::exit(1);
+        }
+        left -= n as u64;
+    }
+    std::process::exit(0)
+}
+
+fn main() -> ExitCode {
+    Processor::new(
+        "diag",
+        "Diagnostics: echoes, sleeps, burns CPU, reports progress and fails on request",
+    )
+    .version(env!("CARGO_PKG_VERSION"))
+    .example(&DiagInput {
+        echo: Some(Value::Text("hello".into())),
+        sleep_ms: 100,
+        progress_steps: 4,
+        ..DiagInput::default()
+    })
+    .run(diag)
+}

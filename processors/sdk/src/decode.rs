@@ -152,7 +152,10 @@ fn classify(
                 Ok(value) => DecodeError::WrongShape {
                     message: format!("{message} (got {})", describe_value(&value)),
                 },
-                Err(Error::Semantic(..)) => DecodeError::WrongShape { message },
+                // Even the catch-all value type refuses it: the bytes are malformed.
+                Err(Error::Semantic(offset, _)) => DecodeError::NotCbor {
+                    offset: offset.unwrap_or(0),
+                },
                 Err(other) => classify(other, bytes, limits),
             }
         }
@@ -224,6 +227,10 @@ mod tests {
         // 0xff alone is a "break" outside an indefinite item: malformed.
         assert!(matches!(
             decode_one::<ciborium::Value>(&[0xff], limits),
+            Err(DecodeError::NotCbor { .. })
+        ));
+        assert!(matches!(
+            decode_one::<u8>(&[0xff], limits),
             Err(DecodeError::NotCbor { .. })
         ));
         let mut text = cbor(&"hello world");

@@ -1,0 +1,120 @@
+//! The command-line interface: one file per subcommand, all driving the same engine.
+
+mod codec;
+mod demo;
+mod list;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgMatches, Args, Parser, Subcommand};
+
+/// Keeps a GUI responsive by running heavy work in parallel processor processes.
+#[derive(Debug, Parser)]
+#[command(name = "offload", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a processor once per input; print one JSON line per job, in input order.
+    Run(RunArgs),
+    /// List the processors offload finds, with their descriptions.
+    List {
+        /// Print one JSON object per processor instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render a Mandelbrot mosaic through the queue, one job per tile, and save it as PNG.
+    Demo(DemoArgs),
+    /// Convert one JSON document on stdin to CBOR on stdout (byte strings as {"$bytes": base64}).
+    Encode,
+    /// Convert CBOR on stdin to JSON on stdout.
+    Decode {
+        /// Read a CBOR sequence (any number of items) and print one JSON line per item.
+        #[arg(long)]
+        seq: bool,
+        /// Indent the JSON.
+        #[arg(long)]
+        pretty: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The processor: a name (found as offload-NAME on the search path) or a path.
+    processor: String,
+    /// A JSON Lines file with one input per line ("-" for standard input). Repeatable.
+    #[arg(long = "inputs", value_name = "FILE.jsonl")]
+    inputs: Vec<PathBuf>,
+    /// A file with one input, JSON or CBOR (by the .cbor extension; "-" for standard input).
+    /// Repeatable.
+    #[arg(long = "input", value_name = "FILE")]
+    input: Vec<PathBuf>,
+    /// How many processors run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Stop a job that runs longer than this many seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Write each result to DIR/<job>.cbor (atomically) instead of printing it.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to save the mosaic.
+    #[arg(long, default_value = "mandelbrot.png")]
+    out: PathBuf,
+    /// How many processors run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 1600)]
+    width: u32,
+    /// Image height in pixels.
+    #[arg(long, default_value_t = 1200)]
+    height: u32,
+    /// Tiles across and down (the demo runs COLUMNS x ROWS jobs).
+    #[arg(long, default_value_t = 10)]
+    columns: u32,
+    /// Tiles down.
+    #[arg(long, default_value_t = 8)]
+    rows: u32,
+    /// Iteration limit per pixel.
+    #[arg(long, default_value_t = 1500)]
+    max_iter: u32,
+}
+
+/// Runs the parsed command; `matches` tells where each flag stood on the command line.
+pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
+        Command::List { json } => list::list(json),
+        Command::Demo(args) => demo::demo(args),
+        Command::Encode => codec::encode(),
+        Command::Decode { seq, pretty } => codec::decode(seq, pretty),
+    }
+}
+
+/// Builds a queue with `-j N` applied.
+fn queue(jobs: Option<usize>) -> offload::Queue {
+    match jobs {
+        Some(n) => offload::Queue::with_max_running(n),
+        None => offload::Queue::new(),
+    }
+}
+
+/// A progress bar on stderr; hidden when stderr is not a terminal.
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{bar:40.cyan/blue}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,236 @@
+//! `offload run`: one job per input, results printed as JSON lines in input order.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use ciborium::Value;
+use offload::sdk::json::{cbor_to_json, json_to_cbor};
+use offload::{Finished, Job, Processor, QueueEvent};
+use serde_json::json;
+
+use super::RunArgs;
+
+/// Exit status when some job failed.
+const EXIT_SOME_FAILED: u8 = 1;
+/// Exit status after SIGINT or SIGTERM.
+const EXIT_INTERRUPTED: u8 = 130;
+
+pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<ExitCode> {
+    let processor = Processor::find(&args.processor)?;
+    let inputs = read_inputs(&args, matches)?;
+    if inputs.is_empty() {
+        bail!("no inputs: give --inputs FILE.jsonl or --input FILE (\"-\" reads standard input)");
+    }
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut job = Job::new(processor);
+    if let Some(secs) = args.timeout {
+        if !(secs.is_finite() && secs > 0.0) {
+            bail!("--timeout must be a positive number of seconds");
+        }
+        job = job.timeout(Duration::from_secs_f64(secs));
+    }
+
+    let context = glib::MainContext::default();
+    let queue = super::queue(args.jobs);
+    let bar = super::progress_bar(inputs.len() as u64, "jobs");
+    let interrupted = Rc::new(std::cell::Cell::new(false));
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let queue = queue.clone();
+        let interrupted = interrupted.clone();
+        glib_unix::unix_signal_add_local(signal, move || {
+            interrupted.set(true);
+            queue.cancel_all();
+            glib::ControlFlow::Continue
+        });
+    }
+    {
+        let bar = bar.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Finished { .. } = event {
+                bar.inc(1);
+            }
+        });
+    }
+    let mut handles = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.into_iter().enumerate() {
+        let handle = queue
+            .submit_cbor::<Value>(&job, input)
+            .with_context(|| format!("input {index}"))?;
+        handles.push(handle);
+    }
+
+    let started = Instant::now();
+    let output_dir = args.output_dir.clone();
+    let (ok, failed) = context.block_on(async move {
+        let mut stdout = std::io::stdout().lock();
+        let (mut ok, mut failed) = (0usize, 0usize);
+        for (index, handle) in handles.into_iter().enumerate() {
+            let finished = handle.finished().await;
+            if finished.result.is_ok() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            let line = report_line(index, finished, output_dir.as_deref());
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                // Nobody reads our output any more: stop the rest.
+                queue.cancel_all();
+            }
+        }
+        (ok, failed)
+    });
+    bar.finish_and_clear();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "offload: {} jobs, {ok} ok, {failed} failed, in {:.2} s",
+            ok + failed,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if interrupted.get() {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_SOME_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The JSON line for one finished job.
+fn report_line(
+    index: usize,
+    finished: Finished<Value>,
+    output_dir: Option<&Path>,
+) -> serde_json::Value {
+    let millis = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let stats = json!({
+        "wall_ms": millis(finished.stats.wall),
+        "cpu_ms": millis(finished.stats.cpu),
+        "peak_rss_bytes": finished.stats.peak_rss_bytes,
+    });
+    match finished.result {
+        Ok(value) => match output_dir {
+            None => {
+                json!({"job": index, "status": "ok", "result": cbor_to_json(&value), "stats": stats})
+            }
+            Some(dir) => match write_atomically(dir, index, &value) {
+                Ok(path) => json!({"job": index, "status": "ok", "output": path, "stats": stats}),
+                Err(err) => json!({"job": index, "status": "failed", "error": {
+                    "kind": "output_not_written",
+                    "message": format!("{err:#}"),
+                    "exit_code": 0, "signal": null, "stderr_tail": "",
+                }, "stats": stats}),
+            },
+        },
+        Err(error) => json!({"job": index, "status": "failed", "error": error, "stats": stats}),
+    }
+}
+
+/// Writes DIR/<index>.cbor so that it is either absent or complete.
+fn write_atomically(dir: &Path, index: usize, value: &Value) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{index}.cbor"));
+    let temp = dir.join(format!(".{index}.cbor.partial"));
+    let mut bytes = Vec::new();
+    ciborium::into_writer(value, &mut bytes).context("cannot encode the result")?;
+    std::fs::write(&temp, &bytes).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path)
+        .with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(path)
+}
+
+/// Reads every input, in command-line order, as encoded CBOR items.
+fn read_inputs(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut inputs = Vec::new();
+    // Keep the order of --inputs and --input as given, whichever flag came first.
+    let positions = |id: &str| -> Vec<usize> {
+        matches
+            .and_then(|m| m.indices_of(id))
+            .map(Iterator::collect)
+            .unwrap_or_default()
+    };
+    let mut files: Vec<(usize, bool, &PathBuf)> = Vec::new();
+    let lines_at = positions("inputs");
+    let single_at = positions("input");
+    for (i, path) in args.inputs.iter().enumerate() {
+        files.push((lines_at.get(i).copied().unwrap_or(i), true, path));
+    }
+    for (i, path) in args.input.iter().enumerate() {
+        files.push((
+            single_at.get(i).copied().unwrap_or(usize::MAX / 2 + i),
+            false,
+            path,
+        ));
+    }
+    files.sort_by_key(|(at, _, _)| *at);
+    for (_, is_lines, path) in files {
+        if is_lines {
+            read_lines(path, &mut inputs)?;
+        } else {
+            inputs.push(read_single(path)?);
+        }
+    }
+    Ok(inputs)
+}
+
+fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+fn json_to_item(json: serde_json::Value) -> anyhow::Result<Vec<u8>> {
+    let value = json_to_cbor(json)?;
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&value, &mut bytes)?;
+    Ok(bytes)
+}
+
+fn read_lines(path: &Path, inputs: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
+    let reader = std::io::BufReader::new(open(path)?);
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let json = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not valid JSON", path.display(), number + 1))?;
+        inputs.push(
+            json_to_item(json)
+                .with_context(|| format!("{} line {}", path.display(), number + 1))?,
+        );
+    }
+    Ok(())
+}
+
+fn read_single(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open(path)?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "cbor") {
+        return Ok(bytes);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(json) => json_to_item(json).with_context(|| path.display().to_string()),
+        // From standard input, anything that is not JSON is passed on as CBOR.
+        Err(_) if path == Path::new("-") => Ok(bytes),
+        Err(err) => Err(err).with_context(|| {
+            format!(
+                "{}: not valid JSON (name CBOR files *.cbor)",
+                path.display()
+            )
+        }),
+    }
+}

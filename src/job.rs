@@ -1,0 +1,134 @@
+//! What a job is before it runs: which processor, with which limits; and its life-cycle states.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::processor::Processor;
+
+/// Identifies a job within its queue. Ids are given in submission order, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a free slot.
+    Queued,
+    /// Its processor is running.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished without one (see the job's error for why).
+    Failed,
+}
+
+impl JobState {
+    /// Whether the job has ended, one way or the other.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Bounds on one run of a processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Stop the job (SIGTERM, then SIGKILL after `grace`) when it runs longer. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// How long a processor has between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// The largest encoded input accepted at submission, in bytes (default 1 GiB).
+    pub max_input_bytes: usize,
+    /// The largest result accepted on stdout, in bytes (default 1 GiB).
+    pub max_output_bytes: usize,
+    /// The deepest nesting accepted in the result (default 128).
+    pub max_output_depth: usize,
+    /// How many of the last stderr bytes are kept (default 8 KiB).
+    pub stderr_tail_bytes: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            grace: Duration::from_secs(2),
+            max_input_bytes: offload_sdk::decode::DEFAULT_MAX_BYTES,
+            max_output_bytes: offload_sdk::decode::DEFAULT_MAX_BYTES,
+            max_output_depth: offload_sdk::decode::DEFAULT_MAX_DEPTH,
+            stderr_tail_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// How to run one job: the processor, its arguments and environment, and its limits.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use offload::{Job, Processor};
+///
+/// let blur = Processor::find("blur")?;
+/// let job = Job::new(blur).timeout(Duration::from_secs(30));
+/// # Ok::<(), offload::LookupError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub(crate) processor: Processor,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) limits: RunLimits,
+}
+
+impl Job {
+    /// A job for `processor` with default limits.
+    pub fn new(processor: Processor) -> Self {
+        Self {
+            processor,
+            args: Vec::new(),
+            env: Vec::new(),
+            limits: RunLimits::default(),
+        }
+    }
+
+    /// Adds a command-line argument for the processor.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the processor.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Stops the job when it runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces all limits.
+    pub fn limits(mut self, limits: RunLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The processor this job runs.
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    /// The limits in force.
+    pub fn run_limits(&self) -> &RunLimits {
+        &self.limits
+    }
+}

@@ -1,0 +1,112 @@
+//! How a job ended: its result or a classified failure, and what it cost.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::job::JobId;
+
+/// The category of a failed job. Each one calls for a different reaction from a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The processor exited with a non-zero code.
+    Failed,
+    /// The processor was killed by a signal it did not ask for (a crash, the OOM killer).
+    Killed,
+    /// The job ran past its timeout and was stopped.
+    TimedOut,
+    /// The job was cancelled before or while it ran.
+    Cancelled,
+    /// The processor exited 0 but its stdout was not one valid result.
+    BadOutput,
+    /// The processor could not be started (not found, not executable).
+    CouldNotStart,
+}
+
+impl FailureKind {
+    /// The name used in JSON output and logs (`timed_out`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Killed => "killed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::BadOutput => "bad_output",
+            Self::CouldNotStart => "could_not_start",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed job: what kind of failure, a message a person can act on, and the evidence.
+///
+/// ```
+/// use offload::{FailureKind, JobError};
+/// let err = JobError::new(FailureKind::TimedOut, "ran longer than 5 s");
+/// assert_eq!(err.to_string(), "timed_out: ran longer than 5 s");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobError {
+    /// The category.
+    pub kind: FailureKind,
+    /// What happened and, where possible, what to do about it.
+    pub message: String,
+    /// The exit code, when the processor exited.
+    pub exit_code: Option<i32>,
+    /// The signal number, when the processor was killed by one.
+    pub signal: Option<i32>,
+    /// The last bytes the processor wrote to stderr (lossy UTF-8).
+    pub stderr_tail: String,
+}
+
+impl JobError {
+    /// An error of `kind` with `message` and no process evidence.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            exit_code: None,
+            signal: None,
+            stderr_tail: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// What running a job cost. Zero where the processor never started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RunStats {
+    /// The processor's process id.
+    pub pid: Option<u32>,
+    /// From spawn to the end of the job.
+    pub wall: Duration,
+    /// User plus system CPU time of the processor (not of its descendants).
+    pub cpu: Duration,
+    /// The processor's peak resident memory, in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// A finished job as delivered to its handle: the typed result, or the failure, and the cost.
+#[derive(Debug)]
+pub struct Finished<O> {
+    /// Which job.
+    pub id: JobId,
+    /// The decoded result, or why there is none.
+    pub result: Result<O, JobError>,
+    /// What it cost.
+    pub stats: RunStats,
+}

@@ -1,0 +1,247 @@
+//! Finding processors: by path, or by name over a search path; listing and describing them.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use offload_sdk::protocol::{Description, DESCRIBE_FLAG, EXECUTABLE_PREFIX};
+
+/// Environment variable with extra directories to search for processors (colon-separated).
+pub const PROCESSOR_PATH_ENV: &str = "OFFLOAD_PROCESSOR_PATH";
+
+/// How long `--describe` may take before a processor is taken not to know the flag.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A processor executable, located.
+///
+/// ```no_run
+/// use offload::Processor;
+/// // `blur` finds the executable `offload-blur` (see [`Processor::search_path`]).
+/// let blur = Processor::find("blur")?;
+/// println!("{} is {}", blur.name(), blur.path().display());
+/// # Ok::<(), offload::LookupError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processor {
+    name: String,
+    path: PathBuf,
+}
+
+/// A processor could not be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError {
+    /// What was asked for.
+    pub wanted: String,
+    /// The executable names tried.
+    pub tried_names: Vec<String>,
+    /// The directories searched, in order.
+    pub searched: Vec<PathBuf>,
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.searched.is_empty() {
+            return write!(
+                f,
+                "processor {:?} not found: no such executable file",
+                self.wanted
+            );
+        }
+        let dirs: Vec<String> = self
+            .searched
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        write!(
+            f,
+            "processor {:?} not found: looked for {} in {} (add its directory to {PROCESSOR_PATH_ENV})",
+            self.wanted,
+            self.tried_names.join(" and "),
+            dirs.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+impl Processor {
+    /// The processor at `path`, used as it is (whether it can run is found out when it runs).
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = file
+            .strip_prefix(EXECUTABLE_PREFIX)
+            .unwrap_or(&file)
+            .to_owned();
+        Self { name, path }
+    }
+
+    /// Finds a processor: `wanted` is a path when it contains a `/`, else a name looked up as
+    /// `offload-<name>` (then `<name>`) in [`Processor::search_path`].
+    pub fn find(wanted: &str) -> Result<Self, LookupError> {
+        if wanted.contains('/') {
+            let path = PathBuf::from(wanted);
+            return if path.exists() {
+                Ok(Self::at(path))
+            } else {
+                Err(LookupError {
+                    wanted: wanted.to_owned(),
+                    tried_names: vec![wanted.to_owned()],
+                    searched: Vec::new(),
+                })
+            };
+        }
+        let dirs = Self::search_path();
+        let names = candidate_names(wanted);
+        let joined = std::env::join_paths(&dirs).unwrap_or_default();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        for name in &names {
+            if let Ok(path) = which::which_in(name, Some(&joined), &cwd) {
+                return Ok(Self::at(path));
+            }
+        }
+        Err(LookupError {
+            wanted: wanted.to_owned(),
+            tried_names: names,
+            searched: dirs,
+        })
+    }
+
+    /// The directories searched for processors, in order: those built with offload (beside the
+    /// running executable, and the source tree's Python processors), then
+    /// `OFFLOAD_PROCESSOR_PATH`, then `PATH`.
+    pub fn search_path() -> Vec<PathBuf> {
+        let mut dirs = builtin_dirs();
+        for var in [PROCESSOR_PATH_ENV, "PATH"] {
+            if let Some(value) = std::env::var_os(var) {
+                dirs.extend(std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        dirs
+    }
+
+    /// Every `offload-*` executable on the search path; the first of each name wins.
+    pub fn list() -> Vec<Self> {
+        let mut found: Vec<Self> = Vec::new();
+        for dir in Self::search_path() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut here: Vec<Self> = entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(EXECUTABLE_PREFIX)
+                        && !name.contains('.')
+                        && is_executable(&e.path())
+                })
+                .map(|e| Self::at(e.path()))
+                .collect();
+            here.sort_by(|a, b| a.name.cmp(&b.name));
+            for processor in here {
+                if !found.iter().any(|p| p.name == processor.name) {
+                    found.push(processor);
+                }
+            }
+        }
+        found
+    }
+
+    /// The short name (`blur` for `offload-blur`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `PROCESSOR --describe` with stdin closed and a timeout. Blocks: call it off the main
+    /// thread in an app.
+    pub fn describe(&self, timeout: Duration) -> Result<Description, String> {
+        let mut child = Command::new(&self.path)
+            .arg(DESCRIBE_FLAG)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|err| format!("cannot start {}: {err}", self.path.display()))?;
+        let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = (&mut stdout).take(1 << 20).read_to_end(&mut text);
+            text
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => break None,
+            }
+        };
+        let Some(status) = status else {
+            // SAFETY: the child is unreaped, so its process group id is still ours to signal.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            let _ = reader.join();
+            return Err(format!("no answer to {DESCRIBE_FLAG} within {timeout:?}"));
+        };
+        let text = reader.join().unwrap_or_default();
+        if !status.success() {
+            return Err(format!("{DESCRIBE_FLAG} failed ({status})"));
+        }
+        serde_json::from_slice(&text)
+            .map_err(|err| format!("{DESCRIBE_FLAG} printed no valid description: {err}"))
+    }
+}
+
+fn candidate_names(wanted: &str) -> Vec<String> {
+    if wanted.starts_with(EXECUTABLE_PREFIX) {
+        vec![wanted.to_owned()]
+    } else {
+        vec![format!("{EXECUTABLE_PREFIX}{wanted}"), wanted.to_owned()]
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Where processors built with offload live: beside the running executable (and beside its
+/// parent when it is a test binary in `target/*/deps`), and the source tree's Python ones.
+fn builtin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        if dir.file_name() == Some(std::ffi::OsStr::new("deps")) {
+            if let Some(parent) = dir.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+        dirs.push(dir);
+    }
+    let python: OsString = concat!(env!("CARGO_MANIFEST_DIR"), "/processors/python").into();
+    let python = PathBuf::from(python);
+    if python.is_dir() {
+        dirs.push(python);
+    }
+    dirs
+}

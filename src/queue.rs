@@ -1,0 +1,564 @@
+//! The job queue: the one owner of job state, living on a GLib main context.
+//!
+//! Submitting encodes the input and files the job; the queue starts a runner thread per job,
+//! at most `max_running` at once, in submission order. Runner threads send small events over an
+//! async channel; a future on the main context applies them to the state, tells observers, and
+//! hands each result to its [`JobHandle`] exactly once. Nothing here blocks.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use offload_sdk::decode::decode_one;
+
+use crate::job::{Job, JobId, JobState};
+use crate::outcome::{FailureKind, Finished, JobError, RunStats};
+use crate::runner::{self, Control, Decoder, RawResult, RunRequest, RunnerEvent};
+
+/// What observers of a queue are told, on the main context, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum QueueEvent {
+    /// A job was submitted.
+    Queued {
+        /// Which job.
+        id: JobId,
+    },
+    /// A job's processor started.
+    Started {
+        /// Which job.
+        id: JobId,
+        /// The processor's process id.
+        pid: u32,
+    },
+    /// A processor reported progress (at most about 30 events a second per job).
+    Progress {
+        /// Which job.
+        id: JobId,
+        /// From 0.0 to 1.0.
+        fraction: f64,
+        /// The processor's message, if any.
+        message: Option<String>,
+    },
+    /// A job ended. Its result, if any, goes to its [`JobHandle`].
+    Finished {
+        /// Which job.
+        id: JobId,
+        /// `None` on success; otherwise why it failed.
+        error: Option<JobError>,
+        /// What it cost.
+        stats: RunStats,
+    },
+}
+
+/// Counts of jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Waiting for a slot.
+    pub queued: usize,
+    /// Running now.
+    pub running: usize,
+    /// Finished with a result.
+    pub succeeded: usize,
+    /// Finished without one.
+    pub failed: usize,
+}
+
+/// Why a job was refused at submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The input could not be encoded as CBOR.
+    Encode(String),
+    /// The encoded input is over the job's `max_input_bytes`.
+    InputTooLarge {
+        /// Size of the encoded input.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Encode(err) => write!(f, "cannot encode the job's input as CBOR: {err}"),
+            Self::InputTooLarge { size, limit } => {
+                write!(
+                    f,
+                    "the job's input is {size} bytes, over the limit of {limit} bytes"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Identifies an observer so it can be disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserverId(u64);
+
+type Deliver = Box<dyn FnOnce(RawResult, RunStats)>;
+type Observer = Rc<dyn Fn(&QueueEvent)>;
+
+/// A queue of processor jobs, run at most N at once, reporting on the main context.
+///
+/// Create it on the thread that runs the GLib main context (in a GTK app, the GTK thread).
+/// Results come back through [`JobHandle`] (a future or a callback) and every change of state
+/// through observers ([`Queue::connect_events`]).
+///
+/// ```no_run
+/// use offload::{Job, Processor, Queue};
+///
+/// let queue = Queue::new();
+/// let job = Job::new(Processor::find("diag")?);
+/// let handle = queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"echo": 1}))?;
+/// let result = glib::MainContext::default().block_on(handle.result());
+/// println!("{result:?}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    state: RefCell<State>,
+    observers: RefCell<Vec<(ObserverId, Observer)>>,
+    events: async_channel::Sender<RunnerEvent>,
+}
+
+struct State {
+    next_id: u64,
+    next_observer: u64,
+    max_running: usize,
+    paused: bool,
+    pending: VecDeque<JobId>,
+    jobs: HashMap<JobId, Record>,
+    running: usize,
+    succeeded: usize,
+    failed: usize,
+}
+
+struct Record {
+    state: JobState,
+    /// What the runner needs; taken when the job starts.
+    start: Option<(Job, Vec<u8>, Decoder)>,
+    control: Option<Arc<Control>>,
+    deliver: Option<Deliver>,
+}
+
+/// What a state change asks for once the state is no longer borrowed.
+#[derive(Default)]
+struct Effects {
+    deliveries: Vec<(Deliver, RawResult, RunStats)>,
+    events: Vec<QueueEvent>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Queue {
+    /// A queue that runs as many jobs at once as the machine has cores.
+    pub fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_max_running(cores)
+    }
+
+    /// A queue that runs at most `max_running` jobs at once (at least 1).
+    pub fn with_max_running(max_running: usize) -> Self {
+        let (sender, receiver) = async_channel::unbounded();
+        let inner = Rc::new(Inner {
+            state: RefCell::new(State {
+                next_id: 0,
+                next_observer: 0,
+                max_running: max_running.max(1),
+                paused: false,
+                pending: VecDeque::new(),
+                jobs: HashMap::new(),
+                running: 0,
+                succeeded: 0,
+                failed: 0,
+            }),
+            observers: RefCell::new(Vec::new()),
+            events: sender,
+        });
+        let weak = Rc::downgrade(&inner);
+        glib::MainContext::ref_thread_default().spawn_local(receive(weak, receiver));
+        Self { inner }
+    }
+
+    /// Submits a job whose input is `input` and whose result decodes into `O` (off the main
+    /// thread). Use `O = ciborium::Value` for an untyped result.
+    pub fn submit<I, O>(&self, job: &Job, input: &I) -> Result<JobHandle<O>, SubmitError>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned + Send + 'static,
+    {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(input, &mut bytes)
+            .map_err(|err| SubmitError::Encode(err.to_string()))?;
+        self.submit_cbor(job, bytes)
+    }
+
+    /// Submits a job whose input is already encoded as one CBOR item.
+    pub fn submit_cbor<O>(&self, job: &Job, input: Vec<u8>) -> Result<JobHandle<O>, SubmitError>
+    where
+        O: DeserializeOwned + Send + 'static,
+    {
+        let limit = job.limits.max_input_bytes;
+        if input.len() > limit {
+            return Err(SubmitError::InputTooLarge {
+                size: input.len(),
+                limit,
+            });
+        }
+        let decode: Decoder = Box::new(|bytes, limits| {
+            decode_one::<O>(bytes, limits).map(|value| Box::new(value) as Box<dyn Any + Send>)
+        });
+        let (sender, receiver) = async_channel::bounded(1);
+        let id = {
+            let mut state = self.inner.state.borrow_mut();
+            let id = JobId(state.next_id);
+            state.next_id += 1;
+            let deliver: Deliver = Box::new(move |result, stats| {
+                let result = result.and_then(|value| {
+                    value.downcast::<O>().map(|value| *value).map_err(|_| {
+                        JobError::new(FailureKind::BadOutput, "result of an unexpected type")
+                    })
+                });
+                let _ = sender.try_send(Finished { id, result, stats });
+            });
+            state.jobs.insert(
+                id,
+                Record {
+                    state: JobState::Queued,
+                    start: Some((job.clone(), input, decode)),
+                    control: None,
+                    deliver: Some(deliver),
+                },
+            );
+            state.pending.push_back(id);
+            id
+        };
+        let mut effects = Effects::default();
+        effects.events.push(QueueEvent::Queued { id });
+        self.inner.schedule(&mut effects);
+        self.inner.apply(effects);
+        Ok(JobHandle { id, receiver })
+    }
+
+    /// How many jobs run at once at most.
+    pub fn max_running(&self) -> usize {
+        self.inner.state.borrow().max_running
+    }
+
+    /// Changes how many jobs run at once. Raising it starts more jobs now; lowering it lets
+    /// running jobs finish.
+    pub fn set_max_running(&self, max_running: usize) {
+        self.inner.state.borrow_mut().max_running = max_running.max(1);
+        self.inner.schedule_and_apply();
+    }
+
+    /// Whether starting new jobs is paused.
+    pub fn is_paused(&self) -> bool {
+        self.inner.state.borrow().paused
+    }
+
+    /// Pauses or resumes starting new jobs. Running jobs go on either way.
+    pub fn set_paused(&self, paused: bool) {
+        self.inner.state.borrow_mut().paused = paused;
+        self.inner.schedule_and_apply();
+    }
+
+    /// Jobs by state. Finished jobs are counted, not kept.
+    pub fn counts(&self) -> QueueCounts {
+        let state = self.inner.state.borrow();
+        QueueCounts {
+            queued: state.pending.len(),
+            running: state.running,
+            succeeded: state.succeeded,
+            failed: state.failed,
+        }
+    }
+
+    /// The state of a job that has not finished yet; `None` once it has (or if unknown).
+    pub fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.inner.state.borrow().jobs.get(&id).map(|r| r.state)
+    }
+
+    /// Cancels one job: a queued job ends at once, a running one is stopped (SIGTERM to its
+    /// process group, SIGKILL after the grace period). Returns whether the job was still there.
+    pub fn cancel(&self, id: JobId) -> bool {
+        let mut effects = Effects::default();
+        let found = self.inner.cancel_one(id, &mut effects);
+        self.inner.schedule(&mut effects);
+        self.inner.apply(effects);
+        found
+    }
+
+    /// Cancels every job that has not started.
+    pub fn cancel_queued(&self) {
+        let ids: Vec<JobId> = self.inner.state.borrow().pending.iter().copied().collect();
+        let mut effects = Effects::default();
+        for id in ids {
+            self.inner.cancel_one(id, &mut effects);
+        }
+        self.inner.apply(effects);
+    }
+
+    /// Cancels every job, queued or running.
+    pub fn cancel_all(&self) {
+        self.cancel_queued();
+        let controls: Vec<Arc<Control>> = self
+            .inner
+            .state
+            .borrow()
+            .jobs
+            .values()
+            .filter_map(|r| r.control.clone())
+            .collect();
+        for control in controls {
+            control.cancel();
+        }
+    }
+
+    /// Calls `observer` on the main context for every event, until disconnected.
+    pub fn connect_events(&self, observer: impl Fn(&QueueEvent) + 'static) -> ObserverId {
+        let id = {
+            let mut state = self.inner.state.borrow_mut();
+            state.next_observer += 1;
+            ObserverId(state.next_observer)
+        };
+        self.inner
+            .observers
+            .borrow_mut()
+            .push((id, Rc::new(observer)));
+        id
+    }
+
+    /// Stops calling an observer.
+    pub fn disconnect(&self, id: ObserverId) {
+        self.inner
+            .observers
+            .borrow_mut()
+            .retain(|(other, _)| *other != id);
+    }
+}
+
+impl Inner {
+    /// Starts queued jobs while slots are free.
+    fn schedule(&self, effects: &mut Effects) {
+        loop {
+            let mut state = self.state.borrow_mut();
+            if state.paused || state.running >= state.max_running {
+                return;
+            }
+            let Some(id) = state.pending.pop_front() else {
+                return;
+            };
+            let Some(record) = state.jobs.get_mut(&id) else {
+                continue;
+            };
+            let Some((job, input, decode)) = record.start.take() else {
+                continue;
+            };
+            let started = Control::new().and_then(|control| {
+                runner::start(RunRequest {
+                    id,
+                    job,
+                    input,
+                    decode,
+                    control: control.clone(),
+                    events: self.events.clone(),
+                })
+                .map(|()| control)
+            });
+            match started {
+                Ok(control) => {
+                    record.state = JobState::Running;
+                    record.control = Some(control);
+                    state.running += 1;
+                }
+                Err(err) => {
+                    let error = JobError::new(
+                        FailureKind::CouldNotStart,
+                        format!("cannot start a runner thread: {err}"),
+                    );
+                    state.finish(id, Err(error), RunStats::default(), effects);
+                }
+            }
+        }
+    }
+
+    fn schedule_and_apply(&self) {
+        let mut effects = Effects::default();
+        self.schedule(&mut effects);
+        self.apply(effects);
+    }
+
+    fn cancel_one(&self, id: JobId, effects: &mut Effects) -> bool {
+        let mut state = self.state.borrow_mut();
+        let Some(record) = state.jobs.get(&id) else {
+            return false;
+        };
+        if let Some(control) = &record.control {
+            control.cancel();
+            return true;
+        }
+        state.pending.retain(|other| *other != id);
+        let error = JobError::new(FailureKind::Cancelled, "cancelled before it started");
+        state.finish(id, Err(error), RunStats::default(), effects);
+        true
+    }
+
+    fn handle(&self, event: RunnerEvent, effects: &mut Effects) {
+        match event {
+            RunnerEvent::Started { id, pid } => {
+                effects.events.push(QueueEvent::Started { id, pid })
+            }
+            RunnerEvent::Progress { id, item } => effects.events.push(QueueEvent::Progress {
+                id,
+                fraction: item.fraction,
+                message: item.message,
+            }),
+            RunnerEvent::Finished { id, result, stats } => {
+                let mut state = self.state.borrow_mut();
+                state.running = state.running.saturating_sub(1);
+                state.finish(id, result, stats, effects);
+            }
+        }
+    }
+
+    /// Delivers results and tells observers, with no state borrowed.
+    fn apply(&self, effects: Effects) {
+        for (deliver, result, stats) in effects.deliveries {
+            deliver(result, stats);
+        }
+        if effects.events.is_empty() {
+            return;
+        }
+        let observers: Vec<Observer> = self
+            .observers
+            .borrow()
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect();
+        for event in &effects.events {
+            for observer in &observers {
+                observer(event);
+            }
+        }
+    }
+}
+
+impl State {
+    fn finish(&mut self, id: JobId, result: RawResult, stats: RunStats, effects: &mut Effects) {
+        let Some(mut record) = self.jobs.remove(&id) else {
+            return;
+        };
+        let error = result.as_ref().err().cloned();
+        if error.is_some() {
+            self.failed += 1;
+        } else {
+            self.succeeded += 1;
+        }
+        if let Some(deliver) = record.deliver.take() {
+            effects.deliveries.push((deliver, result, stats));
+        }
+        effects
+            .events
+            .push(QueueEvent::Finished { id, error, stats });
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nobody is left to take the results: stop every running processor.
+        for record in self.state.get_mut().jobs.values() {
+            if let Some(control) = &record.control {
+                control.cancel();
+            }
+        }
+    }
+}
+
+/// Applies runner events on the main context, a batch per wake-up, until the queue is gone.
+async fn receive(queue: Weak<Inner>, receiver: async_channel::Receiver<RunnerEvent>) {
+    while let Ok(first) = receiver.recv().await {
+        let Some(inner) = queue.upgrade() else {
+            return;
+        };
+        let mut effects = Effects::default();
+        inner.handle(first, &mut effects);
+        // Take what else has arrived, but yield to the main loop after a bounded batch.
+        for _ in 0..256 {
+            match receiver.try_recv() {
+                Ok(event) => inner.handle(event, &mut effects),
+                Err(_) => break,
+            }
+        }
+        inner.schedule(&mut effects);
+        inner.apply(effects);
+    }
+}
+
+/// The caller's side of one job: its result, delivered once, as a future or to a callback.
+///
+/// ```no_run
+/// # use offload::{Job, Processor, Queue};
+/// # let queue = Queue::new();
+/// # let job = Job::new(Processor::find("diag").unwrap());
+/// let handle = queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"sleep_ms": 10}))?;
+/// handle.on_finished(|finished| match finished.result {
+///     Ok(value) => println!("job {} gave {value:?}", finished.id),
+///     Err(err) => eprintln!("job {} failed: {err}", finished.id),
+/// });
+/// # Ok::<(), offload::SubmitError>(())
+/// ```
+pub struct JobHandle<O> {
+    id: JobId,
+    receiver: async_channel::Receiver<Finished<O>>,
+}
+
+impl<O: 'static> JobHandle<O> {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Waits for the job to end; gives its result (or failure) and what it cost.
+    pub async fn finished(self) -> Finished<O> {
+        match self.receiver.recv().await {
+            Ok(finished) => finished,
+            Err(_) => Finished {
+                id: self.id,
+                result: Err(JobError::new(
+                    FailureKind::Cancelled,
+                    "the queue was dropped before the job finished",
+                )),
+                stats: RunStats::default(),
+            },
+        }
+    }
+
+    /// Waits for the job's result.
+    pub async fn result(self) -> Result<O, JobError> {
+        self.finished().await.result
+    }
+
+    /// Calls `callback` on the main context when the job ends.
+    pub fn on_finished(self, callback: impl FnOnce(Finished<O>) + 'static) {
+        glib::MainContext::ref_thread_default().spawn_local(async move {
+            callback(self.finished().await);
+        });
+    }
+}

@@ -32,6 +32,7 @@ pub mod context;
 pub mod decode;
 pub mod error;
 pub mod json;
+pub mod number;
 pub mod processor;
 pub mod protocol;
 

@@ -224,9 +224,10 @@ impl Processor {
                 let json: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|err| format!("input is not valid JSON: {err}"))?;
                 let value = json_to_cbor(json).map_err(|err| format!("input: {err}"))?;
-                value
-                    .deserialized()
-                    .map_err(|err| format!("input: unexpected shape: {err}"))
+                value.deserialized().map_err(|err| {
+                    let ciborium::value::Error::Custom(message) = err;
+                    format!("input: unexpected shape: {message}")
+                })
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ciborium::Value;
 use offload_sdk::{Context, Error, Processor};
@@ -21,7 +21,7 @@ struct DiagInput {
     /// Sleep this long.
     #[serde(default)]
     sleep_ms: u64,
-    /// Then keep one core busy this long.
+    /// Then keep one core busy until the process has used this much CPU time.
     #[serde(default)]
     burn_ms: u64,
     /// Report this many progress items, spread over the sleep and the burn.
@@ -50,6 +50,20 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// CPU time used by this process so far.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
 fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
     let started_ns = now_ns();
     if let Some(text) = &input.stderr {
@@ -58,13 +72,16 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
     let steps = input.progress_steps.max(1);
     let sleep_step = Duration::from_millis(input.sleep_ms) / steps;
     let burn_step = Duration::from_millis(input.burn_ms) / steps;
+    let burn_start = cpu_time();
     for step in 0..steps {
         ctx.check_cancelled()?;
         std::thread::sleep(sleep_step);
-        let until = Instant::now() + burn_step;
+        let until = burn_start + burn_step * (step + 1);
         let mut x = 0u64;
-        while Instant::now() < until {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        while cpu_time() < until {
+            for _ in 0..1000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
         }
         if input.progress_steps > 0 {
             let fraction = f64::from(step + 1) / f64::from(steps);

@@ -1,0 +1,136 @@
+//! Shared helpers for the integration tests: where the binaries are, a main context per test,
+//! and a look at the process table.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use offload::{Job, Processor};
+
+/// The directory cargo built the binaries into (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let offload = PathBuf::from(env!("CARGO_BIN_EXE_offload"));
+    offload
+        .parent()
+        .expect("offload has a parent directory")
+        .to_path_buf()
+}
+
+/// A built processor executable, e.g. `bin("offload-diag")`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build every crate first with `cargo build --workspace` (dev/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A job for the diagnostic processor.
+pub fn diag_job() -> Job {
+    Job::new(Processor::at(bin("offload-diag")))
+}
+
+/// Runs `make_future` to completion on a fresh main context that is this thread's default, so
+/// that tests running in parallel threads do not share one.
+pub fn on_main_context<F: Future>(make_future: impl FnOnce() -> F) -> F::Output {
+    let context = glib::MainContext::new();
+    context
+        .with_thread_default(|| context.block_on(make_future()))
+        .expect("the new context can be made this thread's default")
+}
+
+/// Waits on the main context for `duration`.
+pub async fn sleep(duration: std::time::Duration) {
+    glib::timeout_future(duration).await;
+}
+
+/// One row of the process table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// R, S, D, Z (zombie: dead, not yet reaped by its parent), ...
+    pub state: char,
+    pub parent: u32,
+    pub group: u32,
+}
+
+/// Every live process (zombies included), read from /proc.
+pub fn processes() -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The fields after the command name, which is in parentheses and may hold spaces:
+            // state, parent, process group, ...
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(ProcessInfo {
+                pid,
+                state: fields.first()?.chars().next()?,
+                parent: fields.get(1)?.parse().ok()?,
+                group: fields.get(2)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every running process whose process group is `pgid`. Zombies are left out: they are dead,
+/// and an orphaned grandchild's zombie is for init to reap, not for offload.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.group == pgid && p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The direct children of this process (the test binary) that are zombies: dead but not reaped.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    processes()
+        .into_iter()
+        .filter(|p| p.parent == me && p.state == 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Polls until `pgid` has no process left, up to `timeout`; returns what is left.
+pub fn wait_group_gone(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let left = processes_in_group(pgid);
+        if left.is_empty() || std::time::Instant::now() > until {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `offload` with the built processors first on PATH.
+pub fn offload() -> Command {
+    let mut command = Command::new(bin("offload"));
+    command.env("PATH", path_with_bins());
+    command
+}
+
+/// PATH with the build directory in front.
+pub fn path_with_bins() -> std::ffi::OsString {
+    let mut dirs = vec![bin_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).expect("PATH entries are valid")
+}

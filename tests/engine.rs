@@ -1,0 +1,585 @@
+//! The engine against real processor processes: limits on parallelism, ordering, results that
+//! never mix, large payloads, every outcome kind, and cleanup.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ciborium::Value;
+use common::{diag_job, on_main_context, wait_group_gone};
+use offload::{FailureKind, Finished, Job, JobError, JobId, Processor, Queue, QueueEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The parts of `offload-diag`'s result the tests read.
+#[derive(Debug, Deserialize)]
+struct DiagOut {
+    pid: u32,
+    started_ns: u64,
+    finished_ns: u64,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The most intervals open at any one instant.
+fn max_overlap(intervals: &[(u64, u64)]) -> usize {
+    let mut edges: Vec<(u64, i32)> = intervals
+        .iter()
+        .flat_map(|&(s, e)| [(s, 1), (e, -1)])
+        .collect();
+    // Ends sort before starts at the same instant.
+    edges.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        open += step;
+        most = most.max(open);
+    }
+    most as usize
+}
+
+/// Runs `count` sleeping jobs with at most `n` at once; returns their (start, end) times.
+fn run_sleepers(n: usize, count: usize, sleep_ms: u64) -> Vec<(u64, u64)> {
+    on_main_context(|| async move {
+        let queue = Queue::with_max_running(n);
+        let job = diag_job();
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                queue
+                    .submit::<_, DiagOut>(&job, &json!({"sleep_ms": sleep_ms}))
+                    .expect("submit")
+            })
+            .collect();
+        let mut times = Vec::new();
+        for handle in handles {
+            let out = handle.result().await.expect("sleeper succeeds");
+            times.push((out.started_ns, out.finished_ns));
+        }
+        times
+    })
+}
+
+#[test]
+fn never_more_than_n_processors_run_at_once() {
+    for n in [1, 2, 4] {
+        let times = run_sleepers(n, 3 * n + 2, 150);
+        let most = max_overlap(&times);
+        assert!(most <= n, "with -j {n}, {most} jobs overlapped");
+        assert_eq!(
+            most, n,
+            "with -j {n} and enough jobs, {n} should run together"
+        );
+    }
+}
+
+#[test]
+fn changing_the_limit_mid_run_takes_effect() {
+    let (times, raised_at, lowered_at) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job();
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                queue
+                    .submit::<_, DiagOut>(&job, &json!({"sleep_ms": 120}))
+                    .expect("submit")
+            })
+            .collect();
+        common::sleep(Duration::from_millis(400)).await;
+        let raised_at = now_ns();
+        queue.set_max_running(3);
+        assert_eq!(
+            queue.counts().running,
+            3,
+            "raising the limit starts more jobs at once"
+        );
+        common::sleep(Duration::from_millis(600)).await;
+        let lowered_at = now_ns();
+        queue.set_max_running(1);
+        let mut times = Vec::new();
+        for handle in handles {
+            let out = handle.result().await.expect("sleeper succeeds");
+            times.push((out.started_ns, out.finished_ns));
+        }
+        (times, raised_at, lowered_at)
+    });
+    let clip = |from: u64, to: u64| -> Vec<(u64, u64)> {
+        times
+            .iter()
+            .filter(|(s, e)| *e > from && *s < to)
+            .map(|&(s, e)| (s.max(from), e.min(to)))
+            .collect()
+    };
+    assert_eq!(max_overlap(&clip(0, raised_at)), 1, "before raising");
+    assert_eq!(
+        max_overlap(&clip(raised_at, lowered_at)),
+        3,
+        "between raising and lowering"
+    );
+    // Jobs already running when the limit dropped finish; after them, one at a time.
+    let drained = lowered_at + 400_000_000;
+    assert_eq!(max_overlap(&clip(drained, u64::MAX)), 1, "after lowering");
+}
+
+#[test]
+fn jobs_start_in_submission_order() {
+    let (starts, started_events) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let started = Rc::new(RefCell::new(Vec::new()));
+        let seen = started.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Started { id, .. } = event {
+                seen.borrow_mut().push(*id);
+            }
+        });
+        let job = diag_job();
+        let handles: Vec<_> = (0..15)
+            .map(|_| {
+                queue
+                    .submit::<_, DiagOut>(&job, &json!({"sleep_ms": 5}))
+                    .expect("submit")
+            })
+            .collect();
+        let mut starts = Vec::new();
+        for handle in handles {
+            starts.push(handle.result().await.expect("ok").started_ns);
+        }
+        let events = started.borrow().clone();
+        (starts, events)
+    });
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "start times out of order: {starts:?}"
+    );
+    let expected: Vec<JobId> = (0..15).map(JobId).collect();
+    assert_eq!(started_events, expected);
+}
+
+#[derive(Debug, Serialize)]
+struct EchoIn {
+    echo: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct EchoOut {
+    echo: u64,
+}
+
+#[test]
+fn a_thousand_typed_jobs_each_get_their_own_result() {
+    let echoes = on_main_context(|| async {
+        let queue = Queue::new();
+        let job = diag_job();
+        let handles: Vec<_> = (0..1000u64)
+            .map(|i| {
+                queue
+                    .submit::<_, EchoOut>(&job, &EchoIn { echo: i * 7 })
+                    .expect("submit")
+            })
+            .collect();
+        let mut echoes = Vec::new();
+        for handle in handles {
+            echoes.push(handle.result().await.expect("echo succeeds").echo);
+        }
+        echoes
+    });
+    let expected: Vec<u64> = (0..1000).map(|i| i * 7).collect();
+    assert_eq!(echoes, expected);
+}
+
+#[test]
+fn a_thousand_untyped_jobs_each_get_their_own_result_through_callbacks() {
+    let results = on_main_context(|| async {
+        let queue = Queue::new();
+        let job = diag_job();
+        let results: Rc<RefCell<HashMap<JobId, Value>>> = Rc::default();
+        let mut ids = Vec::new();
+        for i in 0..1000u64 {
+            let input = Value::Map(vec![(
+                Value::Text("echo".into()),
+                Value::Text(format!("job-{i}")),
+            )]);
+            let handle = queue.submit::<_, Value>(&job, &input).expect("submit");
+            ids.push(handle.id());
+            let results = results.clone();
+            handle.on_finished(move |finished| {
+                let value = finished.result.expect("echo succeeds");
+                let previous = results.borrow_mut().insert(finished.id, value);
+                assert!(previous.is_none(), "job {} delivered twice", finished.id);
+            });
+        }
+        while results.borrow().len() < 1000 {
+            common::sleep(Duration::from_millis(20)).await;
+        }
+        let results = results.borrow();
+        ids.iter().map(|id| results[id].clone()).collect::<Vec<_>>()
+    });
+    for (i, value) in results.iter().enumerate() {
+        let echo = value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("echo")))
+            .and_then(|(_, v)| v.as_text());
+        assert_eq!(echo, Some(format!("job-{i}").as_str()));
+    }
+}
+
+#[derive(Serialize)]
+struct BytesIn {
+    #[serde(with = "serde_bytes")]
+    echo: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct BytesOut {
+    #[serde(with = "serde_bytes")]
+    echo: Vec<u8>,
+}
+
+#[test]
+fn a_256_mib_byte_string_goes_through_intact() {
+    const SIZE: usize = 256 << 20;
+    let payload: Vec<u8> = (0..SIZE)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let back = on_main_context(|| {
+        let payload = &payload;
+        async move {
+            let queue = Queue::new();
+            let handle = queue
+                .submit::<_, BytesOut>(
+                    &diag_job(),
+                    &BytesIn {
+                        echo: payload.clone(),
+                    },
+                )
+                .expect("submit");
+            handle.result().await
+        }
+    });
+    let back = back.expect("the echo succeeds").echo;
+    assert_eq!(back.len(), SIZE);
+    assert!(back == payload, "the echoed bytes differ");
+}
+
+/// Runs one diag job with `input` and returns how it ended.
+fn run_one(job: &Job, input: serde_json::Value) -> Finished<Value> {
+    on_main_context(|| async {
+        let queue = Queue::new();
+        queue
+            .submit::<_, Value>(job, &input)
+            .expect("submit")
+            .finished()
+            .await
+    })
+}
+
+fn expect_failure(job: &Job, input: serde_json::Value, kind: FailureKind) -> JobError {
+    let finished = run_one(job, input.clone());
+    let err = finished.result.expect_err(&format!("{input} should fail"));
+    assert_eq!(err.kind, kind, "{input}: {err:?}");
+    err
+}
+
+#[test]
+fn a_non_zero_exit_is_failed_with_code_and_stderr_tail() {
+    let err = expect_failure(
+        &diag_job(),
+        json!({"fail": "exit:3", "stderr": "disk full\n"}),
+        FailureKind::Failed,
+    );
+    assert_eq!(err.exit_code, Some(3));
+    assert!(err.stderr_tail.contains("disk full"), "{err:?}");
+    let err = expect_failure(
+        &diag_job(),
+        json!({"fail": "error:no such tile"}),
+        FailureKind::Failed,
+    );
+    assert!(
+        err.message.contains("no such tile"),
+        "structured error report used: {err:?}"
+    );
+}
+
+#[test]
+fn death_by_signal_is_killed_with_the_signal_named() {
+    let err = expect_failure(&diag_job(), json!({"fail": "segv"}), FailureKind::Killed);
+    assert_eq!(err.signal, Some(libc::SIGSEGV));
+    assert!(err.message.contains("SIGSEGV"), "{err:?}");
+    let err = expect_failure(&diag_job(), json!({"fail": "abort"}), FailureKind::Killed);
+    assert_eq!(err.signal, Some(libc::SIGABRT));
+}
+
+#[test]
+fn bad_output_names_the_problem_and_shows_the_first_bytes() {
+    for (fault, says) in [
+        ("not_cbor", "not valid CBOR"),
+        ("truncated", "truncated"),
+        ("two_items", "trailing bytes"),
+        ("trailing", "trailing bytes"),
+    ] {
+        let err = expect_failure(&diag_job(), json!({"fail": fault}), FailureKind::BadOutput);
+        assert!(err.message.contains(says), "{fault}: {}", err.message);
+        assert!(
+            err.message.contains("stdout began with"),
+            "{fault}: {}",
+            err.message
+        );
+    }
+}
+
+#[test]
+fn a_result_of_the_wrong_type_is_bad_output() {
+    let finished = on_main_context(|| async {
+        let queue = Queue::new();
+        // diag returns a map; ask for a number.
+        queue
+            .submit::<_, u64>(&diag_job(), &json!({}))
+            .expect("submit")
+            .finished()
+            .await
+    });
+    let err = finished.result.expect_err("wrong type");
+    assert_eq!(err.kind, FailureKind::BadOutput);
+    assert!(err.message.contains("unexpected shape"), "{err:?}");
+}
+
+#[test]
+fn a_hung_job_times_out_and_leaves_no_process() {
+    let job = diag_job().timeout(Duration::from_millis(300));
+    let finished = run_one(&job, json!({"fail": "hang"}));
+    let err = finished.result.expect_err("hangs");
+    assert_eq!(err.kind, FailureKind::TimedOut);
+    let pid = finished.stats.pid.expect("it started");
+    assert_eq!(
+        wait_group_gone(pid, Duration::from_secs(1)),
+        Vec::<u32>::new()
+    );
+}
+
+#[test]
+fn a_job_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let mut limits = *diag_job().run_limits();
+    limits.timeout = Some(Duration::from_millis(200));
+    limits.grace = Duration::from_millis(300);
+    let job = diag_job().limits(limits);
+    let finished = run_one(&job, json!({"fail": "ignore_term"}));
+    let err = finished.result.expect_err("ignores SIGTERM");
+    assert_eq!(err.kind, FailureKind::TimedOut);
+    assert_eq!(err.signal, Some(libc::SIGKILL));
+    assert!(err.message.contains("ignored SIGTERM"), "{err:?}");
+    assert!(
+        finished.stats.wall < Duration::from_secs(2),
+        "{:?}",
+        finished.stats.wall
+    );
+}
+
+#[test]
+fn a_grandchild_is_killed_with_its_job() {
+    let finished = run_one(&diag_job(), json!({"fail": "grandchild"}));
+    let pid = finished.stats.pid.expect("it started");
+    finished.result.expect("the job itself succeeds");
+    assert_eq!(
+        wait_group_gone(pid, Duration::from_secs(1)),
+        Vec::<u32>::new()
+    );
+}
+
+#[test]
+fn cancelling_queued_and_running_jobs_leaves_no_process() {
+    let (outcomes, pids) = on_main_context(|| async {
+        let queue = Queue::with_max_running(2);
+        let pids = Rc::new(RefCell::new(Vec::new()));
+        let seen = pids.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Started { pid, .. } = event {
+                seen.borrow_mut().push(*pid);
+            }
+        });
+        let job = diag_job();
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                queue
+                    .submit::<_, Value>(&job, &json!({"sleep_ms": 30_000}))
+                    .expect("submit")
+            })
+            .collect();
+        while pids.borrow().len() < 2 {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(queue.counts().running, 2);
+        assert!(queue.cancel(handles[0].id()), "a running job is cancelled");
+        assert!(queue.cancel(handles[5].id()), "a queued job is cancelled");
+        queue.cancel_queued();
+        queue.cancel_all();
+        let mut outcomes = Vec::new();
+        for handle in handles {
+            outcomes.push(handle.finished().await.result.map(drop));
+        }
+        let pids = pids.borrow().clone();
+        (outcomes, pids)
+    });
+    for outcome in &outcomes {
+        let err = outcome.as_ref().expect_err("every job was cancelled");
+        assert_eq!(err.kind, FailureKind::Cancelled, "{err:?}");
+    }
+    assert_eq!(pids.len(), 2, "queued jobs never started");
+    for pid in pids {
+        assert_eq!(
+            wait_group_gone(pid, Duration::from_secs(1)),
+            Vec::<u32>::new()
+        );
+    }
+}
+
+#[test]
+fn processors_that_cannot_start_say_what_was_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_executable = dir.path().join("offload-plain-file");
+    std::fs::write(&not_executable, "#!/bin/sh\n").expect("write");
+    let missing = dir.path().join("offload-missing");
+    for (path, says) in [
+        (missing.clone(), "does not exist"),
+        (not_executable, "not executable"),
+        (dir.path().to_path_buf(), "is a directory"),
+    ] {
+        let err = expect_failure(
+            &Job::new(Processor::at(&path)),
+            json!({}),
+            FailureKind::CouldNotStart,
+        );
+        assert!(
+            err.message.contains(says),
+            "{}: {}",
+            path.display(),
+            err.message
+        );
+        assert!(
+            err.message.contains(&path.display().to_string()),
+            "{}",
+            err.message
+        );
+    }
+    let lookup = Processor::find("no-such-processor-anywhere").expect_err("not found");
+    let text = lookup.to_string();
+    assert!(
+        text.contains("offload-no-such-processor-anywhere"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&common::bin_dir().display().to_string()),
+        "names the places searched: {text}"
+    );
+}
+
+#[test]
+fn progress_items_arrive_as_events() {
+    let progress = on_main_context(|| async {
+        let queue = Queue::new();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let sink = seen.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Progress {
+                fraction, message, ..
+            } = event
+            {
+                sink.borrow_mut().push((*fraction, message.clone()));
+            }
+        });
+        let handle = queue
+            .submit::<_, Value>(&diag_job(), &json!({"sleep_ms": 400, "progress_steps": 4}))
+            .expect("submit");
+        handle.result().await.expect("succeeds");
+        let seen = seen.borrow().clone();
+        seen
+    });
+    assert!(progress.len() >= 3, "progress events: {progress:?}");
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|(_, m)| m.as_deref() == Some("step 2 of 4")),
+        "{progress:?}"
+    );
+}
+
+#[test]
+fn stats_report_cpu_time_and_peak_memory() {
+    // burn_ms is CPU time, so this holds however busy the machine is.
+    let finished = run_one(&diag_job(), json!({"burn_ms": 200}));
+    finished.result.expect("succeeds");
+    assert!(
+        finished.stats.cpu >= Duration::from_millis(200),
+        "{:?}",
+        finished.stats
+    );
+    assert!(
+        finished.stats.peak_rss_bytes > 100 * 1024,
+        "{:?}",
+        finished.stats
+    );
+    assert!(
+        finished.stats.wall >= finished.stats.cpu,
+        "{:?}",
+        finished.stats
+    );
+}
+
+#[test]
+fn oversized_input_is_refused_at_submission() {
+    on_main_context(|| async {
+        let queue = Queue::new();
+        let mut limits = *diag_job().run_limits();
+        limits.max_input_bytes = 100;
+        let job = diag_job().limits(limits);
+        let err = queue
+            .submit::<_, Value>(&job, &json!({"echo": "x".repeat(200)}))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("over the limit of 100 bytes"),
+            "{err}"
+        );
+        assert_eq!(queue.counts().queued, 0);
+    });
+}
+
+#[test]
+fn the_engine_reaps_every_processor() {
+    let pids: Vec<u32> = on_main_context(|| async {
+        let queue = Queue::with_max_running(2);
+        let job = diag_job();
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                queue
+                    .submit::<_, DiagOut>(&job, &json!({"sleep_ms": 10}))
+                    .expect("submit")
+            })
+            .collect();
+        let mut pids = Vec::new();
+        for handle in handles {
+            pids.push(handle.result().await.expect("ok").pid);
+        }
+        pids
+    });
+    // Results are delivered only after the runner reaped the processor.
+    let zombies: Vec<u32> = common::zombie_children()
+        .into_iter()
+        .filter(|p| pids.contains(p))
+        .collect();
+    assert_eq!(zombies, Vec::<u32>::new(), "unreaped processors");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still exists"
+        );
+    }
+}

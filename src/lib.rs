@@ -39,3 +39,8 @@ pub use offload_sdk as sdk;
 pub use outcome::{FailureKind, Finished, JobError, RunStats};
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
+
+/// The README's Rust samples, compiled by `cargo test --doc` so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

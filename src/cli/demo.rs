@@ -21,6 +21,7 @@ pub struct TileInput {
     pub width: u32,
     pub height: u32,
     pub max_iter: u32,
+    pub samples: u32,
 }
 
 /// The result of `offload-mandelbrot`.
@@ -95,6 +96,7 @@ fn tiles(args: &DemoArgs) -> Vec<(u32, u32, TileInput)> {
                 width: col[1] - col[0],
                 height: row[1] - row[0],
                 max_iter: args.max_iter,
+                samples: args.samples,
             };
             out.push((col[0], row[0], input));
         }

@@ -11,9 +11,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Environment variable that names the file descriptor a processor may write progress items to.
 pub const PROGRESS_FD_ENV: &str = "OFFLOAD_PROGRESS_FD";
 
-/// The file descriptor number the offload host uses for progress (the first after stderr).
-pub const HOST_PROGRESS_FD: i32 = 3;
-
 /// Flag that makes a processor print its [`Description`] as JSON and exit.
 pub const DESCRIBE_FLAG: &str = "--describe";
 
@@ -23,7 +20,8 @@ pub const EXECUTABLE_PREFIX: &str = "offload-";
 /// One item of the CBOR sequence a processor writes to its progress file descriptor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressItem {
-    /// How much of the job is done, from 0.0 to 1.0.
+    /// How much of the job is done, from 0.0 to 1.0 (an integer 0 or 1 is accepted too).
+    #[serde(deserialize_with = "crate::number::real")]
     pub fraction: f64,
     /// An optional short text for people ("row 40 of 256").
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,313 @@
+//! The `offload` command as scripts use it: JSON lines in input order, exit status, files.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use common::{offload, root};
+use offload::sdk::decode::{decode_one, DecodeLimits};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect()
+}
+
+fn write_lines(
+    dir: &std::path::Path,
+    name: &str,
+    inputs: &[serde_json::Value],
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).expect("create");
+    for input in inputs {
+        writeln!(file, "{input}").expect("write");
+    }
+    path
+}
+
+#[test]
+fn run_prints_one_line_per_job_in_input_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Later inputs finish first, so order must come from the CLI, not from completion.
+    let inputs: Vec<_> = (0..8)
+        .map(|i| serde_json::json!({"echo": i, "sleep_ms": 160 - 20 * i}))
+        .collect();
+    let path = write_lines(dir.path(), "in.jsonl", &inputs);
+    let out = offload()
+        .args(["run", "diag", "-j", "4", "--inputs"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 8);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["job"], i);
+        assert_eq!(line["status"], "ok");
+        assert_eq!(line["result"]["echo"], i);
+    }
+}
+
+#[test]
+fn a_failed_job_gives_a_classified_error_and_exit_status_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = [
+        serde_json::json!({"echo": "fine"}),
+        serde_json::json!({"fail": "exit:3", "stderr": "the disk is full\n"}),
+        serde_json::json!({"fail": "segv"}),
+    ];
+    let path = write_lines(dir.path(), "in.jsonl", &inputs);
+    let out = offload()
+        .args(["run", "diag", "--inputs"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = lines(&out);
+    assert_eq!(lines[0]["status"], "ok");
+    let failed = &lines[1];
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["kind"], "failed");
+    assert_eq!(failed["error"]["exit_code"], 3);
+    assert_eq!(failed["error"]["signal"], serde_json::Value::Null);
+    assert!(failed["error"]["stderr_tail"]
+        .as_str()
+        .expect("text")
+        .contains("the disk is full"));
+    assert!(failed["error"]["message"]
+        .as_str()
+        .expect("text")
+        .contains("code 3"));
+    assert_eq!(lines[2]["error"]["kind"], "killed");
+    assert_eq!(lines[2]["error"]["signal"], libc::SIGSEGV);
+}
+
+#[test]
+fn timeout_applies_to_each_job() {
+    let out = offload()
+        .args(["run", "diag", "--timeout", "0.3", "--inputs", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"{\"fail\": \"hang\"}\n{\"echo\": 2}\n")?;
+            child.wait_with_output()
+        })
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let lines = lines(&out);
+    assert_eq!(lines[0]["error"]["kind"], "timed_out");
+    assert_eq!(lines[1]["result"]["echo"], 2);
+}
+
+#[test]
+fn output_dir_gets_one_complete_cbor_file_per_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("results");
+    let inputs: Vec<_> = (0..5)
+        .map(|i| serde_json::json!({"echo": {"$bytes": "AAEC"}, "sleep_ms": i}))
+        .collect();
+    let path = write_lines(dir.path(), "in.jsonl", &inputs);
+    let out = offload()
+        .args(["run", "diag", "--inputs"])
+        .arg(&path)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (i, line) in lines(&out).iter().enumerate() {
+        let file = out_dir.join(format!("{i}.cbor"));
+        assert_eq!(line["output"], file.display().to_string());
+        assert!(
+            line.get("result").is_none(),
+            "the result is in the file, not the line"
+        );
+        let value: ciborium::Value = decode_one(
+            &std::fs::read(&file).expect("file"),
+            DecodeLimits::default(),
+        )
+        .expect("one CBOR item");
+        let echo = value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("echo")));
+        assert_eq!(
+            echo.map(|(_, v)| v),
+            Some(&ciborium::Value::Bytes(vec![0, 1, 2]))
+        );
+    }
+    let names: Vec<String> = std::fs::read_dir(&out_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 5, "no partial files are left: {names:?}");
+}
+
+#[test]
+fn input_files_json_and_cbor_keep_command_line_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines_file = write_lines(
+        dir.path(),
+        "two.jsonl",
+        &[
+            serde_json::json!({"echo": "b"}),
+            serde_json::json!({"echo": "c"}),
+        ],
+    );
+    let json_file = dir.path().join("one.json");
+    std::fs::write(&json_file, r#"{"echo": "a"}"#).expect("write");
+    let cbor_file = dir.path().join("last.cbor");
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&serde_json::json!({"echo": "d"}), &mut bytes).expect("encode");
+    std::fs::write(&cbor_file, bytes).expect("write");
+    let out = offload()
+        .args(["run", "diag", "--input"])
+        .arg(&json_file)
+        .arg("--inputs")
+        .arg(&lines_file)
+        .arg("--input")
+        .arg(&cbor_file)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let echoes: Vec<_> = lines(&out)
+        .iter()
+        .map(|l| l["result"]["echo"].clone())
+        .collect();
+    assert_eq!(echoes, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn bad_inputs_and_unknown_processors_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.jsonl");
+    std::fs::write(&path, "{\"echo\": 1}\n{oops\n").expect("write");
+    let out = offload()
+        .args(["run", "diag", "--inputs"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("line 2"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = offload()
+        .args(["run", "no-such-processor", "--input", "-"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("offload-no-such-processor") && stderr.contains("OFFLOAD_PROCESSOR_PATH"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn list_shows_the_processors_with_their_summaries() {
+    let out = offload().args(["list", "--json"]).output().expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found = lines(&out);
+    for name in ["mandelbrot", "blur", "jitter", "diag"] {
+        let entry = found
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {found:?}"));
+        assert!(
+            entry["description"]["summary"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{entry}"
+        );
+    }
+}
+
+#[test]
+fn encode_and_decode_are_inverse() {
+    let original = std::fs::read(root().join("data/blur.json")).expect("read");
+    let encoded = common::offload()
+        .arg("encode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(&original)?;
+            c.wait_with_output()
+        })
+        .expect("encode");
+    assert!(encoded.status.success());
+    assert_eq!(
+        encoded.stdout,
+        std::fs::read(root().join("data/blur.cbor")).expect("read"),
+        "same bytes as blur.cbor"
+    );
+    let decoded = common::offload()
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(&encoded.stdout)?;
+            c.wait_with_output()
+        })
+        .expect("decode");
+    let back: serde_json::Value = serde_json::from_slice(&decoded.stdout).expect("json");
+    let original: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    assert_eq!(back, original);
+}
+
+#[test]
+fn demo_renders_a_mosaic_png() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png_path = dir.path().join("m.png");
+    let out = offload()
+        .args([
+            "demo",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--columns",
+            "8",
+            "--rows",
+            "8",
+            "--max-iter",
+            "200",
+            "--out",
+        ])
+        .arg(&png_path)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("frame");
+    assert_eq!((info.width, info.height), (320, 240));
+    let at = |x: usize, y: usize| &pixels[(y * 320 + x) * 4..(y * 320 + x) * 4 + 4];
+    // The view spans -2.4..0.8 by -1.2..1.2: (-0.2, 0) is inside the set, the corner is not.
+    assert_eq!(at(220, 120), [0, 0, 0, 255]);
+    assert_ne!(at(0, 0), [0, 0, 0, 255]);
+    let black = pixels.chunks(4).filter(|p| p == &[0, 0, 0, 255]).count();
+    assert!(
+        black > 320 * 240 / 10 && black < 320 * 240 / 2,
+        "{black} black pixels"
+    );
+}

@@ -85,6 +85,7 @@ pub struct Job {
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) limits: RunLimits,
+    pub(crate) nice: i32,
 }
 
 impl Job {
@@ -95,6 +96,7 @@ impl Job {
             args: Vec::new(),
             env: Vec::new(),
             limits: RunLimits::default(),
+            nice: 0,
         }
     }
 
@@ -113,6 +115,13 @@ impl Job {
     /// Stops the job when it runs longer than `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the processor at a lower CPU priority (`nice` 1 to 19), so that the process that
+    /// shows results (a GUI's main loop) gets a core as soon as it needs one.
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = nice.clamp(0, 19);
         self
     }
 

@@ -28,11 +28,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod job;
+pub mod mosaic;
 pub mod outcome;
 pub mod processor;
 pub mod queue;
 mod runner;
+mod spawn;
 
 pub use job::{Job, JobId, JobState, RunLimits};
 pub use offload_sdk as sdk;

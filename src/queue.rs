@@ -318,16 +318,18 @@ impl Queue {
     /// Cancels every job, queued or running.
     pub fn cancel_all(&self) {
         self.cancel_queued();
-        let controls: Vec<Arc<Control>> = self
-            .inner
-            .state
-            .borrow()
-            .jobs
-            .values()
-            .filter_map(|r| r.control.clone())
-            .collect();
-        for control in controls {
+        for control in self.inner.running_controls() {
             control.cancel();
+        }
+    }
+
+    /// Ends everything now, for quitting: queued jobs are cancelled and running processors are
+    /// killed (SIGKILL to their process groups, no grace period). Their runners still report
+    /// them as cancelled; see [`QueueCounts::running`] to wait for that.
+    pub fn shutdown(&self) {
+        self.cancel_queued();
+        for control in self.inner.running_controls() {
+            control.kill();
         }
     }
 
@@ -355,6 +357,15 @@ impl Queue {
 }
 
 impl Inner {
+    fn running_controls(&self) -> Vec<Arc<Control>> {
+        self.state
+            .borrow()
+            .jobs
+            .values()
+            .filter_map(|r| r.control.clone())
+            .collect()
+    }
+
     /// Starts queued jobs while slots are free.
     fn schedule(&self, effects: &mut Effects) {
         loop {
@@ -482,10 +493,10 @@ impl State {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Nobody is left to take the results: stop every running processor.
+        // Nobody is left to take the results: stop every running processor now.
         for record in self.state.get_mut().jobs.values() {
             if let Some(control) = &record.control {
-                control.cancel();
+                control.kill();
             }
         }
     }

@@ -6,16 +6,15 @@
 //! [`Control`].
 //!
 //! A single `poll(2)` loop serves all pipes, a pidfd (readable when the child exits) and an
-//! eventfd (written on cancel). The child leads its own process group, so a signal reaches all
-//! of its descendants; it gets `PR_SET_PDEATHSIG` so it dies if this thread (and so the host)
-//! dies; it inherits no descriptor but stdio and the progress pipe.
+//! eventfd (written on cancel). The child (started by [`crate::spawn`]) leads its own process
+//! group, so a signal reaches all of its descendants; it gets `PR_SET_PDEATHSIG` so it dies if
+//! this thread (and so the host) dies; it inherits no descriptor but stdio and the progress
+//! pipe.
 
 use std::any::Any;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use offload_sdk::protocol::{ErrorReport, ProgressItem, PROGRESS_FD_ENV};
 
 use crate::job::{Job, JobId};
 use crate::outcome::{FailureKind, JobError, RunStats};
+use crate::spawn::{ChildFds, ChildSettings};
 
 /// A decoded result of the caller's type, or why there is none.
 pub(crate) type RawResult = Result<Box<dyn Any + Send>, JobError>;
@@ -61,6 +61,8 @@ pub(crate) enum RunnerEvent {
 pub(crate) struct Control {
     wake: OwnedFd,
     cancelled: AtomicBool,
+    /// Skip the grace period: SIGKILL at once.
+    hard: AtomicBool,
 }
 
 impl Control {
@@ -74,12 +76,23 @@ impl Control {
             // SAFETY: fd is a fresh descriptor that nothing else owns.
             wake: unsafe { OwnedFd::from_raw_fd(fd) },
             cancelled: AtomicBool::new(false),
+            hard: AtomicBool::new(false),
         }))
     }
 
-    /// Asks the runner to stop its job. Never blocks.
+    /// Asks the runner to stop its job (SIGTERM, SIGKILL after the grace period). Never blocks.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Asks the runner to kill its job's process group now. Never blocks.
+    pub(crate) fn kill(&self) {
+        self.hard.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
@@ -87,6 +100,10 @@ impl Control {
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn is_hard(&self) -> bool {
+        self.hard.load(Ordering::SeqCst)
     }
 }
 
@@ -147,42 +164,34 @@ struct Spawned {
 fn spawn(job: &Job) -> Result<Spawned, JobError> {
     let path = job.processor.path();
     let cannot_start = |message: String| JobError::new(FailureKind::CouldNotStart, message);
-    let (progress_read, progress_write) =
-        pipe().map_err(|err| cannot_start(format!("cannot create the progress pipe: {err}")))?;
-    let progress_fd = progress_write.as_raw_fd();
-    let mut command = Command::new(path);
-    command
-        .args(&job.args)
-        .envs(job.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
-        .env(PROGRESS_FD_ENV, progress_fd.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: getpid is always safe.
-    let host = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid, syscall, fcntl); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || child_setup(host, progress_fd));
-    }
-    let child = command
-        .spawn()
-        .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
-    drop(progress_write);
-    let pid = child.id();
-    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin, child.stdout, child.stderr)
-    else {
-        return Err(cannot_start(
-            "the processor's pipes were not created".to_owned(),
-        ));
+    let pipes =
+        || -> io::Result<[(OwnedFd, OwnedFd); 4]> { Ok([pipe()?, pipe()?, pipe()?, pipe()?]) };
+    let [stdin, stdout, stderr, progress] =
+        pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != PROGRESS_FD_ENV && !job.env.iter().any(|(j, _)| j == k))
+        .collect();
+    env.extend(job.env.iter().cloned());
+    env.push((
+        PROGRESS_FD_ENV.into(),
+        progress.1.as_raw_fd().to_string().into(),
+    ));
+    let fds = ChildFds {
+        stdin: stdin.0.as_raw_fd(),
+        stdout: stdout.1.as_raw_fd(),
+        stderr: stderr.1.as_raw_fd(),
+        progress: progress.1.as_raw_fd(),
     };
+    let settings = ChildSettings { nice: job.nice };
+    let pid = crate::spawn::spawn(path, &job.args, &env, fds, &settings)
+        .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
+    // The child's ends close here; ours stay.
     let spawned = Spawned {
-        pid,
-        stdin: stdin.into(),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-        progress: progress_read,
+        pid: pid as u32,
+        stdin: stdin.1,
+        stdout: stdout.0,
+        stderr: stderr.0,
+        progress: progress.0,
     };
     for fd in [
         &spawned.stdin,
@@ -200,32 +209,6 @@ fn spawn(job: &Job) -> Result<Spawned, JobError> {
     Ok(spawned)
 }
 
-/// Runs in the child between fork and exec.
-fn child_setup(host: libc::pid_t, progress_fd: RawFd) -> io::Result<()> {
-    // SAFETY: async-signal-safe calls only, on the child's own state.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // The host may have died before prctl took effect.
-        if libc::getppid() != host {
-            return Err(io::Error::other("the host exited"));
-        }
-        // Every inherited descriptor from 3 up closes at exec, except the progress pipe.
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        );
-        if libc::fcntl(progress_fd, libc::F_SETFD, 0) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 fn spawn_error_message(path: &std::path::Path, err: &io::Error) -> String {
     let shown = path.display();
     if path.is_dir() {
@@ -238,6 +221,9 @@ fn spawn_error_message(path: &std::path::Path, err: &io::Error) -> String {
         io::ErrorKind::NotFound => format!("{shown} does not exist"),
         io::ErrorKind::PermissionDenied => {
             format!("{shown} is not executable (permission denied); try chmod +x")
+        }
+        _ if err.raw_os_error() == Some(libc::ENOEXEC) => {
+            format!("{shown} is not in an executable format (a script without a #! line?)")
         }
         _ => format!("cannot start {shown}: {err}"),
     }
@@ -309,8 +295,14 @@ fn supervise(
             }
         }
     };
+    let on_cancel = |stop: &mut Option<Stop>, kill_at: &mut Option<Instant>| {
+        request_stop(Stop::Cancelled, stop, kill_at);
+        if control.is_hard() {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    };
     if control.is_cancelled() {
-        request_stop(Stop::Cancelled, &mut stop, &mut kill_at);
+        on_cancel(&mut stop, &mut kill_at);
     }
 
     loop {
@@ -477,7 +469,7 @@ fn supervise(
             // SAFETY: reading 8 bytes from our nonblocking eventfd into a live buffer.
             unsafe { libc::read(control.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
             if !exited {
-                request_stop(Stop::Cancelled, &mut stop, &mut kill_at);
+                on_cancel(&mut stop, &mut kill_at);
             }
         }
     }

@@ -438,6 +438,53 @@ fn cancelling_queued_and_running_jobs_leaves_no_process() {
 }
 
 #[test]
+fn shutdown_kills_running_jobs_without_a_grace_period() {
+    let started = std::time::Instant::now();
+    let (outcomes, pids) = on_main_context(|| async {
+        let queue = Queue::with_max_running(3);
+        let job = diag_job();
+        let handles: Vec<_> = (0..5)
+            .map(|_| {
+                queue
+                    .submit::<_, DiagOut>(&job, &json!({"fail": "ignore_term"}))
+                    .expect("submit")
+            })
+            .collect();
+        let pids = Rc::new(RefCell::new(Vec::new()));
+        let seen = pids.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Started { pid, .. } = event {
+                seen.borrow_mut().push(*pid);
+            }
+        });
+        while pids.borrow().len() < 3 {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        queue.shutdown();
+        let mut outcomes = Vec::new();
+        for handle in handles {
+            outcomes.push(handle.finished().await.result.map(drop));
+        }
+        let pids = pids.borrow().clone();
+        (outcomes, pids)
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for outcome in outcomes {
+        assert_eq!(outcome.expect_err("cancelled").kind, FailureKind::Cancelled);
+    }
+    for pid in pids {
+        assert_eq!(
+            wait_group_gone(pid, Duration::from_millis(500)),
+            Vec::<u32>::new()
+        );
+    }
+}
+
+#[test]
 fn processors_that_cannot_start_say_what_was_tried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let not_executable = dir.path().join("offload-plain-file");

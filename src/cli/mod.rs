@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, Parser, Subcommand};
+use offload::mosaic::Mosaic;
 
 /// Keeps a GUI responsive by running heavy work in parallel processor processes.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ enum Command {
     },
     /// Render a Mandelbrot mosaic through the queue, one job per tile, and save it as PNG.
     Demo(DemoArgs),
+    /// Open the desktop app.
+    #[cfg(feature = "gui")]
+    Gui(GuiArgs),
     /// Convert one JSON document on stdin to CBOR on stdout (byte strings as {"$bytes": base64}).
     Encode,
     /// Convert CBOR on stdin to JSON on stdout.
@@ -65,6 +69,29 @@ pub struct RunArgs {
     output_dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "gui")]
+#[derive(Debug, Args)]
+pub struct GuiArgs {
+    /// Start the Mandelbrot demo at once.
+    #[arg(long)]
+    demo: bool,
+    /// Run PROCESSOR over every line of FILE.jsonl at once.
+    #[arg(long, num_args = 2, value_names = ["PROCESSOR", "FILE.jsonl"])]
+    batch: Option<Vec<String>>,
+    /// When every job is done, save a PNG of the window here.
+    #[arg(long, value_name = "FILE.png")]
+    screenshot: Option<PathBuf>,
+    /// Quit when every job is done (exit status 1 if any failed).
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Print the main loop's longest stall and p99 on exit (or set OFFLOAD_STALL_REPORT=1).
+    #[arg(long)]
+    stall_report: bool,
+    /// How many processors run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to save the mosaic.
@@ -74,22 +101,22 @@ pub struct DemoArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,
     /// Image width in pixels.
-    #[arg(long, default_value_t = 1600)]
+    #[arg(long, default_value_t = Mosaic::default().width)]
     width: u32,
     /// Image height in pixels.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = Mosaic::default().height)]
     height: u32,
-    /// Tiles across and down (the demo runs COLUMNS x ROWS jobs).
-    #[arg(long, default_value_t = 10)]
+    /// Tiles across (the demo runs COLUMNS x ROWS jobs).
+    #[arg(long, default_value_t = Mosaic::default().columns)]
     columns: u32,
     /// Tiles down.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = Mosaic::default().rows)]
     rows: u32,
-    /// Iteration limit per pixel.
-    #[arg(long, default_value_t = 1500)]
+    /// Iteration limit per sample.
+    #[arg(long, default_value_t = Mosaic::default().max_iter)]
     max_iter: u32,
     /// Samples per pixel along each axis (3 gives 9 samples: smooth edges, 9 times the work).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Mosaic::default().samples)]
     samples: u32,
 }
 
@@ -99,6 +126,17 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
         Command::List { json } => list::list(json),
         Command::Demo(args) => demo::demo(args),
+        #[cfg(feature = "gui")]
+        Command::Gui(args) => Ok(offload::app::run(offload::app::AppOptions {
+            demo: args.demo,
+            batch: args
+                .batch
+                .and_then(|b| Some((b.first()?.clone(), PathBuf::from(b.get(1)?)))),
+            screenshot: args.screenshot,
+            exit_when_done: args.exit_when_done,
+            stall_report: args.stall_report,
+            jobs: args.jobs,
+        })),
         Command::Encode => codec::encode(),
         Command::Decode { seq, pretty } => codec::decode(seq, pretty),
     }

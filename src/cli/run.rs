@@ -45,7 +45,8 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         let interrupted = interrupted.clone();
         glib_unix::unix_signal_add_local(signal, move || {
             interrupted.set(true);
-            queue.cancel_all();
+            // Kill at once: a person pressing Ctrl-C wants the processes gone now.
+            queue.shutdown();
             glib::ControlFlow::Continue
         });
     }

@@ -1,0 +1,287 @@
+//! The inspector: one job's input and result as readable trees (byte strings by size, images as
+//! images), its stderr tail, timings and exit details, and the shell command that reruns it.
+
+use std::cell::RefCell;
+
+use gtk::prelude::*;
+use gtk::subclass::prelude::*;
+use gtk::{gdk, glib, CompositeTemplate};
+
+use super::job_object::{JobObject, JobOutput};
+use crate::sdk::json::json_to_cbor;
+
+/// Deepest level and most entries shown, so that a huge result cannot stall the main loop.
+const MAX_DEPTH: usize = 6;
+const MAX_LINES: usize = 400;
+
+mod imp {
+    use super::*;
+
+    #[derive(Default, CompositeTemplate)]
+    #[template(file = "inspector.ui")]
+    pub struct JobInspector {
+        #[template_child]
+        pub title_label: TemplateChild<gtk::Label>,
+        #[template_child]
+        pub details_label: TemplateChild<gtk::Label>,
+        #[template_child]
+        pub copy_button: TemplateChild<gtk::Button>,
+        #[template_child]
+        pub result_picture: TemplateChild<gtk::Picture>,
+        #[template_child]
+        pub result_label: TemplateChild<gtk::Label>,
+        #[template_child]
+        pub input_label: TemplateChild<gtk::Label>,
+        #[template_child]
+        pub stderr_label: TemplateChild<gtk::Label>,
+        pub command: RefCell<String>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for JobInspector {
+        const NAME: &'static str = "OffloadJobInspector";
+        type Type = super::JobInspector;
+        type ParentType = gtk::Box;
+
+        fn class_init(klass: &mut Self::Class) {
+            klass.bind_template();
+        }
+
+        fn instance_init(obj: &glib::subclass::InitializingObject<Self>) {
+            obj.init_template();
+        }
+    }
+
+    impl ObjectImpl for JobInspector {
+        fn constructed(&self) {
+            self.parent_constructed();
+            let obj = self.obj();
+            self.copy_button.connect_clicked(glib::clone!(
+                #[weak]
+                obj,
+                move |_| obj.clipboard().set_text(&obj.command_line())
+            ));
+        }
+    }
+
+    impl WidgetImpl for JobInspector {}
+    impl BoxImpl for JobInspector {}
+}
+
+glib::wrapper! {
+    /// Shows everything about one job.
+    pub struct JobInspector(ObjectSubclass<imp::JobInspector>)
+        @extends gtk::Box, gtk::Widget,
+        @implements gtk::Buildable, gtk::ConstraintTarget, gtk::Orientable;
+}
+
+impl JobInspector {
+    /// The shell command that reruns the job shown.
+    pub fn command_line(&self) -> String {
+        self.imp().command.borrow().clone()
+    }
+
+    /// Shows `job`.
+    pub fn show_job(&self, job: &JobObject) {
+        let imp = self.imp();
+        let Some(record) = job.record() else {
+            return;
+        };
+        imp.title_label
+            .set_label(&format!("Job {} · {}", job.id(), record.processor.name()));
+        let mut details = vec![format!("State: {}", job.state())];
+        if let Some(pid) = record.stats.pid {
+            details.push(format!("Process id: {pid}"));
+        }
+        if job.is_finished() {
+            details.push(format!(
+                "Wall time: {:.3} s · CPU time: {:.3} s · Peak memory: {}",
+                record.stats.wall.as_secs_f64(),
+                record.stats.cpu.as_secs_f64(),
+                super::format_bytes(record.stats.peak_rss_bytes)
+            ));
+        }
+        if let Some(error) = &record.error {
+            details.push(format!("Failure: {} — {}", error.kind, error.message));
+            if let Some(code) = error.exit_code {
+                details.push(format!("Exit code: {code}"));
+            }
+            if let Some(signal) = error.signal {
+                details.push(format!("Signal: {signal}"));
+            }
+        }
+        details.push(format!("Processor: {}", record.processor.path().display()));
+        imp.details_label.set_label(&details.join("\n"));
+
+        imp.picture_and_tree(record.output.as_ref());
+        let input = json_to_cbor((*record.input_json).clone()).unwrap_or(ciborium::Value::Null);
+        imp.input_label.set_label(&tree(&input));
+        let stderr = record
+            .error
+            .as_ref()
+            .map(|e| e.stderr_tail.trim_end())
+            .unwrap_or("");
+        imp.stderr_label.set_label(if stderr.is_empty() {
+            "(nothing)"
+        } else {
+            stderr
+        });
+        imp.command.replace(rerun_command(
+            &record.processor.path().display().to_string(),
+            &record.input_json.to_string(),
+        ));
+    }
+}
+
+impl imp::JobInspector {
+    fn picture_and_tree(&self, output: Option<&JobOutput>) {
+        self.result_picture.set_visible(false);
+        match output {
+            None => self.result_label.set_label("(none yet)"),
+            Some(JobOutput::Tile(texture)) => {
+                self.result_picture.set_paintable(Some(texture));
+                self.result_picture.set_visible(true);
+                self.result_label.set_label(&format!(
+                    "an image of {}×{} pixels",
+                    texture.width(),
+                    texture.height()
+                ));
+            }
+            Some(JobOutput::Value(value)) => {
+                if let Some(texture) = image_of(value) {
+                    self.result_picture.set_paintable(Some(&texture));
+                    self.result_picture.set_visible(true);
+                }
+                self.result_label.set_label(&tree(value));
+            }
+        }
+    }
+}
+
+/// A `{width, height, rgba}` map as a texture, when a result is an image.
+fn image_of(value: &ciborium::Value) -> Option<gdk::Texture> {
+    let map = value.as_map()?;
+    let get = |key: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v)
+    };
+    let width = u32::try_from(i128::from(get("width")?.as_integer()?)).ok()?;
+    let height = u32::try_from(i128::from(get("height")?.as_integer()?)).ok()?;
+    let rgba = get("rgba")?.as_bytes()?;
+    if width == 0 || height == 0 || rgba.len() != width as usize * height as usize * 4 {
+        return None;
+    }
+    let bytes = glib::Bytes::from(rgba.as_slice());
+    let texture = gdk::MemoryTexture::new(
+        width as i32,
+        height as i32,
+        gdk::MemoryFormat::R8g8b8a8,
+        &bytes,
+        width as usize * 4,
+    );
+    Some(texture.upcast())
+}
+
+/// A value as an indented tree: maps as `key: value`, byte strings by size.
+pub fn tree(value: &ciborium::Value) -> String {
+    let mut lines = Vec::new();
+    walk(value, 0, None, &mut lines);
+    if lines.len() > MAX_LINES {
+        let more = lines.len() - MAX_LINES;
+        lines.truncate(MAX_LINES);
+        lines.push(format!("… {more} more lines"));
+    }
+    lines.join("\n")
+}
+
+fn walk(value: &ciborium::Value, depth: usize, label: Option<String>, lines: &mut Vec<String>) {
+    use ciborium::Value;
+    if lines.len() > MAX_LINES {
+        return;
+    }
+    let indent = "  ".repeat(depth);
+    let prefix = label.map(|l| format!("{l}: ")).unwrap_or_default();
+    let leaf = match value {
+        Value::Integer(i) => Some(i128::from(*i).to_string()),
+        Value::Float(x) => Some(format!("{x}")),
+        Value::Text(t) if t.chars().count() > 80 => Some(format!(
+            "{:?}… ({} bytes)",
+            t.chars().take(80).collect::<String>(),
+            t.len()
+        )),
+        Value::Text(t) => Some(format!("{t:?}")),
+        Value::Bytes(b) => Some(format!("<{}>", super::format_bytes(b.len() as u64))),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some("null".to_owned()),
+        Value::Array(items) if items.is_empty() => Some("[]".to_owned()),
+        Value::Map(entries) if entries.is_empty() => Some("{}".to_owned()),
+        _ if depth >= MAX_DEPTH => Some("…".to_owned()),
+        _ => None,
+    };
+    if let Some(leaf) = leaf {
+        lines.push(format!("{indent}{prefix}{leaf}"));
+        return;
+    }
+    match value {
+        Value::Array(items) => {
+            lines.push(format!("{indent}{prefix}[{} items]", items.len()));
+            for (i, item) in items.iter().enumerate() {
+                walk(item, depth + 1, Some(i.to_string()), lines);
+            }
+        }
+        Value::Map(entries) => {
+            lines.push(format!("{indent}{prefix}{{{} entries}}", entries.len()));
+            for (key, item) in entries {
+                let key = key
+                    .as_text()
+                    .map_or_else(|| format!("{key:?}"), str::to_owned);
+                walk(item, depth + 1, Some(key), lines);
+            }
+        }
+        Value::Tag(tag, inner) => walk(inner, depth, Some(format!("{prefix}tag {tag}")), lines),
+        _ => lines.push(format!("{indent}{prefix}?")),
+    }
+}
+
+/// A POSIX shell command that runs the processor on the same input.
+fn rerun_command(processor: &str, input_json: &str) -> String {
+    format!(
+        "printf '%s' {} | offload encode | {} | offload decode",
+        shell_quote(input_json),
+        shell_quote(processor)
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_show_bytes_by_size_and_nest() {
+        use ciborium::Value;
+        let value = Value::Map(vec![
+            (Value::Text("rgba".into()), Value::Bytes(vec![0; 2048])),
+            (
+                Value::Text("size".into()),
+                Value::Array(vec![Value::Integer(3.into()), Value::Integer(4.into())]),
+            ),
+        ]);
+        assert_eq!(
+            tree(&value),
+            "{2 entries}\n  rgba: <2.0 KiB>\n  size: [2 items]\n    0: 3\n    1: 4"
+        );
+    }
+
+    #[test]
+    fn commands_quote_single_quotes() {
+        assert_eq!(
+            rerun_command("/bin/offload-x", r#"{"a":"it's"}"#),
+            r#"printf '%s' '{"a":"it'\''s"}' | offload encode | '/bin/offload-x' | offload decode"#
+        );
+    }
+}

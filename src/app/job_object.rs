@@ -1,0 +1,125 @@
+//! One row of the job list: a GObject whose properties the columns bind to, and the Rust-side
+//! record the inspector and the retry action read.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use gtk::glib;
+use gtk::prelude::*;
+use gtk::subclass::prelude::*;
+
+use crate::mosaic::Tile;
+use crate::{JobError, JobId, Processor, RunStats};
+
+/// What a job is for, so that a retry can do the same with its result.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// A tile of the Mandelbrot demo.
+    Tile(Tile),
+    /// A job added by the user; its result is kept for the inspector.
+    Batch,
+}
+
+/// What a finished job produced, for the inspector.
+#[derive(Debug, Clone)]
+pub enum JobOutput {
+    /// A demo tile, already a texture.
+    Tile(gtk::gdk::Texture),
+    /// Any other processor's result, decoded off the main thread.
+    Value(Rc<ciborium::Value>),
+}
+
+/// The parts of a job that are not shown in columns.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub processor: Processor,
+    pub kind: JobKind,
+    /// The input as JSON (kept from before it was encoded, so nothing is decoded to show it).
+    pub input_json: Rc<serde_json::Value>,
+    /// The input as the CBOR that was sent, for retries.
+    pub input_cbor: Rc<Vec<u8>>,
+    pub output: Option<JobOutput>,
+    pub error: Option<JobError>,
+    pub stats: RunStats,
+    pub started_at: Option<std::time::Instant>,
+}
+
+/// The states a row shows, as its `state` property.
+pub mod state {
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+}
+
+mod imp {
+    use super::*;
+
+    #[derive(Default, glib::Properties)]
+    #[properties(wrapper_type = super::JobObject)]
+    pub struct JobObject {
+        #[property(get, set)]
+        pub id: std::cell::Cell<u64>,
+        #[property(get, set)]
+        pub processor: RefCell<String>,
+        #[property(get, set)]
+        pub state: RefCell<String>,
+        #[property(get, set, minimum = 0.0, maximum = 1.0)]
+        pub progress: std::cell::Cell<f64>,
+        #[property(get, set)]
+        pub elapsed_ms: std::cell::Cell<f64>,
+        #[property(get, set)]
+        pub peak_rss: std::cell::Cell<u64>,
+        #[property(get, set)]
+        pub reason: RefCell<String>,
+        pub record: RefCell<Option<JobRecord>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for JobObject {
+        const NAME: &'static str = "OffloadJobObject";
+        type Type = super::JobObject;
+    }
+
+    #[glib::derived_properties]
+    impl ObjectImpl for JobObject {}
+}
+
+glib::wrapper! {
+    /// A job as the list shows it.
+    pub struct JobObject(ObjectSubclass<imp::JobObject>);
+}
+
+impl JobObject {
+    pub fn new(id: JobId, record: JobRecord) -> Self {
+        let object: Self = glib::Object::builder()
+            .property("id", id.0)
+            .property("processor", record.processor.name())
+            .property("state", state::QUEUED)
+            .build();
+        object.imp().record.replace(Some(record));
+        object
+    }
+
+    pub fn job_id(&self) -> JobId {
+        JobId(self.id())
+    }
+
+    /// A copy of the record.
+    pub fn record(&self) -> Option<JobRecord> {
+        self.imp().record.borrow().clone()
+    }
+
+    /// Changes the record in place.
+    pub fn update_record(&self, change: impl FnOnce(&mut JobRecord)) {
+        if let Some(record) = self.imp().record.borrow_mut().as_mut() {
+            change(record);
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        let state = self.state();
+        state != state::QUEUED && state != state::RUNNING
+    }
+}

@@ -1,0 +1,148 @@
+//! The GTK app: a thin layer of widgets over the engine. It adds no job logic of its own; the
+//! queue, the runners and the outcomes are the same as the CLI's.
+
+mod inspector;
+pub mod job_list;
+pub mod job_object;
+pub mod mosaic_view;
+pub mod stall;
+pub mod window;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use adw::prelude::*;
+use gtk::{gio, glib};
+
+pub use stall::{StallProbe, StallReport, STALL_REPORT_ENV};
+pub use window::{StateCounts, Unattended, Window};
+
+use crate::Processor;
+
+/// What `offload gui` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Start the Mandelbrot demo at once.
+    pub demo: bool,
+    /// Run this processor over this JSON Lines file at once.
+    pub batch: Option<(String, PathBuf)>,
+    /// Save a PNG of the window when all jobs are done.
+    pub screenshot: Option<PathBuf>,
+    /// Quit when all jobs are done.
+    pub exit_when_done: bool,
+    /// Print the main loop's stall figures on exit.
+    pub stall_report: bool,
+    /// How many jobs run at once (default: the number of cores).
+    pub jobs: Option<usize>,
+}
+
+/// Runs the app until its window closes. Exit status 0, or 1 when unattended work had failures.
+pub fn run(options: AppOptions) -> ExitCode {
+    let app = adw::Application::builder()
+        .application_id("io.github.offload.Offload")
+        .flags(gio::ApplicationFlags::NON_UNIQUE)
+        .build();
+    let failed = Rc::new(Cell::new(false));
+    let wants_probe =
+        options.stall_report || std::env::var_os(STALL_REPORT_ENV).is_some_and(|v| v != "0");
+    let probe: Rc<RefCell<Option<StallProbe>>> = Rc::default();
+    app.connect_activate(glib::clone!(
+        #[strong]
+        failed,
+        #[strong]
+        probe,
+        move |app| {
+            let window = activate(app, &options, &failed);
+            if wants_probe {
+                start_probe_after_first_frame(&window, probe.clone());
+            }
+        }
+    ));
+    let status = app.run_with_args::<&str>(&[]);
+    if let Some(probe) = probe.borrow().as_ref() {
+        eprintln!("{}", probe.report());
+    }
+    if status != glib::ExitCode::SUCCESS || failed.get() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Starts the stall probe once the window has drawn its first frame, so that the figures are
+/// about running jobs, not about start-up (building widgets, compiling shaders).
+fn start_probe_after_first_frame(window: &Window, probe: Rc<RefCell<Option<StallProbe>>>) {
+    let frames = Cell::new(0);
+    window.add_tick_callback(move |_, _| {
+        frames.set(frames.get() + 1);
+        if frames.get() < 2 {
+            return glib::ControlFlow::Continue;
+        }
+        probe.replace(Some(StallProbe::start()));
+        glib::ControlFlow::Break
+    });
+}
+
+fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>>) -> Window {
+    let window = Window::new(Some(app), options.jobs);
+    window.set_unattended(Unattended {
+        screenshot: options.screenshot.clone(),
+        exit_when_done: options.exit_when_done,
+    });
+    window.connect_close_request(glib::clone!(
+        #[strong]
+        failed,
+        move |window| {
+            let counts = window.state_counts();
+            failed.set(counts.failed + counts.cancelled > 0);
+            glib::Propagation::Proceed
+        }
+    ));
+    window.present();
+    if options.demo {
+        window.start_demo(crate::mosaic::Mosaic::default());
+    }
+    if let Some((name, path)) = &options.batch {
+        match Processor::find(name) {
+            Ok(processor) => window.add_jobs_from_file(processor, path.clone()),
+            Err(err) => {
+                eprintln!("offload: {err}");
+                failed.set(true);
+                window.close();
+            }
+        }
+    }
+    window
+}
+
+/// Reads one JSON value per non-empty line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("Cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| format!("{} line {}: not valid JSON: {e}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+/// A byte count for people: `2.0 KiB`, `3.4 MiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

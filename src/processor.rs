@@ -224,14 +224,16 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Where processors built with offload live: beside the running executable (and beside its
-/// parent when it is a test binary in `target/*/deps`), and the source tree's Python ones.
+/// parent for test and example binaries), and the source tree's Python ones.
 fn builtin_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
     {
-        if dir.file_name() == Some(std::ffi::OsStr::new("deps")) {
+        // Test binaries live in target/*/deps and examples in target/*/examples.
+        let name = dir.file_name().and_then(|n| n.to_str());
+        if matches!(name, Some("deps" | "examples")) {
             if let Some(parent) = dir.parent() {
                 dirs.push(parent.to_path_buf());
             }

@@ -81,6 +81,11 @@ impl JobInspector {
         self.imp().command.borrow().clone()
     }
 
+    /// The result as shown (a tree, or a note about the image).
+    pub fn result_text(&self) -> String {
+        self.imp().result_label.label().to_string()
+    }
+
     /// Shows `job`.
     pub fn show_job(&self, job: &JobObject) {
         let imp = self.imp();

@@ -1,7 +1,7 @@
 //! The GTK app: a thin layer of widgets over the engine. It adds no job logic of its own; the
 //! queue, the runners and the outcomes are the same as the CLI's.
 
-mod inspector;
+pub mod inspector;
 pub mod job_list;
 pub mod job_object;
 pub mod mosaic_view;
@@ -30,6 +30,10 @@ pub struct AppOptions {
     pub batch: Option<(String, PathBuf)>,
     /// Save a PNG of the window when all jobs are done.
     pub screenshot: Option<PathBuf>,
+    /// Save the screenshot once this many jobs have finished instead.
+    pub screenshot_after: Option<usize>,
+    /// The demo's mosaic.
+    pub mosaic: crate::mosaic::Mosaic,
     /// Quit when all jobs are done.
     pub exit_when_done: bool,
     /// Print the main loop's stall figures on exit.
@@ -47,22 +51,22 @@ pub fn run(options: AppOptions) -> ExitCode {
     let failed = Rc::new(Cell::new(false));
     let wants_probe =
         options.stall_report || std::env::var_os(STALL_REPORT_ENV).is_some_and(|v| v != "0");
-    let probe: Rc<RefCell<Option<StallProbe>>> = Rc::default();
+    let report: Rc<RefCell<Option<StallReport>>> = Rc::default();
     app.connect_activate(glib::clone!(
         #[strong]
         failed,
         #[strong]
-        probe,
+        report,
         move |app| {
             let window = activate(app, &options, &failed);
             if wants_probe {
-                start_probe_after_first_frame(&window, probe.clone());
+                start_probe_after_first_frame(&window, report.clone());
             }
         }
     ));
     let status = app.run_with_args::<&str>(&[]);
-    if let Some(probe) = probe.borrow().as_ref() {
-        eprintln!("{}", probe.report());
+    if let Some(report) = report.borrow().as_ref() {
+        eprintln!("{report}");
     }
     if status != glib::ExitCode::SUCCESS || failed.get() {
         ExitCode::from(1)
@@ -71,24 +75,46 @@ pub fn run(options: AppOptions) -> ExitCode {
     }
 }
 
-/// Starts the stall probe once the window has drawn its first frame, so that the figures are
-/// about running jobs, not about start-up (building widgets, compiling shaders).
-fn start_probe_after_first_frame(window: &Window, probe: Rc<RefCell<Option<StallProbe>>>) {
+/// Measures main-loop stalls from the window's first frame until it starts closing, so that
+/// the figures are about running jobs: not about start-up (building widgets, compiling
+/// shaders) nor about tearing the window down.
+fn start_probe_after_first_frame(window: &Window, report: Rc<RefCell<Option<StallReport>>>) {
+    let probe: Rc<RefCell<Option<StallProbe>>> = Rc::default();
     let frames = Cell::new(0);
-    window.add_tick_callback(move |_, _| {
-        frames.set(frames.get() + 1);
-        if frames.get() < 2 {
-            return glib::ControlFlow::Continue;
+    window.add_tick_callback(glib::clone!(
+        #[strong]
+        probe,
+        move |_, _| {
+            frames.set(frames.get() + 1);
+            if frames.get() < 2 {
+                return glib::ControlFlow::Continue;
+            }
+            probe.replace(Some(StallProbe::start()));
+            glib::ControlFlow::Break
         }
-        probe.replace(Some(StallProbe::start()));
-        glib::ControlFlow::Break
-    });
+    ));
+    let stop = move || {
+        if let Some(probe) = probe.take() {
+            report.replace(Some(probe.report()));
+        }
+    };
+    let stop = Rc::new(stop);
+    window.connect_close_request(glib::clone!(
+        #[strong]
+        stop,
+        move |_| {
+            stop();
+            glib::Propagation::Proceed
+        }
+    ));
+    window.connect_destroy(move |_| stop());
 }
 
 fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>>) -> Window {
     let window = Window::new(Some(app), options.jobs);
     window.set_unattended(Unattended {
         screenshot: options.screenshot.clone(),
+        screenshot_after: options.screenshot_after,
         exit_when_done: options.exit_when_done,
     });
     window.connect_close_request(glib::clone!(
@@ -100,9 +126,26 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
             glib::Propagation::Proceed
         }
     ));
+    // SIGINT and SIGTERM quit like closing the window: every processor is stopped first.
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        glib_unix::unix_signal_add_local(
+            signal,
+            glib::clone!(
+                #[weak]
+                window,
+                #[upgrade_or]
+                glib::ControlFlow::Break,
+                move || {
+                    window.stop_all_jobs();
+                    window.destroy();
+                    glib::ControlFlow::Break
+                }
+            ),
+        );
+    }
     window.present();
     if options.demo {
-        window.start_demo(crate::mosaic::Mosaic::default());
+        window.start_demo(options.mosaic);
     }
     if let Some((name, path)) = &options.batch {
         match Processor::find(name) {

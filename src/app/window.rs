@@ -21,6 +21,8 @@ use crate::{FailureKind, Finished, Job, JobId, Processor, Queue, QueueEvent};
 
 /// How often the status area and the elapsed times refresh.
 const TICK: Duration = Duration::from_millis(250);
+/// Jobs submitted per main-loop turn when a large batch is added.
+const SUBMIT_SLICE: usize = 250;
 /// How much lower than the app's the processors' CPU priority is.
 const JOB_NICE: i32 = 10;
 /// The window over which jobs per second are measured.
@@ -29,8 +31,10 @@ const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// What the window does when its jobs are all done (for unattended runs).
 #[derive(Debug, Clone, Default)]
 pub struct Unattended {
-    /// Save a PNG of the window here when done.
+    /// Save a PNG of the window here when done (or after `screenshot_after` jobs).
     pub screenshot: Option<PathBuf>,
+    /// Take the screenshot once this many jobs have finished, instead of at the end.
+    pub screenshot_after: Option<usize>,
     /// Quit when done.
     pub exit_when_done: bool,
 }
@@ -89,11 +93,14 @@ mod imp {
         pub finish_times: RefCell<VecDeque<Instant>>,
         /// Results not yet handed back by their handles.
         pub outstanding: Cell<usize>,
+        /// Inputs of a large batch not submitted yet.
+        pub unsubmitted: Cell<usize>,
         pub mosaic: Cell<Option<Mosaic>>,
         pub processors: RefCell<Vec<(Processor, Option<Description>)>>,
         pub unattended: RefCell<Unattended>,
         pub work_started: Cell<bool>,
         pub close_confirmed: Cell<bool>,
+        pub screenshot_taken: Cell<bool>,
         pub tick: RefCell<Option<glib::SourceId>>,
     }
 
@@ -231,6 +238,11 @@ impl Window {
         self.imp().by_id.borrow().get(&id).cloned()
     }
 
+    /// The inspector pane.
+    pub fn inspector(&self) -> JobInspector {
+        self.imp().inspector.get()
+    }
+
     /// The mosaic widget.
     pub fn mosaic_view(&self) -> MosaicView {
         self.imp().mosaic_view.get()
@@ -244,7 +256,10 @@ impl Window {
     /// Whether every submitted job has ended and handed back its result.
     pub fn is_idle(&self) -> bool {
         let counts = self.state_counts();
-        counts.queued == 0 && counts.running == 0 && self.imp().outstanding.get() == 0
+        counts.queued == 0
+            && counts.running == 0
+            && self.imp().outstanding.get() == 0
+            && self.imp().unsubmitted.get() == 0
     }
 
     /// What to do once idle, for unattended runs.
@@ -411,19 +426,53 @@ impl Window {
         self.imp().mosaic.set(Some(mosaic));
         self.imp().mosaic_view.set_mosaic(mosaic, &tiles);
         self.imp().stack.set_visible_child_name("mosaic");
-        for tile in tiles {
-            let input_json = serde_json::to_value(&tile.input).unwrap_or_default();
-            self.submit(processor.clone(), JobKind::Tile(tile), input_json);
-        }
+        let rows: Vec<JobObject> = tiles
+            .into_iter()
+            .filter_map(|tile| {
+                let input_json = serde_json::to_value(&tile.input).unwrap_or_default();
+                self.submit(processor.clone(), JobKind::Tile(tile), input_json)
+            })
+            .collect();
+        self.append_rows(&rows);
     }
 
     /// Adds one job per input, for `processor`.
+    ///
+    /// Large batches are submitted a slice per main-loop turn, so that adding a hundred
+    /// thousand jobs never freezes the window.
     pub fn add_jobs(&self, processor: &Processor, inputs: Vec<serde_json::Value>) {
-        for input in inputs {
-            self.submit(processor.clone(), JobKind::Batch, input);
-        }
         if self.imp().mosaic.get().is_none() {
             self.imp().stack.set_visible_child_name("jobs");
+        }
+        let imp = self.imp();
+        imp.unsubmitted.set(imp.unsubmitted.get() + inputs.len());
+        let mut inputs = inputs.into_iter();
+        let processor = processor.clone();
+        let mut submit_slice = glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            #[upgrade_or]
+            glib::ControlFlow::Break,
+            move || {
+                let slice: Vec<serde_json::Value> = inputs.by_ref().take(SUBMIT_SLICE).collect();
+                let imp = window.imp();
+                imp.unsubmitted
+                    .set(imp.unsubmitted.get().saturating_sub(slice.len()));
+                let rows: Vec<JobObject> = slice
+                    .into_iter()
+                    .filter_map(|input| window.submit(processor.clone(), JobKind::Batch, input))
+                    .collect();
+                window.append_rows(&rows);
+                if inputs.len() == 0 {
+                    window.refresh_status();
+                    glib::ControlFlow::Break
+                } else {
+                    glib::ControlFlow::Continue
+                }
+            }
+        );
+        if submit_slice() == glib::ControlFlow::Continue {
+            glib::idle_add_local(submit_slice);
         }
     }
 
@@ -481,7 +530,14 @@ impl Window {
         ));
     }
 
-    fn submit(&self, processor: Processor, kind: JobKind, input_json: serde_json::Value) {
+    /// Submits one job and returns its row, to be added to the list by the caller (in one
+    /// batch: one list update for thousands of jobs instead of one each).
+    fn submit(
+        &self,
+        processor: Processor,
+        kind: JobKind,
+        input_json: serde_json::Value,
+    ) -> Option<JobObject> {
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
@@ -491,7 +547,8 @@ impl Window {
             .map_err(|e| e.to_string())
             .and_then(|v| ciborium::into_writer(&v, &mut cbor).map_err(|e| e.to_string()));
         if let Err(err) = encoded {
-            return self.toast(&format!("Cannot encode the input: {err}"));
+            self.toast(&format!("Cannot encode the input: {err}"));
+            return None;
         }
         let record = JobRecord {
             processor,
@@ -531,15 +588,21 @@ impl Window {
             Ok(id) => {
                 let object = JobObject::new(id, record);
                 imp.by_id.borrow_mut().insert(id, object.clone());
-                self.jobs().append(&object);
                 imp.outstanding.set(imp.outstanding.get() + 1);
                 imp.work_started.set(true);
+                Some(object)
             }
             Err(err) => {
                 self.change_counts(Some(state::QUEUED), None);
                 self.toast(&err.to_string());
+                None
             }
         }
+    }
+
+    fn append_rows(&self, rows: &[JobObject]) {
+        let store = self.jobs();
+        store.splice(store.n_items(), 0, rows);
     }
 
     fn change_counts(&self, from: Option<&str>, to: Option<&str>) {
@@ -621,6 +684,7 @@ impl Window {
                     .finish_times
                     .borrow_mut()
                     .push_back(Instant::now());
+                self.maybe_screenshot_midway();
             }
         }
     }
@@ -727,6 +791,7 @@ impl Window {
         for job in &failed {
             self.forget(job);
         }
+        let mut rows = Vec::new();
         for job in failed {
             if let Some(record) = job.record() {
                 if let JobKind::Tile(tile) = &record.kind {
@@ -734,9 +799,14 @@ impl Window {
                         .mosaic_view
                         .set_tile_state(tile.x, tile.y, TileState::Queued);
                 }
-                self.submit(record.processor, record.kind, (*record.input_json).clone());
+                rows.extend(self.submit(
+                    record.processor,
+                    record.kind,
+                    (*record.input_json).clone(),
+                ));
             }
         }
+        self.append_rows(&rows);
     }
 
     fn clear_finished(&self) {
@@ -830,11 +900,50 @@ impl Window {
         if unattended.screenshot.is_none() && !unattended.exit_when_done {
             return;
         }
-        // Widgets keep the render node of their last frame, and a paintable of a widget shows
-        // that node: wait until the frame with the last results has been drawn.
-        let Some(clock) = self.frame_clock() else {
-            return self.finish_unattended(&unattended);
+        self.after_next_paint(move |window| {
+            if !window.imp().screenshot_taken.get() {
+                window.take_screenshot(unattended.screenshot.as_deref());
+            }
+            if unattended.exit_when_done {
+                window.close();
+            }
+        });
+    }
+
+    /// Takes the unattended screenshot once `screenshot_after` jobs have finished.
+    fn maybe_screenshot_midway(&self) {
+        let imp = self.imp();
+        let unattended = imp.unattended.borrow().clone();
+        let Some(after) = unattended.screenshot_after else {
+            return;
         };
+        let counts = self.state_counts();
+        let finished = counts.succeeded + counts.failed + counts.cancelled;
+        if finished >= after && !imp.screenshot_taken.get() {
+            imp.screenshot_taken.set(true);
+            self.after_next_paint(move |window| {
+                window.take_screenshot(unattended.screenshot.as_deref())
+            });
+        }
+    }
+
+    fn take_screenshot(&self, path: Option<&std::path::Path>) {
+        self.imp().screenshot_taken.set(true);
+        if let Some(path) = path {
+            if let Err(err) = self.save_screenshot(path) {
+                eprintln!("offload: cannot save the screenshot: {err}");
+            }
+        }
+    }
+
+    /// Runs `then` once the next frame has been drawn. Widgets keep the render node of their
+    /// last frame, and a paintable of a widget shows that node, so a screenshot taken then
+    /// shows the latest state.
+    fn after_next_paint(&self, then: impl FnOnce(&Self) + 'static) {
+        let Some(clock) = self.frame_clock() else {
+            return then(self);
+        };
+        let then = Rc::new(RefCell::new(Some(then)));
         let handler: Rc<RefCell<Option<glib::SignalHandlerId>>> = Rc::default();
         let id = clock.connect_after_paint(glib::clone!(
             #[weak(rename_to = window)]
@@ -845,28 +954,22 @@ impl Window {
                 if let Some(id) = handler.take() {
                     clock.disconnect(id);
                 }
-                // After this paint the render nodes are in place; use them from the main loop.
-                let unattended = unattended.clone();
+                let then = then.clone();
+                // Leave the paint first; use the render nodes from the main loop.
                 glib::idle_add_local_once(glib::clone!(
                     #[weak]
                     window,
-                    move || window.finish_unattended(&unattended)
+                    move || {
+                        if let Some(then) = then.take() {
+                            then(&window);
+                        }
+                    }
                 ));
             }
         ));
         handler.replace(Some(id));
+        self.refresh_status();
         self.queue_draw();
-    }
-
-    fn finish_unattended(&self, unattended: &Unattended) {
-        if let Some(path) = &unattended.screenshot {
-            if let Err(err) = self.save_screenshot(path) {
-                eprintln!("offload: cannot save the screenshot: {err}");
-            }
-        }
-        if unattended.exit_when_done {
-            self.close();
-        }
     }
 
     /// Renders the window into a PNG, through the widget tree (no screenshot tool).
@@ -878,13 +981,14 @@ impl Window {
         // The window's content, not the window: a paintable of a toplevel draws nothing.
         let content = self.content().ok_or("the window has no content")?;
         let (width, height) = (content.width(), content.height());
-        let paintable = gtk::WidgetPaintable::new(Some(&content));
+        let parent = content.parent().ok_or("the content has no parent")?;
         let snapshot = gtk::Snapshot::new();
         // The window background shows through the content's transparent parts.
         let background = self.style_context().lookup_color("window_bg_color");
         let bounds = gtk::graphene::Rect::new(0.0, 0.0, width as f32, height as f32);
         snapshot.append_color(&background.unwrap_or(gdk::RGBA::WHITE), &bounds);
-        paintable.snapshot(&snapshot, f64::from(width), f64::from(height));
+        // Draw the widget tree afresh (not a cached frame), the way its parent draws it.
+        parent.snapshot_child(&content, &snapshot);
         let node = snapshot.to_node().ok_or("nothing was drawn")?;
         let renderer = self
             .renderer()

@@ -81,9 +81,18 @@ pub struct GuiArgs {
     /// When every job is done, save a PNG of the window here.
     #[arg(long, value_name = "FILE.png")]
     screenshot: Option<PathBuf>,
+    /// Save the screenshot once N jobs have finished, instead of at the end.
+    #[arg(long, value_name = "N", requires = "screenshot")]
+    screenshot_after: Option<usize>,
     /// Quit when every job is done (exit status 1 if any failed).
     #[arg(long)]
     exit_when_done: bool,
+    /// The demo's iteration limit per sample.
+    #[arg(long, default_value_t = Mosaic::default().max_iter)]
+    max_iter: u32,
+    /// The demo's samples per pixel along each axis.
+    #[arg(long, default_value_t = Mosaic::default().samples)]
+    samples: u32,
     /// Print the main loop's longest stall and p99 on exit (or set OFFLOAD_STALL_REPORT=1).
     #[arg(long)]
     stall_report: bool,
@@ -133,6 +142,12 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 .batch
                 .and_then(|b| Some((b.first()?.clone(), PathBuf::from(b.get(1)?)))),
             screenshot: args.screenshot,
+            screenshot_after: args.screenshot_after,
+            mosaic: Mosaic {
+                max_iter: args.max_iter,
+                samples: args.samples,
+                ..Mosaic::default()
+            },
             exit_when_done: args.exit_when_done,
             stall_report: args.stall_report,
             jobs: args.jobs,

@@ -1,0 +1,478 @@
+//! The GTK app under Xvfb: the demo to the end, steering through the window's actions (checked
+//! against the engine and the processes that really ran), quitting, and the stall probe.
+//! dev/test runs this under `xvfb-run`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gtk::glib;
+use gtk::prelude::*;
+use offload::app::job_object::{state, JobObject, JobOutput};
+use offload::app::Window;
+use offload::{JobId, Processor};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---- The app as a program ----
+
+#[test]
+fn the_demo_runs_to_the_end_and_the_window_png_shows_the_mosaic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png_path = dir.path().join("window.png");
+    let out = common::offload()
+        .args([
+            "gui",
+            "--demo",
+            "--samples",
+            "1",
+            "--max-iter",
+            "300",
+            "-j",
+            "2",
+            "--exit-when-done",
+            "--screenshot",
+        ])
+        .arg(&png_path)
+        .output()
+        .expect("run the app");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("frame");
+    let channels = info.color_type.samples();
+    assert!(
+        info.width >= 600 && info.height >= 400,
+        "{}x{}",
+        info.width,
+        info.height
+    );
+    let total = (info.width * info.height) as usize;
+    let (mut black, mut blue, mut grey_tile) = (0, 0, 0);
+    for p in pixels.chunks(channels) {
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        if r == 0 && g == 0 && b == 0 {
+            black += 1; // inside the set
+        } else if b > r + 60 && b > g + 20 {
+            blue += 1; // the palette's outer blues
+        } else if (r - 221).abs() < 4 && (g - 221).abs() < 4 && (b - 224).abs() < 5 {
+            grey_tile += 1; // the colour of a tile still queued
+        }
+    }
+    assert!(
+        black > total / 20,
+        "the set's interior is drawn: {black} of {total} black"
+    );
+    assert!(
+        blue > total / 10,
+        "the outside is drawn: {blue} of {total} blue"
+    );
+    assert!(
+        grey_tile < total / 100,
+        "no tile is left queued: {grey_tile} grey pixels"
+    );
+}
+
+/// Writes `lines` as a JSON Lines file in `dir`.
+fn jsonl(
+    dir: &std::path::Path,
+    lines: impl IntoIterator<Item = serde_json::Value>,
+) -> std::path::PathBuf {
+    let path = dir.join("jobs.jsonl");
+    let text: String = lines.into_iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn quitting_with_jobs_running_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Processors that ignore SIGTERM, one of them with a grandchild.
+    let mut inputs: Vec<_> = (0..5)
+        .map(|_| serde_json::json!({"sleep_ms": 60_000}))
+        .collect();
+    inputs[0] = serde_json::json!({"fail": "ignore_term"});
+    let file = jsonl(dir.path(), inputs);
+    let mut app = common::offload()
+        .args(["gui", "-j", "3", "--batch", "diag"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the app");
+    let app_pid = app.id();
+    let until = Instant::now() + Duration::from_secs(30);
+    let processors = loop {
+        let children: Vec<u32> = common::processes()
+            .iter()
+            .filter(|p| p.parent == app_pid && p.state != 'Z')
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                    .is_ok_and(|c| c.starts_with("offload-diag"))
+            })
+            .map(|p| p.pid)
+            .collect();
+        if children.len() == 3 {
+            break children;
+        }
+        assert!(Instant::now() < until, "the app did not start 3 processors");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(app_pid as i32, libc::SIGTERM) };
+    let status = app.wait().expect("wait for the app");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = app.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.code().is_some(),
+        "the app quit by itself, not by the signal: {status:?} {stderr}"
+    );
+    for pid in processors {
+        assert_eq!(
+            common::wait_group_gone(pid, Duration::from_secs(1)),
+            Vec::<u32>::new(),
+            "group {pid}"
+        );
+    }
+}
+
+#[test]
+fn a_2000_job_batch_reports_main_loop_stalls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = jsonl(
+        dir.path(),
+        (0..2000).map(|i| serde_json::json!({"echo": i})),
+    );
+    let out = common::offload()
+        .args([
+            "gui",
+            "-j",
+            "2",
+            "--exit-when-done",
+            "--stall-report",
+            "--batch",
+            "diag",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run the app");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("stall "))
+        .unwrap_or_else(|| panic!("no stall line in {stderr}"));
+    // Written past the test harness's capture, so that the figures are in every test log.
+    let _ = writeln!(
+        std::io::stderr(),
+        "2000 diag jobs in the app (debug build, Xvfb): {line}"
+    );
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    assert!(field("samples=") > 10.0, "{line}");
+    assert!(field("max_ms=") >= field("p99_ms="), "{line}");
+}
+
+#[test]
+fn the_readme_embedding_sample_is_the_example_and_it_runs() {
+    let example =
+        std::fs::read_to_string(common::root().join("examples/gtk_embed.rs")).expect("example");
+    let readme = std::fs::read_to_string(common::root().join("README.md")).expect("readme");
+    assert!(
+        readme.contains(example.trim()),
+        "README.md must show examples/gtk_embed.rs verbatim"
+    );
+    let binary = common::bin_dir().join("examples/gtk_embed");
+    let out = Command::new(&binary)
+        .arg("--auto")
+        .output()
+        .expect("run the example");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "8 of 8 jobs done");
+}
+
+// ---- The window, driven through its actions ----
+
+/// Runs the main loop until `done` holds or `timeout` passes; returns whether it held.
+fn run_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let context = glib::MainContext::default();
+    let until = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > until {
+            return false;
+        }
+        if !context.iteration(false) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    true
+}
+
+fn window(max_running: usize) -> Window {
+    adw::init().expect("libadwaita starts");
+    let window = Window::new(None, Some(max_running));
+    window.present();
+    window
+}
+
+fn diag() -> Processor {
+    Processor::find("diag").expect("the diag processor is built")
+}
+
+fn rows(window: &Window) -> Vec<JobObject> {
+    let store = window.jobs();
+    (0..store.n_items())
+        .filter_map(|i| store.item(i).and_downcast::<JobObject>())
+        .collect()
+}
+
+/// (pid, started_ns, finished_ns) from a finished diag job's result.
+fn diag_times(job: &JobObject) -> (u64, u64, u64) {
+    let Some(JobOutput::Value(value)) = job.record().and_then(|r| r.output) else {
+        panic!("job {} has no result", job.id());
+    };
+    let get = |key: &str| -> u64 {
+        value
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(key)))
+            .and_then(|(_, v)| v.as_integer())
+            .and_then(|i| u64::try_from(i).ok())
+            .unwrap_or_else(|| panic!("{key} in the result"))
+    };
+    (get("pid"), get("started_ns"), get("finished_ns"))
+}
+
+fn max_overlap(times: &[(u64, u64)]) -> usize {
+    let mut edges: Vec<(u64, i32)> = times.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    edges.sort();
+    let mut open = 0;
+    edges
+        .iter()
+        .map(|(_, d)| {
+            open += d;
+            open
+        })
+        .max()
+        .unwrap_or(0) as usize
+}
+
+#[gtk::test]
+fn pause_stops_new_jobs_from_starting_until_resumed() {
+    let window = window(2);
+    WidgetExt::activate_action(&window, "win.pause", None).expect("pause action");
+    assert!(window.queue().is_paused());
+    window.add_jobs(
+        &diag(),
+        (0..3).map(|i| serde_json::json!({"echo": i})).collect(),
+    );
+    run_until(Duration::from_millis(400), || false);
+    let counts = window.state_counts();
+    assert_eq!((counts.queued, counts.running), (3, 0));
+    assert_eq!(
+        window.queue().counts().running,
+        0,
+        "the engine started nothing"
+    );
+    assert!(
+        rows(&window)
+            .iter()
+            .all(|j| j.record().and_then(|r| r.stats.pid).is_none()),
+        "no process ran"
+    );
+    WidgetExt::activate_action(&window, "win.pause", None).expect("resume");
+    assert!(!window.queue().is_paused());
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    assert_eq!(window.state_counts().succeeded, 3);
+    let pids: std::collections::HashSet<u64> =
+        rows(&window).iter().map(|j| diag_times(j).0).collect();
+    assert_eq!(pids.len(), 3, "three processes ran");
+    window.close();
+}
+
+#[gtk::test]
+fn the_parallel_limit_action_takes_effect_at_once() {
+    let window = window(3);
+    WidgetExt::activate_action(&window, "win.set-parallel", Some(&1u32.to_variant()))
+        .expect("set-parallel");
+    assert_eq!(window.queue().max_running(), 1);
+    window.add_jobs(
+        &diag(),
+        (0..4)
+            .map(|_| serde_json::json!({"sleep_ms": 120}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    let times: Vec<(u64, u64)> = rows(&window)
+        .iter()
+        .map(|j| {
+            let t = diag_times(j);
+            (t.1, t.2)
+        })
+        .collect();
+    assert_eq!(max_overlap(&times), 1, "one at a time: {times:?}");
+
+    WidgetExt::activate_action(&window, "win.clear-finished", None).expect("clear");
+    assert_eq!(window.jobs().n_items(), 0, "finished rows are cleared");
+    WidgetExt::activate_action(&window, "win.set-parallel", Some(&3u32.to_variant()))
+        .expect("set-parallel");
+    window.add_jobs(
+        &diag(),
+        (0..6)
+            .map(|_| serde_json::json!({"sleep_ms": 200}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    let times: Vec<(u64, u64)> = rows(&window)
+        .iter()
+        .map(|j| {
+            let t = diag_times(j);
+            (t.1, t.2)
+        })
+        .collect();
+    assert_eq!(max_overlap(&times), 3, "three at a time: {times:?}");
+    window.close();
+}
+
+#[gtk::test]
+fn cancel_selected_stops_only_the_selected_job_and_its_process() {
+    let window = window(2);
+    window.add_jobs(
+        &diag(),
+        (0..2)
+            .map(|_| serde_json::json!({"sleep_ms": 60_000}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(10), || window
+        .state_counts()
+        .running
+        == 2));
+    let jobs = rows(&window);
+    let first_pid = jobs[0].record().and_then(|r| r.stats.pid).expect("started");
+    window.select_jobs(&[jobs[0].job_id()]);
+    WidgetExt::activate_action(&window, "win.cancel-selected", None).expect("cancel-selected");
+    assert!(run_until(Duration::from_secs(5), || jobs[0].state()
+        == state::CANCELLED));
+    assert_eq!(jobs[1].state(), state::RUNNING, "the other job goes on");
+    assert_eq!(
+        common::wait_group_gone(first_pid, Duration::from_secs(1)),
+        Vec::<u32>::new()
+    );
+    WidgetExt::activate_action(&window, "win.cancel-all", None).expect("cancel-all");
+    assert!(run_until(Duration::from_secs(5), || window.is_idle()));
+    assert_eq!(window.state_counts().cancelled, 2);
+    assert_eq!(window.queue().counts().running, 0);
+    window.close();
+}
+
+#[gtk::test]
+fn retry_failed_runs_the_failed_jobs_again() {
+    let window = window(2);
+    window.add_jobs(
+        &diag(),
+        vec![
+            serde_json::json!({"fail": "exit:3"}),
+            serde_json::json!({"echo": "fine"}),
+            serde_json::json!({"fail": "exit:4"}),
+        ],
+    );
+    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    assert_eq!(window.state_counts().failed, 2);
+    let first_pids: Vec<u32> = rows(&window)
+        .iter()
+        .filter(|j| j.state() == state::FAILED)
+        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .collect();
+    WidgetExt::activate_action(&window, "win.retry-failed", None).expect("retry-failed");
+    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    let jobs = rows(&window);
+    assert_eq!(jobs.len(), 3, "retried rows replace the failed ones");
+    let retried: Vec<&JobObject> = jobs.iter().filter(|j| j.state() == state::FAILED).collect();
+    assert_eq!(retried.len(), 2);
+    for job in retried {
+        assert!(job.id() >= 3, "a new job: {}", job.id());
+        let pid = job.record().and_then(|r| r.stats.pid).expect("it ran");
+        assert!(!first_pids.contains(&pid), "a new process ran");
+        assert!(
+            job.reason().contains("exited with code"),
+            "{}",
+            job.reason()
+        );
+    }
+    window.close();
+}
+
+#[gtk::test]
+fn stopping_all_jobs_leaves_no_process() {
+    let window = window(3);
+    window.add_jobs(
+        &diag(),
+        (0..3)
+            .map(|_| serde_json::json!({"fail": "ignore_term"}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(10), || window
+        .state_counts()
+        .running
+        == 3));
+    let pids: Vec<u32> = rows(&window)
+        .iter()
+        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .collect();
+    let started = Instant::now();
+    window.stop_all_jobs();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(window.queue().counts().running, 0);
+    for pid in pids {
+        assert_eq!(
+            common::wait_group_gone(pid, Duration::from_secs(1)),
+            Vec::<u32>::new()
+        );
+    }
+    window.close();
+}
+
+#[gtk::test]
+fn the_inspector_shows_the_selected_job() {
+    let window = window(2);
+    window.add_jobs(
+        &diag(),
+        vec![serde_json::json!({"echo": {"$bytes": "AAECAw=="}})],
+    );
+    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    let id = rows(&window)[0].job_id();
+    window.select_jobs(&[id]);
+    let inspector = window.inspector();
+    assert!(inspector.is_visible());
+    let command = inspector.command_line();
+    assert!(
+        command.contains("offload-diag") && command.contains("AAECAw=="),
+        "{command}"
+    );
+    assert!(
+        inspector.result_text().contains("echo: <4 B>"),
+        "{}",
+        inspector.result_text()
+    );
+    assert_eq!(
+        window.job(JobId(id.0)).map(|j| j.state()),
+        Some(state::SUCCEEDED.to_owned())
+    );
+    window.close();
+}

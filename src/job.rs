@@ -9,6 +9,10 @@ use serde::Serialize;
 use crate::processor::Processor;
 
 /// Identifies a job within its queue. Ids are given in submission order, from 0.
+///
+/// ```
+/// assert_eq!(offload::JobId(7).to_string(), "#7");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct JobId(pub u64);
 
@@ -19,6 +23,11 @@ impl fmt::Display for JobId {
 }
 
 /// Where a job is in its life.
+///
+/// ```
+/// use offload::JobState;
+/// assert!(JobState::Failed.is_finished() && !JobState::Running.is_finished());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -40,6 +49,20 @@ impl JobState {
 }
 
 /// Bounds on one run of a processor.
+///
+/// ```
+/// use std::time::Duration;
+/// use offload::{Job, Processor, RunLimits};
+///
+/// let limits = RunLimits {
+///     timeout: Some(Duration::from_secs(60)),
+///     grace: Duration::from_millis(500),
+///     max_output_bytes: 64 << 20,
+///     ..RunLimits::default()
+/// };
+/// let job = Job::new(Processor::at("/opt/tools/offload-render")).limits(limits);
+/// assert_eq!(job.run_limits().max_output_bytes, 64 << 20);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLimits {
     /// Stop the job (SIGTERM, then SIGKILL after `grace`) when it runs longer. `None`: no limit.

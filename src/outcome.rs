@@ -8,6 +8,12 @@ use serde::Serialize;
 use crate::job::JobId;
 
 /// The category of a failed job. Each one calls for a different reaction from a person.
+///
+/// ```
+/// use offload::FailureKind;
+/// assert_eq!(FailureKind::TimedOut.as_str(), "timed_out");
+/// assert_eq!(serde_json::to_string(&FailureKind::BadOutput).unwrap(), "\"bad_output\"");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
@@ -88,6 +94,18 @@ impl fmt::Display for JobError {
 impl std::error::Error for JobError {}
 
 /// What running a job cost. Zero where the processor never started.
+///
+/// ```no_run
+/// # use offload::{Job, Processor, Queue};
+/// # let queue = Queue::new();
+/// # let job = Job::new(Processor::find("diag").unwrap());
+/// let handle = queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"burn_ms": 100}))?;
+/// handle.on_finished(|finished| {
+///     let stats = finished.stats;
+///     println!("{:?} wall, {:?} CPU, {} bytes peak", stats.wall, stats.cpu, stats.peak_rss_bytes);
+/// });
+/// # Ok::<(), offload::SubmitError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RunStats {
     /// The processor's process id.
@@ -101,6 +119,20 @@ pub struct RunStats {
 }
 
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.
+///
+/// ```no_run
+/// # use offload::{FailureKind, Job, Processor, Queue};
+/// # let queue = Queue::new();
+/// # let job = Job::new(Processor::find("diag").unwrap());
+/// let handle = queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"fail": "segv"}))?;
+/// let finished = glib::MainContext::default().block_on(handle.finished());
+/// match finished.result {
+///     Ok(value) => println!("{}: {value:?}", finished.id),
+///     Err(err) if err.kind == FailureKind::Killed => println!("crashed: {}", err.message),
+///     Err(err) => println!("{err}: {}", err.stderr_tail),
+/// }
+/// # Ok::<(), offload::SubmitError>(())
+/// ```
 #[derive(Debug)]
 pub struct Finished<O> {
     /// Which job.

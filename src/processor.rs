@@ -33,6 +33,12 @@ pub struct Processor {
 }
 
 /// A processor could not be found.
+///
+/// ```
+/// let err = offload::Processor::find("surely-not-installed").unwrap_err();
+/// assert_eq!(err.tried_names, ["offload-surely-not-installed", "surely-not-installed"]);
+/// assert!(err.to_string().contains("OFFLOAD_PROCESSOR_PATH"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupError {
     /// What was asked for.

@@ -22,6 +22,21 @@ use crate::outcome::{FailureKind, Finished, JobError, RunStats};
 use crate::runner::{self, Control, Decoder, RawResult, RunRequest, RunnerEvent};
 
 /// What observers of a queue are told, on the main context, in the order it happened.
+///
+/// ```no_run
+/// use offload::{Queue, QueueEvent};
+///
+/// let queue = Queue::new();
+/// queue.connect_events(|event| match event {
+///     QueueEvent::Queued { id } => println!("{id} queued"),
+///     QueueEvent::Started { id, pid } => println!("{id} runs as process {pid}"),
+///     QueueEvent::Progress { id, fraction, message } => {
+///         println!("{id}: {:.0}% {}", fraction * 100.0, message.as_deref().unwrap_or(""))
+///     }
+///     QueueEvent::Finished { id, error: None, stats } => println!("{id} done in {:?}", stats.wall),
+///     QueueEvent::Finished { id, error: Some(err), .. } => println!("{id} failed: {err}"),
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub enum QueueEvent {
     /// A job was submitted.
@@ -57,6 +72,13 @@ pub enum QueueEvent {
 }
 
 /// Counts of jobs by state.
+///
+/// ```
+/// let queue = offload::Queue::with_max_running(2);
+/// queue.set_paused(true);
+/// let counts = queue.counts();
+/// assert_eq!((counts.queued, counts.running), (0, 0));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounts {
     /// Waiting for a slot.
@@ -70,6 +92,16 @@ pub struct QueueCounts {
 }
 
 /// Why a job was refused at submission.
+///
+/// ```
+/// use offload::{Job, Processor, Queue, RunLimits, SubmitError};
+///
+/// let queue = Queue::new();
+/// let limits = RunLimits { max_input_bytes: 8, ..RunLimits::default() };
+/// let job = Job::new(Processor::at("/usr/bin/cat")).limits(limits);
+/// let refused = queue.submit::<_, ciborium::Value>(&job, "a text longer than eight bytes");
+/// assert!(matches!(refused, Err(SubmitError::InputTooLarge { limit: 8, .. })));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitError {
     /// The input could not be encoded as CBOR.

@@ -476,3 +476,64 @@ fn the_inspector_shows_the_selected_job() {
     );
     window.close();
 }
+
+#[gtk::test]
+fn closing_with_jobs_running_asks_first_then_stops_every_process() {
+    let window = window(2);
+    window.add_jobs(
+        &diag(),
+        (0..3)
+            .map(|_| serde_json::json!({"sleep_ms": 60_000}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(10), || window
+        .state_counts()
+        .running
+        == 2));
+    let pids: Vec<u32> = rows(&window)
+        .iter()
+        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .collect();
+    window.close();
+    run_until(Duration::from_millis(200), || false);
+    assert!(window.is_visible(), "the window asks before closing");
+    let dialog = gtk::Window::list_toplevels()
+        .into_iter()
+        .find_map(|w| w.downcast::<adw::MessageDialog>().ok())
+        .expect("a confirmation dialog");
+    assert_eq!(
+        window.state_counts().running,
+        2,
+        "nothing stopped while asking"
+    );
+    adw::prelude::MessageDialogExt::response(&dialog, "quit");
+    assert!(
+        run_until(Duration::from_secs(3), || !window.is_visible()),
+        "the window closed"
+    );
+    assert_eq!(window.queue().counts().running, 0);
+    for pid in pids {
+        assert_eq!(
+            common::wait_group_gone(pid, Duration::from_secs(1)),
+            Vec::<u32>::new()
+        );
+    }
+}
+
+#[gtk::test]
+fn the_mosaic_fits_the_view_or_scrolls_at_actual_size() {
+    let window = window(1);
+    let mosaic = offload::mosaic::Mosaic::default();
+    let view = window.mosaic_view();
+    view.set_mosaic(mosaic, &mosaic.tiles());
+    let (fitted_minimum, natural, _, _) = view.measure(gtk::Orientation::Horizontal, -1);
+    assert_eq!(natural, mosaic.width as i32);
+    assert!(fitted_minimum < natural);
+    WidgetExt::activate_action(&window, "win.actual-size", None).expect("actual-size");
+    let (minimum, _, _, _) = view.measure(gtk::Orientation::Horizontal, -1);
+    assert_eq!(
+        minimum, mosaic.width as i32,
+        "pixel for pixel: the scrolled window scrolls"
+    );
+    window.close();
+}

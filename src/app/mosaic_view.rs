@@ -24,6 +24,8 @@ mod imp {
     pub struct MosaicView {
         pub mosaic: RefCell<Option<Mosaic>>,
         pub tiles: RefCell<Vec<(Tile, TileState)>>,
+        /// Show every pixel (the scrolled window scrolls) instead of fitting the view.
+        pub actual_size: std::cell::Cell<bool>,
     }
 
     #[glib::object_subclass]
@@ -49,7 +51,12 @@ mod imp {
                 gtk::Orientation::Horizontal => mosaic.width,
                 _ => mosaic.height,
             } as i32;
-            (natural / 4, natural, -1, -1)
+            let minimum = if self.actual_size.get() {
+                natural
+            } else {
+                natural / 4
+            };
+            (minimum, natural, -1, -1)
         }
 
         fn snapshot(&self, snapshot: &gtk::Snapshot) {
@@ -129,6 +136,12 @@ impl MosaicView {
             entry.1 = state;
         }
         self.queue_draw();
+    }
+
+    /// Shows the image pixel for pixel (scrolling) or fitted to the view.
+    pub fn set_actual_size(&self, actual_size: bool) {
+        self.imp().actual_size.set(actual_size);
+        self.queue_resize();
     }
 
     /// How many tiles show their image.

@@ -101,6 +101,7 @@ mod imp {
         pub work_started: Cell<bool>,
         pub close_confirmed: Cell<bool>,
         pub screenshot_taken: Cell<bool>,
+        pub actual_size: Cell<bool>,
         pub tick: RefCell<Option<glib::SourceId>>,
     }
 
@@ -125,6 +126,7 @@ mod imp {
             klass.install_action("win.retry-failed", None, |w, _, _| w.retry_failed());
             klass.install_action("win.clear-finished", None, |w, _, _| w.clear_finished());
             klass.install_property_action("win.pause", "paused");
+            klass.install_property_action("win.actual-size", "actual-size");
             klass.install_action(
                 "win.set-parallel",
                 Some(glib::VariantTy::UINT32),
@@ -145,14 +147,26 @@ mod imp {
         fn properties() -> &'static [glib::ParamSpec] {
             static PROPERTIES: std::sync::OnceLock<Vec<glib::ParamSpec>> =
                 std::sync::OnceLock::new();
-            PROPERTIES.get_or_init(|| vec![glib::ParamSpecBoolean::builder("paused").build()])
+            PROPERTIES.get_or_init(|| {
+                vec![
+                    glib::ParamSpecBoolean::builder("paused").build(),
+                    glib::ParamSpecBoolean::builder("actual-size").build(),
+                ]
+            })
         }
 
         fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-            if pspec.name() == "paused" {
-                let paused = value.get().unwrap_or(false);
-                self.obj().queue().set_paused(paused);
-                self.obj().refresh_status();
+            match pspec.name() {
+                "paused" => {
+                    let paused = value.get().unwrap_or(false);
+                    self.obj().queue().set_paused(paused);
+                    self.obj().refresh_status();
+                }
+                "actual-size" => {
+                    self.actual_size.set(value.get().unwrap_or(false));
+                    self.mosaic_view.set_actual_size(self.actual_size.get());
+                }
+                _ => {}
             }
         }
 
@@ -164,6 +178,7 @@ mod imp {
                     .as_ref()
                     .is_some_and(Queue::is_paused)
                     .to_value(),
+                "actual-size" => self.actual_size.get().to_value(),
                 _ => false.to_value(),
             }
         }

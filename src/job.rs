@@ -77,6 +77,12 @@ pub struct RunLimits {
     pub max_output_depth: usize,
     /// How many of the last stderr bytes are kept (default 8 KiB).
     pub stderr_tail_bytes: usize,
+    /// Kill the job when the processor's resident memory exceeds this many bytes (sampled
+    /// every 20 ms; the processor itself, not its children). `None`: no limit.
+    pub max_memory_bytes: Option<u64>,
+    /// Kill the job when the processor has used this much CPU time (`RLIMIT_CPU`, whole
+    /// seconds, rounded up). `None`: no limit.
+    pub max_cpu_time: Option<Duration>,
 }
 
 impl Default for RunLimits {
@@ -88,9 +94,31 @@ impl Default for RunLimits {
             max_output_bytes: offload_sdk::decode::DEFAULT_MAX_BYTES,
             max_output_depth: offload_sdk::decode::DEFAULT_MAX_DEPTH,
             stderr_tail_bytes: 8 * 1024,
+            max_memory_bytes: None,
+            max_cpu_time: None,
         }
     }
 }
+
+/// Environment variables a processor inherits from the host, when set there. Names ending in
+/// `*` are prefixes. Everything else must be passed explicitly ([`Job::env`],
+/// [`Job::inherit_env`]); `OFFLOAD_PROGRESS_FD` is always set by the host.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "OFFLOAD_*",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYENV_*",
+    "VIRTUAL_ENV",
+];
 
 /// How to run one job: the processor, its arguments and environment, and its limits.
 ///
@@ -107,6 +135,7 @@ pub struct Job {
     pub(crate) processor: Processor,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) inherit: Vec<OsString>,
     pub(crate) limits: RunLimits,
     pub(crate) nice: i32,
 }
@@ -118,6 +147,7 @@ impl Job {
             processor,
             args: Vec::new(),
             env: Vec::new(),
+            inherit: Vec::new(),
             limits: RunLimits::default(),
             nice: 0,
         }
@@ -133,6 +163,35 @@ impl Job {
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Passes the host's value of `key` (if set) to the processor, beyond [`INHERITED_ENV`].
+    pub fn inherit_env(mut self, key: impl Into<OsString>) -> Self {
+        self.inherit.push(key.into());
+        self
+    }
+
+    /// The environment the processor gets, apart from `OFFLOAD_PROGRESS_FD`: the host's
+    /// variables named in [`INHERITED_ENV`] or by [`Job::inherit_env`], then [`Job::env`]'s.
+    pub fn environment(&self) -> Vec<(OsString, OsString)> {
+        let allowed = |key: &std::ffi::OsStr| {
+            let Some(key) = key.to_str() else {
+                return false;
+            };
+            key != offload_sdk::protocol::PROGRESS_FD_ENV
+                && (INHERITED_ENV
+                    .iter()
+                    .any(|pattern| match pattern.strip_suffix('*') {
+                        Some(prefix) => key.starts_with(prefix),
+                        None => key == *pattern,
+                    })
+                    || self.inherit.iter().any(|k| k == key))
+        };
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| allowed(k) && !self.env.iter().any(|(j, _)| j == k))
+            .collect();
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     /// Stops the job when it runs longer than `timeout`.

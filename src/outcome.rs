@@ -29,6 +29,8 @@ pub enum FailureKind {
     BadOutput,
     /// The processor could not be started (not found, not executable).
     CouldNotStart,
+    /// The processor went over its memory or CPU-time limit and was killed.
+    ResourceLimit,
 }
 
 impl FailureKind {
@@ -41,6 +43,7 @@ impl FailureKind {
             Self::Cancelled => "cancelled",
             Self::BadOutput => "bad_output",
             Self::CouldNotStart => "could_not_start",
+            Self::ResourceLimit => "resource_limit",
         }
     }
 }

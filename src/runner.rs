@@ -168,10 +168,7 @@ fn spawn(job: &Job) -> Result<Spawned, JobError> {
         || -> io::Result<[(OwnedFd, OwnedFd); 4]> { Ok([pipe()?, pipe()?, pipe()?, pipe()?]) };
     let [stdin, stdout, stderr, progress] =
         pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k != PROGRESS_FD_ENV && !job.env.iter().any(|(j, _)| j == k))
-        .collect();
-    env.extend(job.env.iter().cloned());
+    let mut env = job.environment();
     env.push((
         PROGRESS_FD_ENV.into(),
         progress.1.as_raw_fd().to_string().into(),
@@ -182,7 +179,13 @@ fn spawn(job: &Job) -> Result<Spawned, JobError> {
         stderr: stderr.1.as_raw_fd(),
         progress: progress.1.as_raw_fd(),
     };
-    let settings = ChildSettings { nice: job.nice };
+    let settings = ChildSettings {
+        nice: job.nice,
+        cpu_limit_secs: job
+            .limits
+            .max_cpu_time
+            .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0)),
+    };
     let pid = crate::spawn::spawn(path, &job.args, &env, fds, &settings)
         .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
     // The child's ends close here; ours stay.
@@ -235,7 +238,12 @@ enum Stop {
     Cancelled,
     TimedOut,
     OutputTooLarge,
+    /// Resident memory reached this many bytes, over the limit.
+    MemoryLimit(u64),
 }
+
+/// How often resident memory is sampled when a job has a memory limit.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(20);
 
 /// What the supervision loop saw.
 struct Ended {
@@ -283,11 +291,12 @@ fn supervise(
     let mut exited = false;
     let mut drain_until: Option<Instant> = None;
     let mut last_progress = Instant::now() - PROGRESS_INTERVAL;
+    let mut next_memory_sample = Instant::now();
 
     let request_stop = |reason: Stop, stop: &mut Option<Stop>, kill_at: &mut Option<Instant>| {
         if stop.is_none() {
             *stop = Some(reason);
-            if reason == Stop::OutputTooLarge {
+            if matches!(reason, Stop::OutputTooLarge | Stop::MemoryLimit(_)) {
                 signal_group(pgid, libc::SIGKILL);
             } else {
                 signal_group(pgid, libc::SIGTERM);
@@ -321,6 +330,14 @@ fn supervise(
                 signal_group(pgid, libc::SIGKILL);
                 escalated = true;
                 kill_at = None;
+            }
+        }
+        if let (Some(limit), false) = (limits.max_memory_bytes, exited) {
+            if now >= next_memory_sample {
+                next_memory_sample = now + MEMORY_SAMPLE;
+                if let Some(rss) = resident_bytes(pgid).filter(|rss| *rss > limit) {
+                    request_stop(Stop::MemoryLimit(rss), &mut stop, &mut kill_at);
+                }
             }
         }
         if let Some(item) = progress_parser.latest.take() {
@@ -377,6 +394,10 @@ fn supervise(
             } else {
                 None
             },
+            limits
+                .max_memory_bytes
+                .filter(|_| !exited)
+                .map(|_| next_memory_sample),
         ]
         .into_iter()
         .flatten()
@@ -524,6 +545,16 @@ fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
                 format!("ran longer than its timeout of {timeout:?} and was stopped{after_term}"),
             ));
         }
+        Some(Stop::MemoryLimit(rss)) => {
+            return Err(fail(
+                FailureKind::ResourceLimit,
+                format!(
+                    "went over its memory limit of {} (resident memory reached {}) and was killed",
+                    mib(limits.max_memory_bytes.unwrap_or(0)),
+                    mib(rss)
+                ),
+            ));
+        }
         Some(Stop::OutputTooLarge) => {
             return Err(fail(
                 FailureKind::BadOutput,
@@ -534,6 +565,18 @@ fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
             ))
         }
         None => {}
+    }
+    if let (Some(limit), Some(signal)) = (limits.max_cpu_time, ended.signal) {
+        // RLIMIT_CPU sends SIGXCPU at the limit and SIGKILL a second later.
+        if signal == libc::SIGXCPU || (signal == libc::SIGKILL && ended.cpu >= limit) {
+            return Err(fail(
+                FailureKind::ResourceLimit,
+                format!(
+                    "went over its CPU-time limit of {limit:?} (used {:.2} s) and was killed",
+                    ended.cpu.as_secs_f64()
+                ),
+            ));
+        }
     }
     if let Some(signal) = ended.signal {
         return Err(fail(
@@ -571,6 +614,19 @@ fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
             ),
         )
     })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The resident memory of a process, from /proc/PID/statm.
+fn resident_bytes(pid: libc::pid_t) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page)
 }
 
 fn last_line(text: &str) -> Option<String> {

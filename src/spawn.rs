@@ -35,6 +35,8 @@ pub(crate) struct ChildFds {
 pub(crate) struct ChildSettings {
     /// Added to the child's nice value (0: as the host).
     pub nice: i32,
+    /// `RLIMIT_CPU` in seconds: SIGXCPU at this many, SIGKILL a second later.
+    pub cpu_limit_secs: Option<u64>,
 }
 
 /// Everything the child reads, prepared before the clone.
@@ -44,6 +46,7 @@ struct ChildPlan {
     envp: Vec<*const libc::c_char>,
     fds: ChildFds,
     nice: i32,
+    cpu_limit_secs: Option<u64>,
     host: libc::pid_t,
     /// Written by the child when it fails before or at `execve`.
     error: i32,
@@ -85,6 +88,7 @@ pub(crate) fn spawn(
         envp,
         fds,
         nice: settings.nice,
+        cpu_limit_secs: settings.cpu_limit_secs,
         // SAFETY: getpid cannot fail.
         host: unsafe { libc::getpid() },
         error: 0,
@@ -159,6 +163,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setpgid(0, 0) == -1 {
             fail(plan);
+        }
+        if let Some(secs) = plan.cpu_limit_secs {
+            let limit = libc::rlimit {
+                rlim_cur: secs as libc::rlim_t,
+                rlim_max: secs.saturating_add(1) as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &limit) == -1 {
+                fail(plan);
+            }
         }
         if plan.nice != 0 {
             // Best effort: a lower priority is a courtesy, not a requirement.

@@ -67,6 +67,49 @@ pub struct RunArgs {
     /// Write each result to DIR/<job>.cbor (atomically) instead of printing it.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    grace: f64,
+    /// The largest result accepted (bytes; K, M, G suffixes allowed). Default 1G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_output: Option<u64>,
+    /// Kill a job whose processor's resident memory exceeds SIZE (K, M, G suffixes allowed).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<u64>,
+    /// Kill a job whose processor has used SECS of CPU time.
+    #[arg(long, value_name = "SECS")]
+    cpu_limit: Option<f64>,
+    /// Set an environment variable for the processors (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Pass this variable of offload's environment on to the processors (repeatable); by
+    /// default they get only PATH, HOME, USER, LANG, LC_*, TZ, TMPDIR, OFFLOAD_* and Python's.
+    #[arg(long = "inherit-env", value_name = "KEY")]
+    inherit_env: Vec<String>,
+}
+
+/// A byte size: `1048576`, `512K`, `64M`, `2G` (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size (a number of bytes, optionally with K, M or G)")
+    })?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 #[cfg(feature = "gui")]

@@ -28,13 +28,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut job = Job::new(processor);
-    if let Some(secs) = args.timeout {
-        if !(secs.is_finite() && secs > 0.0) {
-            bail!("--timeout must be a positive number of seconds");
-        }
-        job = job.timeout(Duration::from_secs_f64(secs));
-    }
+    let job = job_from_args(processor, &args)?;
 
     let context = glib::MainContext::default();
     let queue = super::queue(args.jobs);
@@ -104,6 +98,38 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The job that `args` describe: limits, environment.
+fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
+    let seconds = |flag: &str, value: f64| -> anyhow::Result<Duration> {
+        if !(value.is_finite() && value >= 0.0) {
+            bail!("{flag} must be a number of seconds, 0 or more");
+        }
+        Ok(Duration::from_secs_f64(value))
+    };
+    let mut limits = offload::RunLimits {
+        grace: seconds("--grace", args.grace)?,
+        ..offload::RunLimits::default()
+    };
+    if let Some(secs) = args.timeout {
+        limits.timeout = Some(seconds("--timeout", secs)?);
+    }
+    if let Some(secs) = args.cpu_limit {
+        limits.max_cpu_time = Some(seconds("--cpu-limit", secs)?);
+    }
+    if let Some(bytes) = args.max_output {
+        limits.max_output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    limits.max_memory_bytes = args.memory_limit;
+    let mut job = Job::new(processor).limits(limits);
+    for (key, value) in &args.env {
+        job = job.env(key, value);
+    }
+    for key in &args.inherit_env {
+        job = job.inherit_env(key);
+    }
+    Ok(job)
 }
 
 /// The JSON line for one finished job.

@@ -33,6 +33,9 @@ struct DiagInput {
     /// Misbehave after the sleep and burn: see [`fault`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fail: Option<String>,
+    /// Report the open file descriptors and the environment in the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    inspect: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +45,20 @@ struct DiagOutput {
     /// When the work began and ended, in nanoseconds since the Unix epoch.
     started_ns: u64,
     finished_ns: u64,
+    /// With `inspect`: the descriptors open when the work began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_fds: Option<Vec<i32>>,
+    /// With `inspect`: the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The open file descriptors, found without opening any (so none is counted by mistake).
+fn open_fds() -> Vec<i32> {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    (0..4096)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1)
+        .collect()
 }
 
 fn now_ns() -> u64 {
@@ -66,6 +83,8 @@ fn cpu_time() -> Duration {
 
 fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
     let started_ns = now_ns();
+    let open_fds = input.inspect.then(open_fds);
+    let env = input.inspect.then(|| std::env::vars().collect());
     if let Some(text) = &input.stderr {
         eprint!("{text}");
     }
@@ -96,6 +115,8 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
         pid: std::process::id(),
         started_ns,
         finished_ns: now_ns(),
+        open_fds,
+        env,
     })
 }
 
@@ -133,6 +154,25 @@ fn fault(how: &str) -> Result<(), Error> {
         "trailing" => raw_exit(&mut out, &[0x01, b'x', b'y', b'z']),
         "flood_stdout" => flood(&mut out, number(1 << 30)),
         "flood_stderr" => flood(&mut std::io::stderr().lock(), number(1 << 30)),
+        // Allocate and touch N bytes, then wait: for memory limits.
+        "alloc" => {
+            let size = usize::try_from(number(1 << 30)).unwrap_or(usize::MAX);
+            let mut block: Vec<u8> = Vec::new();
+            block
+                .try_reserve_exact(size)
+                .map_err(|err| Error::failed(format!("cannot allocate {size} bytes: {err}")))?;
+            block.resize(size, 1);
+            std::hint::black_box(&block);
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        }
+        // Keep a core busy forever: for CPU-time limits.
+        "spin" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
@@ -153,7 +193,8 @@ fn fault(how: &str) -> Result<(), Error> {
         }
         other => Err(Error::invalid_input(format!(
             "unknown fault {other:?}: use error, exit:N, panic, abort, segv, not_cbor, truncated, \
-             two_items, trailing, flood_stdout:N, flood_stderr:N, hang, ignore_term or grandchild"
+             two_items, trailing, flood_stdout:N, flood_stderr:N, alloc:N, spin, hang, \
+             ignore_term or grandchild"
         ))),
     }
 }

@@ -161,7 +161,11 @@ fn fault(how: &str) -> Result<(), Error> {
             block
                 .try_reserve_exact(size)
                 .map_err(|err| Error::failed(format!("cannot allocate {size} bytes: {err}")))?;
-            block.resize(size, 1);
+            // SAFETY: `size` bytes were reserved above; every one is written before set_len.
+            unsafe {
+                std::ptr::write_bytes(block.as_mut_ptr(), 1, size);
+                block.set_len(size);
+            }
             std::hint::black_box(&block);
             std::thread::sleep(Duration::from_secs(60));
             Ok(())

@@ -149,6 +149,9 @@ fn run(request: RunRequest) {
             (classify(ended, &job, decode), stats)
         }
     };
+    // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
+    // reporting, so that a delivered result means the job holds no descriptor any more.
+    drop(control);
     let _ = events.try_send(RunnerEvent::Finished { id, result, stats });
 }
 

@@ -41,20 +41,9 @@ fn the_demo_runs_to_the_end_and_the_window_png_shows_the_mosaic() {
         .output()
         .expect("run the app");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&png_path).expect("png"),
-    ));
-    let mut reader = decoder.read_info().expect("png header");
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).expect("frame");
-    let channels = info.color_type.samples();
-    assert!(
-        info.width >= 600 && info.height >= 400,
-        "{}x{}",
-        info.width,
-        info.height
-    );
-    let total = (info.width * info.height) as usize;
+    let (width, height, channels, pixels) = common::read_png(&png_path);
+    assert!(width >= 600 && height >= 400, "{width}x{height}");
+    let total = (width * height) as usize;
     let (mut black, mut blue, mut grey_tile) = (0, 0, 0);
     for p in pixels.chunks(channels) {
         let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
@@ -255,6 +244,17 @@ fn diag_times(job: &JobObject) -> (u64, u64, u64) {
     (get("pid"), get("started_ns"), get("finished_ns"))
 }
 
+/// (started_ns, finished_ns) of every row's diag run.
+fn run_times(window: &Window) -> Vec<(u64, u64)> {
+    rows(window)
+        .iter()
+        .map(|job| {
+            let (_, started, finished) = diag_times(job);
+            (started, finished)
+        })
+        .collect()
+}
+
 fn max_overlap(times: &[(u64, u64)]) -> usize {
     let mut edges: Vec<(u64, i32)> = times.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
     edges.sort();
@@ -315,13 +315,7 @@ fn the_parallel_limit_action_takes_effect_at_once() {
             .collect(),
     );
     assert!(run_until(Duration::from_secs(20), || window.is_idle()));
-    let times: Vec<(u64, u64)> = rows(&window)
-        .iter()
-        .map(|j| {
-            let t = diag_times(j);
-            (t.1, t.2)
-        })
-        .collect();
+    let times = run_times(&window);
     assert_eq!(max_overlap(&times), 1, "one at a time: {times:?}");
 
     WidgetExt::activate_action(&window, "win.clear-finished", None).expect("clear");
@@ -335,13 +329,7 @@ fn the_parallel_limit_action_takes_effect_at_once() {
             .collect(),
     );
     assert!(run_until(Duration::from_secs(20), || window.is_idle()));
-    let times: Vec<(u64, u64)> = rows(&window)
-        .iter()
-        .map(|j| {
-            let t = diag_times(j);
-            (t.1, t.2)
-        })
-        .collect();
+    let times = run_times(&window);
     assert_eq!(max_overlap(&times), 3, "three at a time: {times:?}");
     window.close();
 }

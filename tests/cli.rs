@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::{offload, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
@@ -91,20 +91,9 @@ fn a_failed_job_gives_a_classified_error_and_exit_status_1() {
 
 #[test]
 fn timeout_applies_to_each_job() {
-    let out = offload()
-        .args(["run", "diag", "--timeout", "0.3", "--inputs", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"{\"fail\": \"hang\"}\n{\"echo\": 2}\n")?;
-            child.wait_with_output()
-        })
-        .expect("run");
+    let mut command = offload();
+    command.args(["run", "diag", "--timeout", "0.3", "--inputs", "-"]);
+    let out = common::run_with_input(command, b"{\"fail\": \"hang\"}\n{\"echo\": 2}\n");
     assert_eq!(out.status.code(), Some(1));
     let lines = lines(&out);
     assert_eq!(lines[0]["error"]["kind"], "timed_out");
@@ -240,32 +229,18 @@ fn list_shows_the_processors_with_their_summaries() {
 #[test]
 fn encode_and_decode_are_inverse() {
     let original = std::fs::read(root().join("data/blur.json")).expect("read");
-    let encoded = common::offload()
-        .arg("encode")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().expect("stdin").write_all(&original)?;
-            c.wait_with_output()
-        })
-        .expect("encode");
+    let mut encode = offload();
+    encode.arg("encode");
+    let encoded = common::run_with_input(encode, &original);
     assert!(encoded.status.success());
     assert_eq!(
         encoded.stdout,
         std::fs::read(root().join("data/blur.cbor")).expect("read"),
         "same bytes as blur.cbor"
     );
-    let decoded = common::offload()
-        .arg("decode")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().expect("stdin").write_all(&encoded.stdout)?;
-            c.wait_with_output()
-        })
-        .expect("decode");
+    let mut decode = offload();
+    decode.arg("decode");
+    let decoded = common::run_with_input(decode, &encoded.stdout);
     let back: serde_json::Value = serde_json::from_slice(&decoded.stdout).expect("json");
     let original: serde_json::Value = serde_json::from_slice(&original).expect("json");
     assert_eq!(back, original);
@@ -294,13 +269,8 @@ fn demo_renders_a_mosaic_png() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&png_path).expect("png"),
-    ));
-    let mut reader = decoder.read_info().expect("png header");
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).expect("frame");
-    assert_eq!((info.width, info.height), (320, 240));
+    let (width, height, channels, pixels) = common::read_png(&png_path);
+    assert_eq!((width, height, channels), (320, 240, 4));
     let at = |x: usize, y: usize| &pixels[(y * 320 + x) * 4..(y * 320 + x) * 4 + 4];
     // The view spans -2.4..0.8 by -1.2..1.2: (-0.2, 0) is inside the set, the corner is not.
     assert_eq!(at(220, 120), [0, 0, 0, 255]);

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ciborium::Value;
@@ -78,22 +78,10 @@ fn one_failing_job_leaves_the_others_unaffected() {
 #[test]
 fn ten_gib_on_stdout_is_bad_output_over_the_limit_with_bounded_host_memory() {
     let mut command = common::offload();
-    command
-        .args(["run", "diag", "--max-output", "64M", "--input", "-"])
-        .stdin(Stdio::piped());
+    command.args(["run", "diag", "--max-output", "64M", "--input", "-"]);
     let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(br#"{"fail": "flood_stdout:10737418240"}"#)
-        .expect("write");
-    let (out, peak) = wait_sampling(child);
+    let child = common::spawn_with_input(command, br#"{"fail": "flood_stdout:10737418240"}"#);
+    let (out, peak) = common::wait_sampling_peak_rss(child);
     let line = &lines(&out)[0];
     assert_eq!(line["error"]["kind"], "bad_output", "{line}");
     assert!(line["error"]["message"]
@@ -111,50 +99,12 @@ fn ten_gib_on_stdout_is_bad_output_over_the_limit_with_bounded_host_memory() {
     );
 }
 
-/// Waits for `child` to end, sampling its peak resident memory (VmHWM) meanwhile.
-fn wait_sampling(child: Child) -> (Output, u64) {
-    let pid = child.id();
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sampler = {
-        let peak = peak.clone();
-        std::thread::spawn(move || {
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let hwm = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-                peak.fetch_max(hwm * 1024, std::sync::atomic::Ordering::Relaxed);
-                if status.contains("State:\tZ") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let output = child.wait_with_output().expect("wait");
-    let _ = sampler.join();
-    (output, peak.load(std::sync::atomic::Ordering::Relaxed))
-}
-
 #[test]
 fn one_gib_on_stderr_keeps_only_a_bounded_tail() {
     let mut command = common::offload();
-    command
-        .args(["run", "diag", "--input", "-"])
-        .stdin(Stdio::piped());
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(br#"{"fail": "flood_stderr:1073741824"}"#)
-        .expect("write");
-    let (out, peak) = wait_sampling(child);
+    command.args(["run", "diag", "--input", "-"]);
+    let child = common::spawn_with_input(command, br#"{"fail": "flood_stderr:1073741824"}"#);
+    let (out, peak) = common::wait_sampling_peak_rss(child);
     let line = &lines(&out)[0];
     // It wrote nothing on stdout and exited 0: that is its own outcome, bad output.
     assert_eq!(line["error"]["kind"], "bad_output", "{line}");
@@ -248,7 +198,8 @@ fn processors_get_only_stdio_and_the_progress_fd_and_lead_their_own_group() {
 
 #[test]
 fn processors_get_a_clean_environment_plus_what_the_user_passes() {
-    let out = common::offload()
+    let mut command = common::offload();
+    command
         .args([
             "run",
             "diag",
@@ -261,18 +212,8 @@ fn processors_get_a_clean_environment_plus_what_the_user_passes() {
         ])
         .env("SECRET_TOKEN", "do-not-leak")
         .env("SHARED_TOKEN", "pass-me")
-        .env("OFFLOAD_DEMO_SETTING", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(br#"{"inspect": true}"#)?;
-            c.wait_with_output()
-        })
-        .expect("run");
+        .env("OFFLOAD_DEMO_SETTING", "1");
+    let out = common::run_with_input(command, br#"{"inspect": true}"#);
     let env = &lines(&out)[0]["result"]["env"];
     assert_eq!(env["MODE"], "fast");
     assert_eq!(env["SHARED_TOKEN"], "pass-me");

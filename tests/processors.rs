@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use ciborium::Value;
@@ -30,22 +29,9 @@ fn shell(line: &str) -> Output {
 
 /// Runs `program args` with `stdin` as its input.
 fn run_with_input(program: &std::path::Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut pipe = child.stdin.take().expect("stdin");
-    let input = stdin.to_vec();
-    // Write from another thread so that a large output cannot deadlock the pipes.
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let output = child.wait_with_output().expect("wait");
-    writer.join().expect("writer");
-    output
+    let mut command = Command::new(program);
+    command.args(args);
+    common::run_with_input(command, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -277,20 +263,9 @@ fn bad_input_gets_a_one_line_reason_and_a_non_zero_exit() {
     let mut big = Vec::new();
     ciborium::into_writer(&serde_json::json!({"echo": "x".repeat(5000)}), &mut big)
         .expect("encode");
-    let mut child = Command::new(bin("offload-diag"))
-        .env("OFFLOAD_MAX_INPUT_BYTES", "1000")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&big)
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let mut command = Command::new(bin("offload-diag"));
+    command.env("OFFLOAD_MAX_INPUT_BYTES", "1000");
+    let out = common::run_with_input(command, &big);
     assert_refused(&out, "over the limit of 1000 bytes");
 
     // The CBOR error report is on stdout too.

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use ciborium::Value;
@@ -71,20 +70,9 @@ fn shell(line: &str) -> Output {
 }
 
 fn run_with_input(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(histogram())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write");
-    child.wait_with_output().expect("wait")
+    let mut command = Command::new(histogram());
+    command.args(args);
+    common::run_with_input(command, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -134,3 +134,69 @@ pub fn path_with_bins() -> std::ffi::OsString {
     }
     std::env::join_paths(dirs).expect("PATH entries are valid")
 }
+
+/// Starts `command` with piped stdio and writes `input` to its stdin from another thread (so a
+/// large output cannot deadlock the pipes), then closes stdin.
+pub fn spawn_with_input(mut command: Command, input: &[u8]) -> std::process::Child {
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        // A processor may exit without reading all of it.
+        let _ = pipe.write_all(&input);
+    });
+    child
+}
+
+/// Runs `command` with `input` on stdin to the end.
+pub fn run_with_input(command: Command, input: &[u8]) -> std::process::Output {
+    spawn_with_input(command, input)
+        .wait_with_output()
+        .expect("wait")
+}
+
+/// Waits for `child` to end, sampling its peak resident memory (VmHWM) meanwhile.
+pub fn wait_sampling_peak_rss(child: std::process::Child) -> (std::process::Output, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let pid = child.id();
+    let peak = std::sync::Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let hwm_kib = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                peak.fetch_max(hwm_kib * 1024, Ordering::Relaxed);
+                if status.contains("State:\tZ") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let output = child.wait_with_output().expect("wait");
+    let _ = sampler.join();
+    (output, peak.load(Ordering::Relaxed))
+}
+
+/// A PNG's width, height, samples per pixel and pixels.
+pub fn read_png(path: &Path) -> (u32, u32, usize, Vec<u8>) {
+    let file = std::fs::File::open(path).expect("the PNG exists");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("a PNG frame");
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, info.color_type.samples(), pixels)
+}

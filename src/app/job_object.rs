@@ -118,6 +118,19 @@ impl JobObject {
         }
     }
 
+    /// The tile this job renders, if it is a demo job (without copying the whole record).
+    pub fn tile(&self) -> Option<Tile> {
+        match &self.imp().record.borrow().as_ref()?.kind {
+            JobKind::Tile(tile) => Some(tile.clone()),
+            JobKind::Batch => None,
+        }
+    }
+
+    /// When its processor started, if it has.
+    pub fn started_at(&self) -> Option<std::time::Instant> {
+        self.imp().record.borrow().as_ref()?.started_at
+    }
+
     pub fn is_finished(&self) -> bool {
         let state = self.state();
         state != state::QUEUED && state != state::RUNNING

@@ -89,6 +89,8 @@ mod imp {
         pub selection: RefCell<Option<gtk::MultiSelection>>,
         pub filter: RefCell<Option<gtk::CustomFilter>>,
         pub by_id: RefCell<HashMap<JobId, JobObject>>,
+        /// The jobs running now (a subset of `by_id`).
+        pub running: RefCell<HashMap<JobId, JobObject>>,
         pub counts: Cell<StateCounts>,
         pub finish_times: RefCell<VecDeque<Instant>>,
         /// Results not yet handed back by their handles.
@@ -650,11 +652,12 @@ impl Window {
             QueueEvent::Started { id, pid } => {
                 let Some(job) = self.job(*id) else { return };
                 self.set_state(&job, state::RUNNING);
+                self.imp().running.borrow_mut().insert(*id, job.clone());
                 job.update_record(|r| {
                     r.started_at = Some(Instant::now());
                     r.stats.pid = Some(*pid);
                 });
-                if let Some(JobKind::Tile(tile)) = job.record().map(|r| r.kind) {
+                if let Some(tile) = job.tile() {
                     self.imp()
                         .mosaic_view
                         .set_tile_state(tile.x, tile.y, TileState::Running);
@@ -666,6 +669,7 @@ impl Window {
                 }
             }
             QueueEvent::Finished { id, error, stats } => {
+                self.imp().running.borrow_mut().remove(id);
                 let Some(job) = self.job(*id) else { return };
                 let new = match error {
                     None => state::SUCCEEDED,
@@ -689,7 +693,7 @@ impl Window {
                     r.error = error.clone();
                 });
                 if error.is_some() {
-                    if let Some(JobKind::Tile(tile)) = job.record().map(|r| r.kind) {
+                    if let Some(tile) = job.tile() {
                         self.imp()
                             .mosaic_view
                             .set_tile_state(tile.x, tile.y, TileState::Failed);
@@ -849,11 +853,10 @@ impl Window {
     }
 
     fn on_tick(&self) {
-        for job in self.imp().by_id.borrow().values() {
-            if job.state() == state::RUNNING {
-                if let Some(started) = job.record().and_then(|r| r.started_at) {
-                    job.set_elapsed_ms(started.elapsed().as_secs_f64() * 1000.0);
-                }
+        // Only running jobs change on their own; with 100,000 rows, look at those alone.
+        for job in self.imp().running.borrow().values() {
+            if let Some(started) = job.started_at() {
+                job.set_elapsed_ms(started.elapsed().as_secs_f64() * 1000.0);
             }
         }
         self.refresh_status();
@@ -928,13 +931,13 @@ impl Window {
     /// Takes the unattended screenshot once `screenshot_after` jobs have finished.
     fn maybe_screenshot_midway(&self) {
         let imp = self.imp();
-        let unattended = imp.unattended.borrow().clone();
-        let Some(after) = unattended.screenshot_after else {
+        let Some(after) = imp.unattended.borrow().screenshot_after else {
             return;
         };
         let counts = self.state_counts();
         let finished = counts.succeeded + counts.failed + counts.cancelled;
         if finished >= after && !imp.screenshot_taken.get() {
+            let unattended = imp.unattended.borrow().clone();
             imp.screenshot_taken.set(true);
             self.after_next_paint(move |window| {
                 window.take_screenshot(unattended.screenshot.as_deref())

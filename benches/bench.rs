@@ -1,0 +1,309 @@
+//! offload's benchmarks (the issue "Benchmarks"): `cargo bench --bench bench -- SUITE...`, or
+//! `dev/bench SUITE...`, which builds the release binaries first. They run the RELEASE builds
+//! in `target/release` (`offload`, `offload-diag`, `offload-mandelbrot`, `offload-jitter`) and
+//! `processors/python/offload-histogram`.
+//!
+//! Every figure is measured side by side with its baseline in the same run, the two
+//! alternating (floor, engine, engine, floor, ...) so that machine noise hits both; tables give
+//! medians, the ratio, and the absolute numbers. They are printed as Markdown on stdout
+//! (progress goes to stderr). "other load" columns are the cores' worth of CPU that processes
+//! outside the run used meanwhile (from /proc/stat): on a shared machine, a high value flags a
+//! noisy figure.
+//!
+//! Suites (`all` runs every one; the defaults finish in about 15 minutes on 2 cores):
+//!
+//! - `overhead`: per-job overhead. `--jobs` (5,000) tiny jobs (a 16-byte byte string echoed by
+//!   `offload-diag`) at -j 1 and -j <cores> (`-j 1,2` to choose): jobs/s of the engine (fresh
+//!   main context, `Queue::with_max_running(n)`, submit all, await all) and of the floor (n
+//!   threads, each spawning the processor with `std::process::Command`, writing the input,
+//!   reading and decoding the result), plus `xargs -P` and GNU parallel as references
+//!   (`--no-reference` skips them). Target: the engine at 90% or more of the floor.
+//! - `throughput`: one job echoing a `--payload-mib` (256) MiB byte string, engine against
+//!   the floor (1 MiB pipes, as the engine) and the floor with default 64 KiB pipes, each run
+//!   in a fresh child process (this binary, re-executed) so that its peak RSS is its own; with
+//!   `offload-diag` and with `cat` (which returns the input item unchanged: the host's data
+//!   path alone), see `--throughput-processors`. Targets: 80% or more of the floor's MB/s;
+//!   peak RSS within 3x the payload.
+//! - `scaling`: the Mandelbrot mosaic of the demo (80 tiles) at -j 1 to <cores>, engine and
+//!   floor; speedup against -j 1. Target on 2 cores: 1.9x or more at -j 2.
+//! - `smoothness`: the app (`offload gui --batch ... --exit-when-done --stall-report`) under
+//!   Xvfb with `--gui-jobs` (10,000) jobs whose results total `--gui-total-mib` (1,024) MiB,
+//!   for each of `--renderers` (cairo,default) and `--gui-variants` (echo: diag echoing
+//!   ~107 KB, so as much goes in; tiles: Mandelbrot tiles of ~107 KB from tiny inputs), plus
+//!   an idle run for comparison. Targets: longest stall under 16 ms, p99 under 4 ms.
+//! - `scale`: `--scale-jobs` (100,000) tiny jobs submitted to a paused queue in a child
+//!   process: time to submit, VmRSS per queued job, then the drain rate against a 5,000-job
+//!   run (`--skip-drain` skips both), and `--scale-callback-jobs` (10,000) jobs whose results
+//!   go to `on_finished` callbacks against the same awaited in one future; then the app
+//!   draining `--scale-gui-jobs` tiny jobs, with its stall figures and memory per job, for each
+//!   of `--scale-renderers` (cairo). That default is 20,000, not 100,000: the app's drain
+//!   slows down with the number of pending jobs (see BENCHMARKS.md), and 100,000 takes tens
+//!   of minutes.
+//! - `startup`: `--startup-jobs` (50) jobs at -j 1 of the Python processor against the Rust
+//!   ones (diag, jitter), tiny inputs: per-job time, i.e. what start-up costs each job.
+//!
+//! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
+//! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
+//! be idle. Run with `--help` for the options. Without a suite and outside `cargo bench` (e.g.
+//! under `cargo test --benches`), it only says how to run it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use clap::{Parser, ValueEnum};
+
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/gui.rs"]
+mod gui;
+#[path = "support/overhead.rs"]
+mod overhead;
+#[path = "support/scale.rs"]
+mod scale;
+#[path = "support/scaling.rs"]
+mod scaling;
+#[path = "support/smoothness.rs"]
+mod smoothness;
+#[path = "support/startup.rs"]
+mod startup;
+#[path = "support/throughput.rs"]
+mod throughput;
+
+use common::{die, Env};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    Overhead,
+    Throughput,
+    Scaling,
+    Smoothness,
+    Scale,
+    Startup,
+    All,
+}
+
+/// offload's benchmarks; see the top of benches/bench.rs for what each suite measures.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Which suites to run.
+    #[arg(value_enum)]
+    suites: Vec<Suite>,
+    /// How many times each measured case runs (alternating with its baseline); medians are
+    /// reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// overhead: rounds (its figures are close to the target and noisy, hence more than
+    /// `--rounds`).
+    #[arg(long, default_value_t = 5)]
+    overhead_rounds: usize,
+    /// overhead: tiny jobs per run.
+    #[arg(long, default_value_t = 5000)]
+    jobs: usize,
+    /// overhead: parallelism levels, comma-separated (default: 1 and the core count).
+    #[arg(short = 'j', long = "parallel", value_delimiter = ',')]
+    parallel: Vec<usize>,
+    /// overhead: skip xargs and GNU parallel.
+    #[arg(long)]
+    no_reference: bool,
+    /// throughput: payload size in MiB.
+    #[arg(long, default_value_t = 256)]
+    payload_mib: usize,
+    /// throughput: processors, comma-separated (diag: offload-diag; cat: the `cat` command,
+    /// which returns its input item unchanged).
+    #[arg(long, value_delimiter = ',', default_value = "diag,cat")]
+    throughput_processors: Vec<String>,
+    /// smoothness: jobs per run of the app.
+    #[arg(long, default_value_t = 10_000)]
+    gui_jobs: usize,
+    /// smoothness: the results of one run total at least this many MiB.
+    #[arg(long, default_value_t = 1024)]
+    gui_total_mib: usize,
+    /// smoothness: workloads, comma-separated (echo, tiles).
+    #[arg(long, value_delimiter = ',', default_value = "echo,tiles")]
+    gui_variants: Vec<String>,
+    /// smoothness: GTK renderers, comma-separated (cairo, gl, ngl, vulkan, or default: unset).
+    #[arg(long, value_delimiter = ',', default_value = "cairo,default")]
+    renderers: Vec<String>,
+    /// scale: jobs queued in the engine.
+    #[arg(long, default_value_t = 100_000)]
+    scale_jobs: usize,
+    /// scale: jobs the app drains (0: skip the app).
+    #[arg(long, default_value_t = 20_000)]
+    scale_gui_jobs: usize,
+    /// scale: GTK renderers for the app, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "cairo")]
+    scale_renderers: Vec<String>,
+    /// scale: jobs of the run with `on_finished` callbacks, and of the awaited run it is
+    /// compared with (0: skip both).
+    #[arg(long, default_value_t = 10_000)]
+    scale_callback_jobs: usize,
+    /// scale: only submit (no drain, no reference run).
+    #[arg(long)]
+    skip_drain: bool,
+    /// startup: jobs per run.
+    #[arg(long, default_value_t = 50)]
+    startup_jobs: usize,
+    /// Before each measured run, wait up to this many seconds for the rest of the machine to
+    /// be quiet (under 0.3 cores busy); 0: do not wait.
+    #[arg(long, default_value_t = 0)]
+    wait_quiet: u64,
+    /// Where the release binaries are (default: where cargo built this bench's `offload`).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Internal: one measured run in a child process (throughput:METHOD:PROCESSOR,
+    /// scale-engine).
+    #[arg(long, hide = true)]
+    child: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let env = Env::new(args.bin_dir.clone());
+    let parallel = args.parallel.first().copied().unwrap_or(env.cores);
+    if let Some(child) = &args.child {
+        if let Some(spec) = child.strip_prefix("throughput:") {
+            throughput::child(&env, spec, args.payload_mib);
+            return;
+        }
+        match child.as_str() {
+            "scale-engine" => scale::child(
+                &env,
+                args.scale_jobs,
+                args.scale_callback_jobs,
+                parallel,
+                !args.skip_drain,
+            ),
+            other => die(format!("unknown child run {other:?}")),
+        }
+        return;
+    }
+    let mut suites = args.suites.clone();
+    if suites.is_empty() {
+        if !args.bench {
+            println!(
+                "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
+                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, all)"
+            );
+            return;
+        }
+        suites.push(Suite::All);
+    }
+    common::set_quiet_wait(std::time::Duration::from_secs(args.wait_quiet));
+    let wants = |suite: Suite| suites.contains(&suite) || suites.contains(&Suite::All);
+    let rounds = args.rounds.max(1);
+    println!("# offload benchmarks\n");
+    machine(&env);
+    if wants(Suite::Overhead) {
+        let parallel = if args.parallel.is_empty() {
+            env.default_parallelism()
+        } else {
+            args.parallel.clone()
+        };
+        overhead::run(
+            &env,
+            &overhead::Options {
+                jobs: args.jobs,
+                rounds: args.overhead_rounds.max(1),
+                parallel,
+                reference: !args.no_reference,
+            },
+        );
+    }
+    if wants(Suite::Throughput) {
+        throughput::run(
+            &env,
+            &throughput::Options {
+                payload_mib: args.payload_mib,
+                rounds,
+                processors: args.throughput_processors.clone(),
+            },
+        );
+    }
+    if wants(Suite::Scaling) {
+        scaling::run(&env, &scaling::Options { rounds });
+    }
+    if wants(Suite::Smoothness) {
+        smoothness::run(
+            &env,
+            &smoothness::Options {
+                jobs: args.gui_jobs,
+                total_mib: args.gui_total_mib,
+                variants: args.gui_variants.clone(),
+                renderers: args.renderers.clone(),
+                parallel: env.cores,
+            },
+        );
+    }
+    if wants(Suite::Scale) {
+        scale::run(
+            &env,
+            &scale::Options {
+                jobs: args.scale_jobs,
+                gui_jobs: args.scale_gui_jobs,
+                drain: !args.skip_drain,
+                callback_jobs: args.scale_callback_jobs,
+                renderers: args.scale_renderers.clone(),
+                parallel: env.cores,
+            },
+        );
+    }
+    if wants(Suite::Startup) {
+        startup::run(
+            &env,
+            &startup::Options {
+                jobs: args.startup_jobs,
+                rounds,
+            },
+        );
+    }
+}
+
+/// The machine, as the issue asks: cores, memory, CPU, and what else is running.
+fn machine(env: &Env) {
+    println!("## Machine\n");
+    println!("```");
+    for (label, program, args) in [
+        ("$ nproc", "nproc", &[][..]),
+        ("$ free -h", "free", &["-h"][..]),
+        ("$ uname -r", "uname", &["-r"][..]),
+        ("$ rustc -V", "rustc", &["-V"][..]),
+        (
+            "$ pkg-config --modversion gtk4",
+            "pkg-config",
+            &["--modversion", "gtk4"][..],
+        ),
+        (
+            "$ git rev-parse --short HEAD",
+            "git",
+            &["rev-parse", "--short", "HEAD"][..],
+        ),
+    ] {
+        let output = Command::new(program)
+            .args(args)
+            .current_dir(&env.root)
+            .output();
+        let text = output.map_or_else(
+            |err| format!("({program}: {err})"),
+            |o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned(),
+        );
+        println!("{label}\n{text}");
+    }
+    let lscpu = Command::new("lscpu").output().map_or_else(
+        |err| format!("(lscpu: {err})"),
+        |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .take(10)
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    println!("$ lscpu | head\n{lscpu}");
+    println!("$ cat /proc/loadavg (at start)\n{}", common::loadavg());
+    println!("```");
+    println!("\nbinaries: {}", env.bin_dir.display());
+}

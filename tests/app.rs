@@ -221,6 +221,18 @@ fn diag() -> Processor {
     Processor::find("diag").expect("the diag processor is built")
 }
 
+/// Adds `count` jobs that sleep a minute and waits until `running` of them run.
+fn add_sleepers(window: &Window, count: usize, running: usize) {
+    let inputs = (0..count)
+        .map(|_| serde_json::json!({"sleep_ms": 60_000}))
+        .collect();
+    window.add_jobs(&diag(), inputs);
+    assert!(run_until(Duration::from_secs(10), || window
+        .state_counts()
+        .running
+        == running));
+}
+
 fn rows(window: &Window) -> Vec<JobObject> {
     let store = window.jobs();
     (0..store.n_items())
@@ -337,16 +349,7 @@ fn the_parallel_limit_action_takes_effect_at_once() {
 #[gtk::test]
 fn cancel_selected_stops_only_the_selected_job_and_its_process() {
     let window = window(2);
-    window.add_jobs(
-        &diag(),
-        (0..2)
-            .map(|_| serde_json::json!({"sleep_ms": 60_000}))
-            .collect(),
-    );
-    assert!(run_until(Duration::from_secs(10), || window
-        .state_counts()
-        .running
-        == 2));
+    add_sleepers(&window, 2, 2);
     let jobs = rows(&window);
     let first_pid = jobs[0].record().and_then(|r| r.stats.pid).expect("started");
     window.select_jobs(&[jobs[0].job_id()]);
@@ -468,16 +471,7 @@ fn the_inspector_shows_the_selected_job() {
 #[gtk::test]
 fn closing_with_jobs_running_asks_first_then_stops_every_process() {
     let window = window(2);
-    window.add_jobs(
-        &diag(),
-        (0..3)
-            .map(|_| serde_json::json!({"sleep_ms": 60_000}))
-            .collect(),
-    );
-    assert!(run_until(Duration::from_secs(10), || window
-        .state_counts()
-        .running
-        == 2));
+    add_sleepers(&window, 3, 2);
     let pids: Vec<u32> = rows(&window)
         .iter()
         .filter_map(|j| j.record().and_then(|r| r.stats.pid))

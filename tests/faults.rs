@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::field;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Output, Stdio};
@@ -30,14 +32,6 @@ fn run_all(job: &Job, inputs: &[serde_json::Value]) -> Vec<Finished<Value>> {
         }
         out
     })
-}
-
-fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    value
-        .as_map()?
-        .iter()
-        .find(|(k, _)| k.as_text() == Some(key))
-        .map(|(_, v)| v)
 }
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::field;
+
 use std::process::{Command, Output, Stdio};
 
 use ciborium::Value;
@@ -36,14 +38,6 @@ fn run_with_input(program: &std::path::Path, args: &[&str], stdin: &[u8]) -> Out
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    value
-        .as_map()?
-        .iter()
-        .find(|(k, _)| k.as_text() == Some(key))
-        .map(|(_, v)| v)
 }
 
 fn as_u64(value: Option<&Value>) -> Option<u64> {

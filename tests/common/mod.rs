@@ -200,3 +200,12 @@ pub fn read_png(path: &Path) -> (u32, u32, usize, Vec<u8>) {
     pixels.truncate(info.buffer_size());
     (info.width, info.height, info.color_type.samples(), pixels)
 }
+
+/// The value of `key` in a CBOR map.
+pub fn field<'a>(value: &'a ciborium::Value, key: &str) -> Option<&'a ciborium::Value> {
+    value
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+}

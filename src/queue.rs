@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,7 +61,8 @@ pub enum QueueEvent {
         /// The processor's message, if any.
         message: Option<String>,
     },
-    /// A job ended. Its result, if any, goes to its [`JobHandle`].
+    /// A job ended. Its result, if any, goes to its [`JobHandle`], after observers have seen
+    /// this event.
     Finished {
         /// Which job.
         id: JobId,
@@ -135,7 +137,6 @@ impl std::error::Error for SubmitError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObserverId(u64);
 
-type Deliver = Box<dyn FnOnce(RawResult, RunStats)>;
 type Observer = Rc<dyn Fn(&QueueEvent)>;
 
 /// A queue of processor jobs, run at most N at once, reporting on the main context.
@@ -180,7 +181,7 @@ struct State {
 struct Record {
     state: JobState,
     /// What the runner needs; taken when the job starts.
-    start: Option<(Job, Vec<u8>, Decoder)>,
+    start: Option<(Job, Arc<Vec<u8>>, Decoder)>,
     control: Option<Arc<Control>>,
     deliver: Option<Deliver>,
 }
@@ -241,11 +242,17 @@ impl Queue {
         self.submit_cbor(job, bytes)
     }
 
-    /// Submits a job whose input is already encoded as one CBOR item.
-    pub fn submit_cbor<O>(&self, job: &Job, input: Vec<u8>) -> Result<JobHandle<O>, SubmitError>
+    /// Submits a job whose input is already encoded as one CBOR item: a `Vec<u8>`, or an
+    /// `Arc<Vec<u8>>` the caller keeps too (to show it, or to submit it again) without a copy.
+    pub fn submit_cbor<O>(
+        &self,
+        job: &Job,
+        input: impl Into<Arc<Vec<u8>>>,
+    ) -> Result<JobHandle<O>, SubmitError>
     where
         O: DeserializeOwned + Send + 'static,
     {
+        let input = input.into();
         let limit = job.limits.max_input_bytes;
         if input.len() > limit {
             return Err(SubmitError::InputTooLarge {
@@ -256,19 +263,12 @@ impl Queue {
         let decode: Decoder = Box::new(|bytes, limits| {
             decode_one::<O>(bytes, limits).map(|value| Box::new(value) as Box<dyn Any + Send>)
         });
-        let (sender, receiver) = async_channel::bounded(1);
+        let slot = Rc::new(Slot::default());
         let id = {
             let mut state = self.inner.state.borrow_mut();
             let id = JobId(state.next_id);
             state.next_id += 1;
-            let deliver: Deliver = Box::new(move |result, stats| {
-                let result = result.and_then(|value| {
-                    value.downcast::<O>().map(|value| *value).map_err(|_| {
-                        JobError::new(FailureKind::BadOutput, "result of an unexpected type")
-                    })
-                });
-                let _ = sender.try_send(Finished { id, result, stats });
-            });
+            let deliver = Deliver::new(id, slot.clone());
             state.jobs.insert(
                 id,
                 Record {
@@ -285,7 +285,7 @@ impl Queue {
         effects.events.push(QueueEvent::Queued { id });
         self.inner.schedule(&mut effects);
         self.inner.apply(effects);
-        Ok(JobHandle { id, receiver })
+        Ok(JobHandle { id, slot })
     }
 
     /// How many jobs run at once at most.
@@ -481,24 +481,24 @@ impl Inner {
         }
     }
 
-    /// Delivers results and tells observers, with no state borrowed.
+    /// Tells observers, then delivers results, with no state borrowed: an observer has seen
+    /// a job's `Finished` event by the time its handle gets the result.
     fn apply(&self, effects: Effects) {
-        for (deliver, result, stats) in effects.deliveries {
-            deliver(result, stats);
-        }
-        if effects.events.is_empty() {
-            return;
-        }
-        let observers: Vec<Observer> = self
-            .observers
-            .borrow()
-            .iter()
-            .map(|(_, o)| o.clone())
-            .collect();
-        for event in &effects.events {
-            for observer in &observers {
-                observer(event);
+        if !effects.events.is_empty() {
+            let observers: Vec<Observer> = self
+                .observers
+                .borrow()
+                .iter()
+                .map(|(_, o)| o.clone())
+                .collect();
+            for event in &effects.events {
+                for observer in &observers {
+                    observer(event);
+                }
             }
+        }
+        for (deliver, result, stats) in effects.deliveries {
+            deliver.send(result, stats);
         }
     }
 }
@@ -556,6 +556,9 @@ async fn receive(queue: Weak<Inner>, receiver: async_channel::Receiver<RunnerEve
 
 /// The caller's side of one job: its result, delivered once, as a future or to a callback.
 ///
+/// A callback is stored with the job and called by the queue itself when the result arrives:
+/// a hundred thousand waiting handles cost the main loop nothing until their jobs end.
+///
 /// ```no_run
 /// # use offload::{Job, Processor, Queue};
 /// # let queue = Queue::new();
@@ -569,7 +572,7 @@ async fn receive(queue: Weak<Inner>, receiver: async_channel::Receiver<RunnerEve
 /// ```
 pub struct JobHandle<O> {
     id: JobId,
-    receiver: async_channel::Receiver<Finished<O>>,
+    slot: Rc<Slot<O>>,
 }
 
 impl<O: 'static> JobHandle<O> {
@@ -580,17 +583,7 @@ impl<O: 'static> JobHandle<O> {
 
     /// Waits for the job to end; gives its result (or failure) and what it cost.
     pub async fn finished(self) -> Finished<O> {
-        match self.receiver.recv().await {
-            Ok(finished) => finished,
-            Err(_) => Finished {
-                id: self.id,
-                result: Err(JobError::new(
-                    FailureKind::Cancelled,
-                    "the queue was dropped before the job finished",
-                )),
-                stats: RunStats::default(),
-            },
-        }
+        std::future::poll_fn(|cx| self.slot.poll(self.id, cx)).await
     }
 
     /// Waits for the job's result.
@@ -598,10 +591,143 @@ impl<O: 'static> JobHandle<O> {
         self.finished().await.result
     }
 
-    /// Calls `callback` on the main context when the job ends.
+    /// Calls `callback` on the main context when the job ends (from the queue's own dispatch,
+    /// never from inside this call).
     pub fn on_finished(self, callback: impl FnOnce(Finished<O>) + 'static) {
-        glib::MainContext::ref_thread_default().spawn_local(async move {
-            callback(self.finished().await);
-        });
+        let mut state = self.slot.state.borrow_mut();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Ready(finished) => {
+                drop(state);
+                later(move || callback(finished));
+            }
+            SlotState::Taken => {
+                drop(state);
+                let finished = dropped_before_finishing(self.id);
+                later(move || callback(finished));
+            }
+            SlotState::Empty | SlotState::Waiting(_) | SlotState::Callback(_) => {
+                *state = SlotState::Callback(Box::new(callback));
+            }
+        }
+    }
+}
+
+/// Where one job's result meets its handle; both sides live on the main context.
+struct Slot<O> {
+    state: RefCell<SlotState<O>>,
+}
+
+enum SlotState<O> {
+    /// Nobody has asked yet.
+    Empty,
+    /// A future is waiting.
+    Waiting(Waker),
+    /// A callback is waiting.
+    Callback(Box<dyn FnOnce(Finished<O>)>),
+    /// The result arrived first.
+    Ready(Finished<O>),
+    /// The result was handed out.
+    Taken,
+}
+
+impl<O> Default for Slot<O> {
+    fn default() -> Self {
+        Self {
+            state: RefCell::new(SlotState::Empty),
+        }
+    }
+}
+
+impl<O> Slot<O> {
+    fn poll(&self, id: JobId, cx: &mut Context<'_>) -> Poll<Finished<O>> {
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Ready(finished) => Poll::Ready(finished),
+            SlotState::Taken => Poll::Ready(dropped_before_finishing(id)),
+            SlotState::Empty | SlotState::Waiting(_) | SlotState::Callback(_) => {
+                *state = SlotState::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Hands `finished` to whoever waits. Called with nothing of the queue borrowed.
+    fn fill(&self, finished: Finished<O>) {
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Callback(callback) => {
+                drop(state);
+                callback(finished);
+            }
+            SlotState::Waiting(waker) => {
+                *state = SlotState::Ready(finished);
+                drop(state);
+                waker.wake();
+            }
+            SlotState::Empty => *state = SlotState::Ready(finished),
+            // Filled once only; a second fill cannot happen, and would have no one to go to.
+            SlotState::Ready(_) | SlotState::Taken => {}
+        }
+    }
+}
+
+/// Runs `f` from the thread-default main context's next turn.
+fn later(f: impl FnOnce() + 'static) {
+    glib::MainContext::ref_thread_default().spawn_local(async move { f() });
+}
+
+fn dropped_before_finishing<O>(id: JobId) -> Finished<O> {
+    Finished {
+        id,
+        result: Err(JobError::new(
+            FailureKind::Cancelled,
+            "the queue was dropped before the job finished",
+        )),
+        stats: RunStats::default(),
+    }
+}
+
+/// The queue's side of a [`Slot`], type-erased so that one queue holds jobs of any result type.
+/// Dropped unsent (the queue went away first), it tells the handle so, from an idle callback.
+struct Deliver {
+    send: Option<SendOutcome>,
+}
+
+/// Hands a job's outcome to its slot; `None` when the queue is gone first.
+type SendOutcome = Box<dyn FnOnce(Option<(RawResult, RunStats)>)>;
+
+impl Deliver {
+    fn new<O: 'static>(id: JobId, slot: Rc<Slot<O>>) -> Self {
+        let send = move |outcome: Option<(RawResult, RunStats)>| match outcome {
+            Some((result, stats)) => {
+                let result = result.and_then(|value| {
+                    value.downcast::<O>().map(|value| *value).map_err(|_| {
+                        JobError::new(FailureKind::BadOutput, "result of an unexpected type")
+                    })
+                });
+                slot.fill(Finished { id, result, stats });
+            }
+            None => {
+                // Not from inside the queue's drop: whatever the callback does, later.
+                later(move || slot.fill(dropped_before_finishing(id)));
+            }
+        };
+        Self {
+            send: Some(Box::new(send)),
+        }
+    }
+
+    fn send(mut self, result: RawResult, stats: RunStats) {
+        if let Some(send) = self.send.take() {
+            send(Some((result, stats)));
+        }
+    }
+}
+
+impl Drop for Deliver {
+    fn drop(&mut self) {
+        if let Some(send) = self.send.take() {
+            send(None);
+        }
     }
 }

@@ -111,7 +111,7 @@ impl Control {
 pub(crate) struct RunRequest {
     pub id: JobId,
     pub job: Job,
-    pub input: Vec<u8>,
+    pub input: Arc<Vec<u8>>,
     pub decode: Decoder,
     pub control: Arc<Control>,
     pub events: async_channel::Sender<RunnerEvent>,
@@ -267,7 +267,7 @@ fn supervise(
     id: JobId,
     job: &Job,
     child: Spawned,
-    input: Vec<u8>,
+    input: Arc<Vec<u8>>,
     control: &Control,
     events: &async_channel::Sender<RunnerEvent>,
 ) -> Ended {

@@ -451,6 +451,10 @@ fn the_inspector_shows_the_selected_job() {
     window.select_jobs(&[id]);
     let inspector = window.inspector();
     assert!(inspector.is_visible());
+    // The input is decoded on a worker thread, then shown.
+    assert!(run_until(Duration::from_secs(5), || !inspector
+        .command_line()
+        .is_empty()));
     let command = inspector.command_line();
     assert!(
         command.contains("offload-diag") && command.contains("AAECAw=="),

@@ -228,6 +228,106 @@ fn a_thousand_untyped_jobs_each_get_their_own_result_through_callbacks() {
     }
 }
 
+#[test]
+fn a_callback_attached_after_the_result_arrived_still_runs_once() {
+    let (first, second) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job();
+        let early = queue
+            .submit::<_, Value>(&job, &json!({"echo": "early"}))
+            .expect("submit");
+        let late = queue
+            .submit::<_, Value>(&job, &json!({"echo": "late"}))
+            .expect("submit");
+        // Both jobs end while nobody listens to `late`.
+        let first = early.result().await.expect("early job succeeds");
+        while queue.counts().succeeded < 2 {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        let calls: Rc<RefCell<Vec<Value>>> = Rc::default();
+        let sink = calls.clone();
+        late.on_finished(move |finished| sink.borrow_mut().push(finished.result.expect("late")));
+        // Never from inside `on_finished` itself.
+        assert!(calls.borrow().is_empty());
+        while calls.borrow().is_empty() {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        common::sleep(Duration::from_millis(50)).await;
+        let calls = calls.borrow();
+        assert_eq!(calls.len(), 1);
+        (first, calls[0].clone())
+    });
+    assert_eq!(
+        common::field(&first, "echo"),
+        Some(&Value::Text("early".into()))
+    );
+    assert_eq!(
+        common::field(&second, "echo"),
+        Some(&Value::Text("late".into()))
+    );
+}
+
+#[test]
+fn observers_see_a_jobs_end_before_its_handle_gets_the_result() {
+    let seen_first = on_main_context(|| async {
+        let queue = Queue::with_max_running(2);
+        let ended: Rc<RefCell<Vec<JobId>>> = Rc::default();
+        let sink = ended.clone();
+        queue.connect_events(move |event| {
+            if let QueueEvent::Finished { id, .. } = event {
+                sink.borrow_mut().push(*id);
+            }
+        });
+        let job = diag_job();
+        let seen_first: Rc<RefCell<Vec<bool>>> = Rc::default();
+        for i in 0..20 {
+            let handle = queue
+                .submit::<_, Value>(&job, &json!({"echo": i}))
+                .expect("submit");
+            let (ended, seen_first) = (ended.clone(), seen_first.clone());
+            handle.on_finished(move |finished| {
+                let seen = ended.borrow().contains(&finished.id);
+                seen_first.borrow_mut().push(seen);
+            });
+        }
+        while seen_first.borrow().len() < 20 {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        let seen_first = seen_first.borrow().clone();
+        seen_first
+    });
+    assert_eq!(seen_first, vec![true; 20]);
+}
+
+#[test]
+fn dropping_the_queue_tells_waiting_callbacks_and_futures_their_job_was_cancelled() {
+    let (from_callback, from_future) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job();
+        let running = queue
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 10_000}))
+            .expect("submit");
+        let queued = queue
+            .submit::<_, Value>(&job, &json!({"echo": 1}))
+            .expect("submit");
+        let told: Rc<RefCell<Option<JobError>>> = Rc::default();
+        let sink = told.clone();
+        queued.on_finished(move |finished| *sink.borrow_mut() = finished.result.err());
+        drop(queue);
+        let from_future = running.finished().await.result.err();
+        while told.borrow().is_none() {
+            common::sleep(Duration::from_millis(10)).await;
+        }
+        let from_callback = told.borrow_mut().take();
+        (from_callback, from_future)
+    });
+    for error in [from_callback, from_future] {
+        let error = error.expect("a cancelled job has no result");
+        assert_eq!(error.kind, FailureKind::Cancelled, "{error}");
+        assert!(error.message.contains("queue was dropped"), "{error}");
+    }
+}
+
 #[derive(Serialize)]
 struct BytesIn {
     #[serde(with = "serde_bytes")]

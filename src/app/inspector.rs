@@ -1,14 +1,15 @@
 //! The inspector: one job's input and result as readable trees (byte strings by size, images as
 //! images), its stderr tail, timings and exit details, and the shell command that reruns it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use gtk::prelude::*;
 use gtk::subclass::prelude::*;
-use gtk::{gdk, glib, CompositeTemplate};
+use gtk::{gdk, gio, glib, CompositeTemplate};
 
-use super::job_object::{JobObject, JobOutput};
-use crate::sdk::json::json_to_cbor;
+use super::job_object::{JobObject, JobOutput, JobRecord};
+use crate::sdk::decode::{decode_one, DecodeLimits};
+use crate::sdk::json::cbor_to_json;
 
 /// Deepest level and most entries shown, so that a huge result cannot stall the main loop.
 const MAX_DEPTH: usize = 6;
@@ -35,6 +36,8 @@ mod imp {
         #[template_child]
         pub stderr_label: TemplateChild<gtk::Label>,
         pub command: RefCell<String>,
+        /// The id of the job shown.
+        pub shown: Cell<Option<u64>>,
     }
 
     #[glib::object_subclass]
@@ -76,7 +79,7 @@ glib::wrapper! {
 }
 
 impl JobInspector {
-    /// The shell command that reruns the job shown.
+    /// The shell command that reruns the job shown (empty until its input is decoded).
     pub fn command_line(&self) -> String {
         self.imp().command.borrow().clone()
     }
@@ -119,8 +122,6 @@ impl JobInspector {
         imp.details_label.set_label(&details.join("\n"));
 
         imp.picture_and_tree(record.output.as_ref());
-        let input = json_to_cbor((*record.input_json).clone()).unwrap_or(ciborium::Value::Null);
-        imp.input_label.set_label(&tree(&input));
         let stderr = record
             .error
             .as_ref()
@@ -131,9 +132,45 @@ impl JobInspector {
         } else {
             stderr
         });
-        imp.command.replace(rerun_command(
-            &record.processor.path().display().to_string(),
-            &record.input_json.to_string(),
+        self.show_input(job.id(), &record);
+    }
+
+    /// Decodes the job's input on a worker thread (it may be large), then shows it as a tree
+    /// and as the command that reruns it, unless another job is shown by then.
+    fn show_input(&self, id: u64, record: &JobRecord) {
+        let imp = self.imp();
+        imp.shown.set(Some(id));
+        imp.input_label.set_label("…");
+        imp.command.replace(String::new());
+        let input = record.input.clone();
+        let processor = record.processor.path().display().to_string();
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = inspector)]
+            self,
+            async move {
+                let shown = gio::spawn_blocking(move || {
+                    let limits = DecodeLimits {
+                        max_bytes: input.len(),
+                        ..DecodeLimits::default()
+                    };
+                    match decode_one::<ciborium::Value>(&input, limits) {
+                        Ok(value) => {
+                            let json = cbor_to_json(&value).to_string();
+                            (tree(&value), rerun_command(&processor, &json))
+                        }
+                        Err(err) => (format!("(cannot show the input: {err})"), String::new()),
+                    }
+                })
+                .await;
+                let imp = inspector.imp();
+                if imp.shown.get() != Some(id) {
+                    return;
+                }
+                let (tree, command) =
+                    shown.unwrap_or_else(|_| ("(cannot show the input)".into(), String::new()));
+                imp.input_label.set_label(&tree);
+                imp.command.replace(command);
+            }
         ));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use gtk::glib;
 use gtk::prelude::*;
@@ -34,10 +35,9 @@ pub enum JobOutput {
 pub struct JobRecord {
     pub processor: Processor,
     pub kind: JobKind,
-    /// The input as JSON (kept from before it was encoded, so nothing is decoded to show it).
-    pub input_json: Rc<serde_json::Value>,
-    /// The input as the CBOR that was sent, for retries.
-    pub input_cbor: Rc<Vec<u8>>,
+    /// The input as the CBOR item sent, shared with the queue (kept once, however large):
+    /// retries send it again, the inspector decodes it off the main thread to show it.
+    pub input: Arc<Vec<u8>>,
     pub output: Option<JobOutput>,
     pub error: Option<JobError>,
     pub stats: RunStats,

@@ -2,7 +2,8 @@
 //!
 //! A timer at default priority asks to run every millisecond; any time beyond that between two
 //! runs is time the main loop spent elsewhere (drawing, handling events, our own callbacks).
-//! The longest such gap and the 99th percentile are what a person feels as stutter.
+//! The longest such gap and the 99th percentile are what a person feels as stutter; the report
+//! also says when the worst gaps happened, to line them up with what the app was doing.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,64 +16,84 @@ pub const STALL_REPORT_ENV: &str = "OFFLOAD_STALL_REPORT";
 
 const PERIOD: Duration = Duration::from_millis(1);
 
+/// How many of the longest gaps the report places in time.
+const WORST: usize = 5;
+
 /// Measures main-loop gaps while it lives.
 pub struct StallProbe {
-    gaps_ms: Rc<RefCell<Vec<f32>>>,
+    /// (gap in ms, seconds since the probe started, when the gap ended).
+    gaps: Rc<RefCell<Vec<(f32, f32)>>>,
     source: Option<glib::SourceId>,
 }
 
 /// What the probe saw.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StallReport {
     pub max_ms: f64,
     pub p99_ms: f64,
     pub samples: usize,
+    /// The longest gaps, longest first: (gap in ms, seconds into the run when it ended).
+    pub worst: Vec<(f64, f64)>,
 }
 
 impl std::fmt::Display for StallReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "stall max_ms={:.2} p99_ms={:.2} samples={}",
+            "stall max_ms={:.2} p99_ms={:.2} samples={} worst=",
             self.max_ms, self.p99_ms, self.samples
-        )
+        )?;
+        for (i, (gap, at)) in self.worst.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            write!(f, "{comma}{gap:.1}ms@{at:.2}s")?;
+        }
+        Ok(())
     }
 }
 
 impl StallProbe {
     /// Starts measuring on the thread-default main context.
     pub fn start() -> Self {
-        let gaps_ms: Rc<RefCell<Vec<f32>>> = Rc::default();
-        let sink = gaps_ms.clone();
-        let mut last = Instant::now();
+        let gaps: Rc<RefCell<Vec<(f32, f32)>>> = Rc::default();
+        let sink = gaps.clone();
+        let began = Instant::now();
+        let mut last = began;
         let source = glib::timeout_add_local(PERIOD, move || {
             let now = Instant::now();
             let late = now.duration_since(last).saturating_sub(PERIOD);
             last = now;
-            sink.borrow_mut().push(late.as_secs_f32() * 1000.0);
+            let at = now.duration_since(began).as_secs_f32();
+            sink.borrow_mut().push((late.as_secs_f32() * 1000.0, at));
             glib::ControlFlow::Continue
         });
         Self {
-            gaps_ms,
+            gaps,
             source: Some(source),
         }
     }
 
     /// The figures so far.
     pub fn report(&self) -> StallReport {
-        let mut gaps = self.gaps_ms.borrow().clone();
-        gaps.sort_by(f32::total_cmp);
+        let mut gaps = self.gaps.borrow().clone();
+        gaps.sort_by(|a, b| a.0.total_cmp(&b.0));
         let samples = gaps.len();
-        let max_ms = gaps.last().copied().unwrap_or(0.0);
+        let max_ms = gaps.last().map_or(0.0, |g| g.0);
         let p99_ms = if samples == 0 {
             0.0
         } else {
-            gaps[((samples - 1) as f64 * 0.99).round() as usize]
+            gaps[((samples - 1) as f64 * 0.99).round() as usize].0
         };
+        let worst = gaps
+            .iter()
+            .rev()
+            .take(WORST)
+            .map(|&(gap, at)| (f64::from(gap), f64::from(at)))
+            .collect();
         StallReport {
             max_ms: f64::from(max_ms),
             p99_ms: f64::from(p99_ms),
             samples,
+            worst,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adw::prelude::*;
@@ -15,14 +16,15 @@ use super::inspector::JobInspector;
 use super::job_object::{state, JobKind, JobObject, JobOutput, JobRecord};
 use super::mosaic_view::{MosaicView, TileState};
 use crate::mosaic::{Mosaic, Tile, TileOutput};
-use crate::sdk::json::json_to_cbor;
 use crate::sdk::Description;
 use crate::{FailureKind, Finished, Job, JobId, Processor, Queue, QueueEvent};
 
 /// How often the status area and the elapsed times refresh.
 const TICK: Duration = Duration::from_millis(250);
-/// Jobs submitted per main-loop turn when a large batch is added.
+/// Most jobs submitted per main-loop turn when a large batch is added...
 const SUBMIT_SLICE: usize = 250;
+/// ...and the most time a turn spends submitting them.
+const SUBMIT_BUDGET: Duration = Duration::from_millis(3);
 /// How much lower than the app's the processors' CPU priority is.
 const JOB_NICE: i32 = 10;
 /// The window over which jobs per second are measured.
@@ -105,6 +107,8 @@ mod imp {
         pub screenshot_taken: Cell<bool>,
         pub actual_size: Cell<bool>,
         pub tick: RefCell<Option<glib::SourceId>>,
+        /// The window, weakly, for the result callbacks of all its jobs to share.
+        pub weak_self: Rc<glib::WeakRef<super::Window>>,
     }
 
     #[glib::object_subclass]
@@ -297,6 +301,7 @@ impl Window {
 
     fn setup(&self) {
         let imp = self.imp();
+        imp.weak_self.set(Some(self));
         let queue = Queue::new();
         imp.parallel_spin.set_value(queue.max_running() as f64);
         imp.parallel_spin.connect_value_changed(glib::clone!(
@@ -446,18 +451,64 @@ impl Window {
         let rows: Vec<JobObject> = tiles
             .into_iter()
             .filter_map(|tile| {
-                let input_json = serde_json::to_value(&tile.input).unwrap_or_default();
-                self.submit(processor.clone(), JobKind::Tile(tile), input_json)
+                // A few bytes each: encoding them here costs less than a thread hop.
+                let mut cbor = Vec::new();
+                if let Err(err) = ciborium::into_writer(&tile.input, &mut cbor) {
+                    self.toast(&format!("Cannot encode a tile: {err}"));
+                    return None;
+                }
+                self.submit(processor.clone(), JobKind::Tile(tile), Arc::new(cbor))
             })
             .collect();
         self.append_rows(&rows);
     }
 
-    /// Adds one job per input, for `processor`.
-    ///
-    /// Large batches are submitted a slice per main-loop turn, so that adding a hundred
-    /// thousand jobs never freezes the window.
+    /// Adds one job per input, for `processor`. The inputs are encoded on a worker thread
+    /// (a batch may hold gigabytes of base64), then submitted a slice per main-loop turn.
     pub fn add_jobs(&self, processor: &Processor, inputs: Vec<serde_json::Value>) {
+        let imp = self.imp();
+        let count = inputs.len();
+        imp.unsubmitted.set(imp.unsubmitted.get() + count);
+        let processor = processor.clone();
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let encoded = gio::spawn_blocking(move || {
+                    inputs
+                        .into_iter()
+                        .map(super::encode_json)
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                let imp = window.imp();
+                imp.unsubmitted
+                    .set(imp.unsubmitted.get().saturating_sub(count));
+                let mut failures = Vec::new();
+                let inputs: Vec<_> = encoded
+                    .into_iter()
+                    .filter_map(|input| input.map_err(|e| failures.push(e)).ok())
+                    .collect();
+                if let Some(first) = failures.first() {
+                    window.toast(&format!(
+                        "{} of {count} inputs could not be encoded: {first}",
+                        failures.len()
+                    ));
+                }
+                window.add_encoded_jobs(&processor, inputs);
+                window.refresh_status();
+            }
+        ));
+    }
+
+    /// Adds one job per encoded input, a slice per main-loop turn (at most [`SUBMIT_SLICE`]
+    /// jobs and about [`SUBMIT_BUDGET`] each), so that adding a hundred thousand jobs never
+    /// freezes the window.
+    pub fn add_encoded_jobs(&self, processor: &Processor, inputs: Vec<super::EncodedInput>) {
+        if inputs.is_empty() {
+            return;
+        }
         if self.imp().mosaic.get().is_none() {
             self.imp().stack.set_visible_child_name("jobs");
         }
@@ -471,14 +522,18 @@ impl Window {
             #[upgrade_or]
             glib::ControlFlow::Break,
             move || {
-                let slice: Vec<serde_json::Value> = inputs.by_ref().take(SUBMIT_SLICE).collect();
+                let began = Instant::now();
+                let (mut rows, mut taken) = (Vec::new(), 0);
+                for input in inputs.by_ref() {
+                    taken += 1;
+                    rows.extend(window.submit(processor.clone(), JobKind::Batch, input));
+                    if taken >= SUBMIT_SLICE || began.elapsed() >= SUBMIT_BUDGET {
+                        break;
+                    }
+                }
                 let imp = window.imp();
                 imp.unsubmitted
-                    .set(imp.unsubmitted.get().saturating_sub(slice.len()));
-                let rows: Vec<JobObject> = slice
-                    .into_iter()
-                    .filter_map(|input| window.submit(processor.clone(), JobKind::Batch, input))
-                    .collect();
+                    .set(imp.unsubmitted.get().saturating_sub(taken));
                 window.append_rows(&rows);
                 if inputs.len() == 0 {
                     window.refresh_status();
@@ -531,7 +586,7 @@ impl Window {
         chooser.show();
     }
 
-    /// Reads a JSON Lines file on a worker thread, then adds one job per line.
+    /// Reads and encodes a JSON Lines file on a worker thread, then adds one job per line.
     pub fn add_jobs_from_file(&self, processor: Processor, path: PathBuf) {
         glib::spawn_future_local(glib::clone!(
             #[weak(rename_to = window)]
@@ -539,7 +594,7 @@ impl Window {
             async move {
                 let read = gio::spawn_blocking(move || super::read_jsonl(&path)).await;
                 match read {
-                    Ok(Ok(inputs)) => window.add_jobs(&processor, inputs),
+                    Ok(Ok(inputs)) => window.add_encoded_jobs(&processor, inputs),
                     Ok(Err(err)) => window.toast(&err),
                     Err(_) => window.toast("Reading the file failed"),
                 }
@@ -548,30 +603,22 @@ impl Window {
     }
 
     /// Submits one job and returns its row, to be added to the list by the caller (in one
-    /// batch: one list update for thousands of jobs instead of one each).
+    /// batch: one list update for thousands of jobs instead of one each). Nothing here is
+    /// proportional to the input's size: it is encoded already and shared with the queue.
     fn submit(
         &self,
         processor: Processor,
         kind: JobKind,
-        input_json: serde_json::Value,
+        input: super::EncodedInput,
     ) -> Option<JobObject> {
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
         let job = Job::new(processor.clone()).nice(JOB_NICE);
-        let mut cbor = Vec::new();
-        let encoded = json_to_cbor(input_json.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|v| ciborium::into_writer(&v, &mut cbor).map_err(|e| e.to_string()));
-        if let Err(err) = encoded {
-            self.toast(&format!("Cannot encode the input: {err}"));
-            return None;
-        }
         let record = JobRecord {
             processor,
             kind: kind.clone(),
-            input_json: Rc::new(input_json),
-            input_cbor: Rc::new(cbor.clone()),
+            input: input.clone(),
             output: None,
             error: None,
             stats: Default::default(),
@@ -579,25 +626,28 @@ impl Window {
         };
         // Count it as queued before the queue can report on it.
         self.change_counts(None, Some(state::QUEUED));
+        // One weak reference for all pending jobs: GLib keeps an object's weak references in
+        // a list, and clearing one of ten thousand walks it.
+        let window = imp.weak_self.clone();
         let id = match kind {
-            JobKind::Tile(tile) => queue.submit_cbor::<TileOutput>(&job, cbor).map(|handle| {
+            JobKind::Tile(tile) => queue.submit_cbor::<TileOutput>(&job, input).map(|handle| {
                 let id = handle.id();
-                handle.on_finished(glib::clone!(
-                    #[weak(rename_to = window)]
-                    self,
-                    move |finished| window.on_tile_finished(&tile, finished)
-                ));
+                handle.on_finished(move |finished| {
+                    if let Some(window) = window.upgrade() {
+                        window.on_tile_finished(&tile, finished);
+                    }
+                });
                 id
             }),
             JobKind::Batch => queue
-                .submit_cbor::<ciborium::Value>(&job, cbor)
+                .submit_cbor::<ciborium::Value>(&job, input)
                 .map(|handle| {
                     let id = handle.id();
-                    handle.on_finished(glib::clone!(
-                        #[weak(rename_to = window)]
-                        self,
-                        move |finished| window.on_value_finished(finished)
-                    ));
+                    handle.on_finished(move |finished| {
+                        if let Some(window) = window.upgrade() {
+                            window.on_value_finished(finished);
+                        }
+                    });
                     id
                 }),
         };
@@ -818,11 +868,7 @@ impl Window {
                         .mosaic_view
                         .set_tile_state(tile.x, tile.y, TileState::Queued);
                 }
-                rows.extend(self.submit(
-                    record.processor,
-                    record.kind,
-                    (*record.input_json).clone(),
-                ));
+                rows.extend(self.submit(record.processor, record.kind, record.input));
             }
         }
         self.append_rows(&rows);

@@ -12,6 +12,7 @@ use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -534,23 +535,36 @@ impl Drop for Inner {
     }
 }
 
+/// Most runner events applied in one main-loop turn...
+const BATCH_EVENTS: usize = 256;
+/// ...and about the most time spent on them, observers included.
+const BATCH_TIME: Duration = Duration::from_millis(3);
+
 /// Applies runner events on the main context, a batch per wake-up, until the queue is gone.
 async fn receive(queue: Weak<Inner>, receiver: async_channel::Receiver<RunnerEvent>) {
     while let Ok(first) = receiver.recv().await {
         let Some(inner) = queue.upgrade() else {
             return;
         };
-        let mut effects = Effects::default();
-        inner.handle(first, &mut effects);
-        // Take what else has arrived, but yield to the main loop after a bounded batch.
-        for _ in 0..256 {
+        // Take what else has arrived, but yield to the main loop after a bounded batch: the
+        // observers' work per event counts, so the bound is in time as well as in events.
+        let began = Instant::now();
+        let mut event = first;
+        let mut handled = 0;
+        loop {
+            let mut effects = Effects::default();
+            inner.handle(event, &mut effects);
+            inner.schedule(&mut effects);
+            inner.apply(effects);
+            handled += 1;
+            if handled >= BATCH_EVENTS || began.elapsed() >= BATCH_TIME {
+                break;
+            }
             match receiver.try_recv() {
-                Ok(event) => inner.handle(event, &mut effects),
+                Ok(next) => event = next,
                 Err(_) => break,
             }
         }
-        inner.schedule(&mut effects);
-        inner.apply(effects);
     }
 }
 

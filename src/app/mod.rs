@@ -5,6 +5,7 @@ pub mod inspector;
 pub mod job_list;
 pub mod job_object;
 pub mod mosaic_view;
+pub mod pacing;
 pub mod stall;
 pub mod window;
 

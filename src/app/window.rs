@@ -15,6 +15,7 @@ use gtk::{gdk, gio, glib, CompositeTemplate};
 use super::inspector::JobInspector;
 use super::job_object::{state, JobKind, JobObject, JobOutput, JobRecord};
 use super::mosaic_view::{MosaicView, TileState};
+use super::pacing::Pacer;
 use crate::mosaic::{Mosaic, Tile, TileOutput};
 use crate::sdk::Description;
 use crate::{FailureKind, Finished, Job, JobId, Processor, Queue, QueueEvent};
@@ -23,8 +24,8 @@ use crate::{FailureKind, Finished, Job, JobId, Processor, Queue, QueueEvent};
 const TICK: Duration = Duration::from_millis(250);
 /// Most jobs submitted per main-loop turn when a large batch is added...
 const SUBMIT_SLICE: usize = 250;
-/// ...and the most time a turn spends submitting them.
-const SUBMIT_BUDGET: Duration = Duration::from_millis(3);
+/// ...and the time a turn should spend submitting them and adding their rows.
+const SUBMIT_BUDGET: Duration = Duration::from_millis(4);
 /// How much lower than the app's the processors' CPU priority is.
 const JOB_NICE: i32 = 10;
 /// The window over which jobs per second are measured.
@@ -39,6 +40,13 @@ pub struct Unattended {
     pub screenshot_after: Option<usize>,
     /// Quit when done.
     pub exit_when_done: bool,
+}
+
+/// Inputs of a batch still to be submitted.
+struct Feed {
+    processor: Processor,
+    inputs: std::vec::IntoIter<super::EncodedInput>,
+    pacer: Pacer,
 }
 
 /// Jobs counted by the state they show.
@@ -502,9 +510,9 @@ impl Window {
         ));
     }
 
-    /// Adds one job per encoded input, a slice per main-loop turn (at most [`SUBMIT_SLICE`]
-    /// jobs and about [`SUBMIT_BUDGET`] each), so that adding a hundred thousand jobs never
-    /// freezes the window.
+    /// Adds one job per encoded input, a slice per main-loop turn sized by a [`Pacer`] (at
+    /// most [`SUBMIT_SLICE`] jobs, about [`SUBMIT_BUDGET`] of work), so that adding a hundred
+    /// thousand jobs never freezes the window.
     pub fn add_encoded_jobs(&self, processor: &Processor, inputs: Vec<super::EncodedInput>) {
         if inputs.is_empty() {
             return;
@@ -514,37 +522,43 @@ impl Window {
         }
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + inputs.len());
-        let mut inputs = inputs.into_iter();
-        let processor = processor.clone();
-        let mut submit_slice = glib::clone!(
+        let feed = Feed {
+            processor: processor.clone(),
+            inputs: inputs.into_iter(),
+            pacer: Pacer::new(SUBMIT_BUDGET, SUBMIT_SLICE),
+        };
+        self.submit_slice(feed);
+    }
+
+    /// Submits the next slice of `feed`, then schedules the rest: on the next idle turn, or
+    /// after the pause the pacer asks for.
+    fn submit_slice(&self, mut feed: Feed) {
+        let began = Instant::now();
+        let slice: Vec<_> = feed.inputs.by_ref().take(feed.pacer.next()).collect();
+        let taken = slice.len();
+        let rows: Vec<JobObject> = slice
+            .into_iter()
+            .filter_map(|input| self.submit(feed.processor.clone(), JobKind::Batch, input))
+            .collect();
+        let imp = self.imp();
+        imp.unsubmitted
+            .set(imp.unsubmitted.get().saturating_sub(taken));
+        self.append_rows(&rows);
+        feed.pacer.record(taken, began.elapsed());
+        if feed.inputs.len() == 0 {
+            self.refresh_status();
+            return;
+        }
+        let pause = feed.pacer.pause();
+        let next = glib::clone!(
             #[weak(rename_to = window)]
             self,
-            #[upgrade_or]
-            glib::ControlFlow::Break,
-            move || {
-                let began = Instant::now();
-                let (mut rows, mut taken) = (Vec::new(), 0);
-                for input in inputs.by_ref() {
-                    taken += 1;
-                    rows.extend(window.submit(processor.clone(), JobKind::Batch, input));
-                    if taken >= SUBMIT_SLICE || began.elapsed() >= SUBMIT_BUDGET {
-                        break;
-                    }
-                }
-                let imp = window.imp();
-                imp.unsubmitted
-                    .set(imp.unsubmitted.get().saturating_sub(taken));
-                window.append_rows(&rows);
-                if inputs.len() == 0 {
-                    window.refresh_status();
-                    glib::ControlFlow::Break
-                } else {
-                    glib::ControlFlow::Continue
-                }
-            }
+            move || window.submit_slice(feed)
         );
-        if submit_slice() == glib::ControlFlow::Continue {
-            glib::idle_add_local(submit_slice);
+        if pause.is_zero() {
+            glib::idle_add_local_once(next);
+        } else {
+            glib::timeout_add_local_once(pause, next);
         }
     }
 

@@ -1,4 +1,4 @@
-//! One job's run, on its own thread: spawn the processor, feed stdin while draining stdout,
+//! One job's run, on a runner thread of its own while it lasts (threads are pooled): spawn the processor, feed stdin while draining stdout,
 //! stderr and the progress fd, enforce the timeout and cancellation, reap, decode, report.
 //!
 //! Everything here may block, so none of it runs on the main context. The thread talks to the
@@ -12,11 +12,12 @@
 //! pipe.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use offload_sdk::decode::{decode_one, hex_preview, DecodeError, DecodeLimits};
@@ -117,15 +118,109 @@ pub(crate) struct RunRequest {
     pub events: async_channel::Sender<RunnerEvent>,
 }
 
-/// Starts the runner thread for one job.
-pub(crate) fn start(request: RunRequest) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name(format!("offload-job-{}", request.id.0))
-        .spawn(move || run(request))
-        .map(drop)
+/// How long a runner thread with no job waits for one before it ends.
+const IDLE_THREAD_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Runner threads, kept between jobs: creating and ending a thread per job cost 10-30 µs of
+/// the host's CPU per tiny job (BENCHMARKS.md, suite 1). A thread takes one request at a
+/// time and runs it to the end; a request never waits for a busy thread, because `start`
+/// creates a thread whenever there are more requests than idle threads. Idle threads end
+/// after [`IDLE_THREAD_LIFETIME`], so an idle host keeps none.
+struct Pool {
+    state: Mutex<PoolState>,
+    wake: Condvar,
 }
 
-fn run(request: RunRequest) {
+#[derive(Default)]
+struct PoolState {
+    requests: VecDeque<RunRequest>,
+    /// Threads waiting for a request.
+    idle: usize,
+    /// Threads alive.
+    threads: usize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| Pool {
+        state: Mutex::new(PoolState::default()),
+        wake: Condvar::new(),
+    })
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The state stays consistent at every unlock; a panic elsewhere cannot break it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Starts one job's runner on a pooled thread (a new one if none is idle).
+pub(crate) fn start(request: RunRequest) -> io::Result<()> {
+    let pool = pool();
+    let control = request.control.clone();
+    let mut state = pool.lock();
+    state.requests.push_back(request);
+    if state.requests.len() <= state.idle {
+        pool.wake.notify_one();
+        return Ok(());
+    }
+    state.threads += 1;
+    drop(state);
+    let spawned = std::thread::Builder::new()
+        .name("offload-runner".into())
+        .spawn(move || runner_thread(pool));
+    let Err(err) = spawned else {
+        return Ok(());
+    };
+    let mut state = pool.lock();
+    state.threads -= 1;
+    if state.threads > 0 {
+        // A busy thread takes the request when its job ends.
+        return Ok(());
+    }
+    // Nobody will run it: take it back, and the caller reports the job as not started.
+    if let Some(at) = state
+        .requests
+        .iter()
+        .position(|r| Arc::ptr_eq(&r.control, &control))
+    {
+        state.requests.remove(at);
+    }
+    Err(err)
+}
+
+fn runner_thread(pool: &Pool) {
+    let mut state = pool.lock();
+    state.idle += 1;
+    loop {
+        if let Some(request) = state.requests.pop_front() {
+            state.idle -= 1;
+            drop(state);
+            let events = request.events.clone();
+            let finished = run(request);
+            // Count this thread as idle before the queue hears of the end: the queue may start
+            // the next job at once, and should find this thread rather than make another.
+            pool.lock().idle += 1;
+            let _ = events.try_send(finished);
+            state = pool.lock();
+            continue;
+        }
+        let (next, waited) = pool
+            .wake
+            .wait_timeout(state, IDLE_THREAD_LIFETIME)
+            .unwrap_or_else(PoisonError::into_inner);
+        state = next;
+        if waited.timed_out() && state.requests.is_empty() {
+            state.idle -= 1;
+            state.threads -= 1;
+            return;
+        }
+    }
+}
+
+/// Runs one job to its end; gives the event that reports it.
+fn run(request: RunRequest) -> RunnerEvent {
     let RunRequest {
         id,
         job,
@@ -152,7 +247,7 @@ fn run(request: RunRequest) {
     // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
     // reporting, so that a delivered result means the job holds no descriptor any more.
     drop(control);
-    let _ = events.try_send(RunnerEvent::Finished { id, result, stats });
+    RunnerEvent::Finished { id, result, stats }
 }
 
 /// A started processor and our ends of its pipes.

@@ -1,5 +1,6 @@
-//! One job's run, on a runner thread of its own while it lasts (threads are pooled): spawn the processor, feed stdin while draining stdout,
-//! stderr and the progress fd, enforce the timeout and cancellation, reap, decode, report.
+//! One job's run, on a runner thread of its own while it lasts (threads are pooled): spawn the
+//! processor, feed stdin while draining stdout, stderr and the progress fd, enforce the timeout
+//! and cancellation, reap, decode, report.
 //!
 //! Everything here may block, so none of it runs on the main context. The thread talks to the
 //! queue only through small [`RunnerEvent`]s on an async channel, and listens only to its

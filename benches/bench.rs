@@ -36,9 +36,8 @@
 //!   run (`--skip-drain` skips both), and `--scale-callback-jobs` (10,000) jobs whose results
 //!   go to `on_finished` callbacks against the same awaited in one future; then the app
 //!   draining `--scale-gui-jobs` tiny jobs, with its stall figures and memory per job, for each
-//!   of `--scale-renderers` (cairo). That default is 20,000, not 100,000: the app's drain
-//!   slows down with the number of pending jobs (see BENCHMARKS.md), and 100,000 takes tens
-//!   of minutes.
+//!   of `--scale-renderers` (cairo). That default is 20,000, to keep `all` short; 100,000
+//!   takes about two minutes more.
 //! - `startup`: `--startup-jobs` (50) jobs at -j 1 of the Python processor against the Rust
 //!   ones (diag, jitter), tiny inputs: per-job time, i.e. what start-up costs each job.
 //!

@@ -1,10 +1,9 @@
 //! Suite `scale`: 100,000 queued jobs. In a fresh child process: time to submit them to a
 //! paused queue, host memory per queued job (VmRSS before and after), then the time to drain
 //! them, against the rate of a 5,000-job run in the same process; and the same number of jobs
-//! with each result going to a `JobHandle::on_finished` callback (one main-context source per
-//! pending job, as the app does) against results awaited in one future. Then the app under Xvfb
-//! draining as many tiny jobs, with its stall figures and memory per job (its peak RSS against
-//! a 10-job run's).
+//! with each result going to a `JobHandle::on_finished` callback (as the app does) against
+//! results awaited in one future. Then the app under Xvfb draining as many tiny jobs, with its
+//! stall figures and memory per job (its peak RSS against a 10-job run's).
 
 use std::cell::Cell;
 use std::process::Command;
@@ -47,7 +46,7 @@ pub fn run(env: &Env, options: &Options) {
         if options.callback_jobs > 0 {
             what.push_str(&format!(
                 "; then {} jobs with results awaited in one future against as many with \
-                 results to `on_finished` callbacks (one main-context source per pending job)",
+                 results to `on_finished` callbacks",
                 options.callback_jobs
             ));
         }

@@ -147,6 +147,10 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
             ),
         );
     }
+    if options.batch.is_some() && !options.demo {
+        // Open on the page the batch will show, rather than switch to it once the file is read.
+        window.show_jobs_page();
+    }
     window.present();
     if options.demo {
         window.start_demo(options.mosaic);

@@ -518,7 +518,7 @@ impl Window {
             return;
         }
         if self.imp().mosaic.get().is_none() {
-            self.imp().stack.set_visible_child_name("jobs");
+            self.show_jobs_page();
         }
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + inputs.len());
@@ -560,6 +560,11 @@ impl Window {
         } else {
             glib::timeout_add_local_once(pause, next);
         }
+    }
+
+    /// Shows the job list (rather than the mosaic or the start page).
+    pub fn show_jobs_page(&self) {
+        self.imp().stack.set_visible_child_name("jobs");
     }
 
     fn add_example_job(&self) {

@@ -30,6 +30,7 @@
 
 #[cfg(feature = "gui")]
 pub mod app;
+pub mod inputs;
 pub mod job;
 pub mod mosaic;
 pub mod outcome;

@@ -10,7 +10,6 @@ pub mod stall;
 pub mod window;
 
 use std::cell::{Cell, RefCell};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -22,7 +21,6 @@ use gtk::{gio, glib};
 pub use stall::{StallProbe, StallReport, STALL_REPORT_ENV};
 pub use window::{StateCounts, Unattended, Window};
 
-use crate::sdk::json::json_to_cbor;
 use crate::Processor;
 
 /// What `offload gui` was asked to do.
@@ -168,35 +166,18 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
     window
 }
 
-/// An input encoded as the CBOR item a processor reads, ready to submit.
+/// An input encoded as the CBOR item a processor reads, shared with the queue.
 pub type EncodedInput = Arc<Vec<u8>>;
 
-/// Encodes one JSON input (`{"$bytes": ...}` for byte strings) as CBOR. Run it off the main
-/// thread for anything large: it decodes base64 and copies the payload.
-pub fn encode_json(json: serde_json::Value) -> Result<EncodedInput, String> {
-    let value = json_to_cbor(json).map_err(|e| e.to_string())?;
-    let mut cbor = Vec::new();
-    ciborium::into_writer(&value, &mut cbor).map_err(|e| e.to_string())?;
-    Ok(Arc::new(cbor))
-}
-
-/// Reads a JSON Lines file (one input per non-empty line) and encodes each input, one line at
-/// a time so that the file's JSON is never all in memory. Blocking: for a worker thread.
+/// Reads and encodes a JSON Lines file ([`crate::inputs::read_json_lines`]). Blocking: for a
+/// worker thread.
 pub fn read_jsonl(path: &Path) -> Result<Vec<EncodedInput>, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("Cannot read {}: {e}", path.display()))?;
-    let mut inputs = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("Cannot read {}: {e}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let where_ = || format!("{} line {}", path.display(), n + 1);
-        let json = serde_json::from_str(&line)
-            .map_err(|e| format!("{}: not valid JSON: {e}", where_()))?;
-        inputs.push(encode_json(json).map_err(|e| format!("{}: {e}", where_()))?);
-    }
-    Ok(inputs)
+    let name = path.display().to_string();
+    crate::inputs::read_json_lines(std::io::BufReader::new(file), &name)
+        .map(|items| items.into_iter().map(Arc::new).collect())
+        .map_err(|e| e.to_string())
 }
 
 /// A byte count for people: `2.0 KiB`, `3.4 MiB`.

@@ -485,7 +485,7 @@ impl Window {
                 let encoded = gio::spawn_blocking(move || {
                     inputs
                         .into_iter()
-                        .map(super::encode_json)
+                        .map(|input| crate::inputs::encode_json(input).map(Arc::new))
                         .collect::<Vec<_>>()
                 })
                 .await

@@ -4,8 +4,9 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use offload::inputs::encode_json;
 use offload::sdk::decode::{decode_one, DecodeLimits};
-use offload::sdk::json::{cbor_to_json, json_to_cbor};
+use offload::sdk::json::cbor_to_json;
 
 pub fn encode() -> anyhow::Result<ExitCode> {
     let mut text = Vec::new();
@@ -15,10 +16,7 @@ pub fn encode() -> anyhow::Result<ExitCode> {
         .context("cannot read stdin")?;
     let json: serde_json::Value =
         serde_json::from_slice(&text).context("stdin is not one valid JSON document")?;
-    let value = json_to_cbor(json)?;
-    let mut bytes = Vec::new();
-    ciborium::into_writer(&value, &mut bytes).context("cannot encode CBOR")?;
-    write_stdout(&bytes)
+    write_stdout(&encode_json(json)?)
 }
 
 pub fn decode(seq: bool, pretty: bool) -> anyhow::Result<ExitCode> {

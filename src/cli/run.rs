@@ -1,6 +1,6 @@
 //! `offload run`: one job per input, results printed as JSON lines in input order.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use ciborium::Value;
-use offload::sdk::json::{cbor_to_json, json_to_cbor};
+use offload::inputs::{encode_json, read_json_lines};
+use offload::sdk::json::cbor_to_json;
 use offload::{Finished, Job, Processor, QueueEvent};
 use serde_json::json;
 
@@ -217,27 +218,9 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     Ok(Box::new(file))
 }
 
-fn json_to_item(json: serde_json::Value) -> anyhow::Result<Vec<u8>> {
-    let value = json_to_cbor(json)?;
-    let mut bytes = Vec::new();
-    ciborium::into_writer(&value, &mut bytes)?;
-    Ok(bytes)
-}
-
 fn read_lines(path: &Path, inputs: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
     let reader = std::io::BufReader::new(open(path)?);
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let json = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not valid JSON", path.display(), number + 1))?;
-        inputs.push(
-            json_to_item(json)
-                .with_context(|| format!("{} line {}", path.display(), number + 1))?,
-        );
-    }
+    inputs.extend(read_json_lines(reader, &path.display().to_string())?);
     Ok(())
 }
 
@@ -250,7 +233,7 @@ fn read_single(path: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(bytes);
     }
     match serde_json::from_slice(&bytes) {
-        Ok(json) => json_to_item(json).with_context(|| path.display().to_string()),
+        Ok(json) => encode_json(json).with_context(|| path.display().to_string()),
         // From standard input, anything that is not JSON is passed on as CBOR.
         Err(_) if path == Path::new("-") => Ok(bytes),
         Err(err) => Err(err).with_context(|| {

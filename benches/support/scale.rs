@@ -14,10 +14,10 @@ use ciborium::Value;
 use offload::{Job, Processor, Queue};
 
 use crate::common::{
-    die, heading, num, on_fresh_context, progress, run_engine, status_kib, verdict, EchoIn, Env,
-    OrDie, Table,
+    die, heading, num, on_fresh_context, progress, run_engine, status_kib, EchoIn, Env, OrDie,
+    Table,
 };
-use crate::gui::{have_xvfb, run_gui};
+use crate::gui::have_xvfb;
 use crate::smoothness::{self, Workload};
 
 const PAYLOAD: [u8; 16] = *b"0123456789abcdef";
@@ -156,36 +156,22 @@ pub fn run(env: &Env, options: &Options) {
     for renderer in &options.renderers {
         let mut peaks = Vec::new();
         for workload in [&small, &big] {
-            progress(format!(
-                "scale: app, {} with the {renderer} renderer",
-                workload.name
-            ));
-            match run_gui(
+            let timeout = Duration::from_secs(3600);
+            match smoothness::run_workload(
                 env,
-                &workload.processor,
-                &workload.file,
-                options.parallel,
+                "scale: app",
+                workload,
                 renderer,
-                Duration::from_secs(3600),
+                options.parallel,
+                timeout,
             ) {
                 Ok(run) => {
-                    progress(format!(
-                        "scale: app {} {renderer}: max {:.1} ms p99 {:.2} ms in {:.1} s",
-                        workload.name,
-                        run.max_ms,
-                        run.p99_ms,
-                        run.sample.secs()
-                    ));
                     peaks.push(run.peak_rss_kib as f64);
                     if workload.jobs == options.gui_jobs {
                         notes.push(format!(
-                            "app draining {} jobs, {renderer} renderer: max {:.1} ms: {}; p99 \
-                             {:.2} ms: {}",
+                            "app draining {} jobs, {renderer} renderer: {}",
                             options.gui_jobs,
-                            run.max_ms,
-                            verdict(run.max_ms, 16.0, false),
-                            run.p99_ms,
-                            verdict(run.p99_ms, 4.0, false)
+                            smoothness::stall_verdict(&run)
                         ));
                     }
                     table.row(smoothness::row(workload, renderer, &run));

@@ -75,42 +75,29 @@ pub fn run(env: &Env, options: &Options) {
     for renderer in &options.renderers {
         for workload in &workloads {
             let name = &workload.name;
-            progress(format!("smoothness: {name} with the {renderer} renderer"));
-            match run_gui(
+            let timeout = Duration::from_secs(1800);
+            match run_workload(
                 env,
-                &workload.processor,
-                &workload.file,
-                options.parallel,
+                "smoothness",
+                workload,
                 renderer,
-                Duration::from_secs(1800),
+                options.parallel,
+                timeout,
             ) {
                 Ok(run) => {
-                    progress(format!(
-                        "smoothness: {name} {renderer}: max {:.1} ms p99 {:.2} ms in {:.1} s",
-                        run.max_ms,
-                        run.p99_ms,
-                        run.sample.secs()
-                    ));
                     if workload.name != "idle" {
                         verdicts.push(format!(
-                            "{name}, {renderer} renderer: max {:.1} ms (target under 16 ms): \
-                             {}; p99 {:.2} ms (target under 4 ms): {}",
-                            run.max_ms,
-                            verdict(run.max_ms, 16.0, false),
-                            run.p99_ms,
-                            verdict(run.p99_ms, 4.0, false)
+                            "{name}, {renderer} renderer: {}",
+                            stall_verdict(&run)
                         ));
                     }
                     table.row(row(workload, renderer, &run));
                 }
-                Err(err) => {
-                    progress(format!("smoothness: {name} {renderer}: {err}"));
-                    table.row(vec![
-                        name.clone(),
-                        renderer.clone(),
-                        format!("failed: {err}"),
-                    ]);
-                }
+                Err(err) => table.row(vec![
+                    name.clone(),
+                    renderer.clone(),
+                    format!("failed: {err}"),
+                ]),
             }
         }
     }
@@ -118,6 +105,49 @@ pub fn run(env: &Env, options: &Options) {
     for line in verdicts {
         println!("- {line}");
     }
+}
+
+/// Runs `workload` in the app with `renderer`, saying on stderr (prefixed with `suite`) what
+/// runs and what its stall probe read.
+pub fn run_workload(
+    env: &Env,
+    suite: &str,
+    workload: &Workload,
+    renderer: &str,
+    parallel: usize,
+    timeout: Duration,
+) -> Result<GuiRun, String> {
+    let name = &workload.name;
+    progress(format!("{suite}: {name} with the {renderer} renderer"));
+    let ran = run_gui(
+        env,
+        &workload.processor,
+        &workload.file,
+        parallel,
+        renderer,
+        timeout,
+    );
+    match &ran {
+        Ok(run) => progress(format!(
+            "{suite}: {name} {renderer}: max {:.1} ms p99 {:.2} ms in {:.1} s",
+            run.max_ms,
+            run.p99_ms,
+            run.sample.secs()
+        )),
+        Err(err) => progress(format!("{suite}: {name} {renderer}: {err}")),
+    }
+    ran
+}
+
+/// A run's stall figures against the targets (max under 16 ms, p99 under 4 ms).
+pub fn stall_verdict(run: &GuiRun) -> String {
+    format!(
+        "max {:.1} ms (target under 16 ms): {}; p99 {:.2} ms (target under 4 ms): {}",
+        run.max_ms,
+        verdict(run.max_ms, 16.0, false),
+        run.p99_ms,
+        verdict(run.p99_ms, 4.0, false)
+    )
 }
 
 pub fn header() -> Table {

@@ -121,7 +121,10 @@ fn histogram_describes_itself() {
         .describe(offload::processor::DESCRIBE_TIMEOUT)
         .expect("describe");
     assert_eq!(description.name, "histogram");
-    assert_eq!(description.protocol, offload::sdk::PROTOCOL_VERSION);
+    assert_eq!(
+        description.protocol, 1,
+        "the plain-Python template speaks version 1"
+    );
     let out = run_with_input(
         &["--json"],
         description.example_input.to_string().as_bytes(),

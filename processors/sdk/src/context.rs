@@ -3,9 +3,15 @@
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::persistent::FrameWriter;
 use crate::protocol::{ProgressItem, PROGRESS_FD_ENV};
+
+/// In persistent mode, progress shares the pipe with results: at most one item per this long.
+const FRAME_PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Set once the function has asked about cancellation: from then on SIGTERM only raises a flag.
 static WATCHING: AtomicBool = AtomicBool::new(false);
@@ -51,25 +57,52 @@ pub(crate) fn install_cancel_handler() {
 /// }
 /// ```
 pub struct Context {
-    progress: Option<File>,
+    progress: Sink,
+}
+
+/// Where progress goes.
+enum Sink {
+    Nowhere,
+    /// The descriptor named by `OFFLOAD_PROGRESS_FD` (one job per process).
+    Fd(File),
+    /// `progress` frames for job `id` (persistent mode).
+    Frames {
+        id: u64,
+        writer: Arc<FrameWriter>,
+        last: Option<Instant>,
+    },
 }
 
 impl Context {
     /// A context that writes progress to the fd named by `OFFLOAD_PROGRESS_FD`, if any.
     pub(crate) fn from_env() -> Self {
         Self {
-            progress: progress_file_from_env(),
+            progress: progress_file_from_env().map_or(Sink::Nowhere, Sink::Fd),
+        }
+    }
+
+    /// A context for job `id` of a persistent worker: progress goes out as frames.
+    pub(crate) fn for_job(id: u64, writer: Arc<FrameWriter>) -> Self {
+        Self {
+            progress: Sink::Frames {
+                id,
+                writer,
+                last: None,
+            },
         }
     }
 
     /// A context that reports nowhere, for calling a processor function from Rust tests.
     pub fn detached() -> Self {
-        Self { progress: None }
+        Self {
+            progress: Sink::Nowhere,
+        }
     }
 
-    /// Whether progress goes anywhere (the host gave a progress fd).
+    /// Whether progress goes anywhere (the host gave a progress fd, or this is a persistent
+    /// worker).
     pub fn reports_progress(&self) -> bool {
-        self.progress.is_some()
+        !matches!(self.progress, Sink::Nowhere)
     }
 
     /// Reports how much of the job is done, from 0.0 to 1.0.
@@ -89,13 +122,24 @@ impl Context {
     }
 
     fn send(&mut self, item: ProgressItem) {
-        let Some(file) = self.progress.as_mut() else {
-            return;
+        let sent = match &mut self.progress {
+            Sink::Nowhere => return,
+            Sink::Fd(file) => {
+                let mut bytes = Vec::with_capacity(32);
+                ciborium::into_writer(&item, &mut bytes).is_ok() && file.write_all(&bytes).is_ok()
+            }
+            Sink::Frames { id, writer, last } => {
+                let now = Instant::now();
+                if last.is_some_and(|t| now < t + FRAME_PROGRESS_INTERVAL) {
+                    return;
+                }
+                *last = Some(now);
+                writer.write(&crate::frame::progress(*id, &item)).is_ok()
+            }
         };
-        let mut bytes = Vec::with_capacity(32);
-        if ciborium::into_writer(&item, &mut bytes).is_err() || file.write_all(&bytes).is_err() {
+        if !sent {
             // The host stopped listening; progress is optional, the work is not.
-            self.progress = None;
+            self.progress = Sink::Nowhere;
         }
     }
 

@@ -31,10 +31,13 @@
 pub mod context;
 pub mod decode;
 pub mod error;
+pub mod frame;
 pub mod json;
 pub mod number;
+mod persistent;
 pub mod processor;
 pub mod protocol;
+pub mod sequence;
 
 pub use context::Context;
 pub use error::{Error, ErrorKind};

@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,7 +11,9 @@ use serde::Serialize;
 use crate::context::{install_cancel_handler, Context};
 use crate::decode::{decode_one, DecodeError, DecodeLimits};
 use crate::error::{Error, ErrorKind, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PANIC, EXIT_USAGE};
+use crate::frame::PERSISTENT_FLAG;
 use crate::json::{cbor_to_json, json_to_cbor};
+use crate::persistent::{serve, Worker};
 use crate::protocol::{Description, ErrorReport, DESCRIBE_FLAG, PROTOCOL_VERSION};
 
 /// Environment variable that overrides a processor's input size limit, in bytes.
@@ -44,6 +47,15 @@ pub struct Processor {
     version: Option<String>,
     example: serde_json::Value,
     limits: DecodeLimits,
+    persistent: bool,
+}
+
+/// How the command line asked the processor to run.
+enum Invocation {
+    /// One job, in CBOR or JSON.
+    OneShot(Mode),
+    /// Many jobs in one process (PROTOCOL.md, section 18).
+    Persistent,
 }
 
 enum Mode {
@@ -60,6 +72,7 @@ impl Processor {
             version: None,
             example: serde_json::Value::Null,
             limits: DecodeLimits::default(),
+            persistent: true,
         }
     }
 
@@ -89,6 +102,14 @@ impl Processor {
         self
     }
 
+    /// Whether the processor may serve many jobs in one process (persistent mode, on by
+    /// default). Turn it off for a function that must not run twice in a process: one that
+    /// leaks, or changes global state it cannot put back.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
     /// The description `--describe` prints.
     pub fn description(&self) -> Description {
         Description {
@@ -97,19 +118,23 @@ impl Processor {
             protocol: PROTOCOL_VERSION,
             example_input: self.example.clone(),
             version: self.version.clone(),
+            persistent: self.persistent,
         }
     }
 
     /// Runs the processor: parses the command line, reads and decodes stdin, calls `work`,
     /// writes the result to stdout. Returns the exit code for `main` to return.
-    pub fn run<I, O, F>(self, work: F) -> ExitCode
+    ///
+    /// Started with `--persistent` by a host, it calls `work` once per job instead, until the
+    /// host closes stdin; the function is the same either way.
+    pub fn run<I, O, F>(self, mut work: F) -> ExitCode
     where
         I: DeserializeOwned,
         O: Serialize,
-        F: FnOnce(I, &mut Context) -> Result<O, Error>,
+        F: FnMut(I, &mut Context) -> Result<O, Error>,
     {
-        let mode = match self.parse_args(std::env::args().skip(1)) {
-            Ok(Some(mode)) => mode,
+        let invocation = match self.parse_args(std::env::args().skip(1)) {
+            Ok(Some(invocation)) => invocation,
             Ok(None) => return ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("{}: {message}", self.executable());
@@ -118,6 +143,18 @@ impl Processor {
         };
         self.install_panic_hook();
         install_cancel_handler();
+        let mode = match invocation {
+            Invocation::OneShot(mode) => mode,
+            Invocation::Persistent => {
+                let worker = Worker {
+                    executable: &self.executable(),
+                    name: &self.name,
+                    version: self.version.as_deref(),
+                    limits: self.limits(),
+                };
+                return serve(&worker, work);
+            }
+        };
 
         let input = match self.read_input::<I>(&mode) {
             Ok(input) => input,
@@ -149,11 +186,22 @@ impl Processor {
     }
 
     /// `Ok(None)` when the command line was fully handled (`--describe`, `--help`).
-    fn parse_args(&self, args: impl Iterator<Item = String>) -> Result<Option<Mode>, String> {
-        let mut mode = Mode::Cbor;
+    fn parse_args(&self, args: impl Iterator<Item = String>) -> Result<Option<Invocation>, String> {
+        let mut invocation = Invocation::OneShot(Mode::Cbor);
         for arg in args {
             match arg.as_str() {
-                "--json" => mode = Mode::Json,
+                "--json" | PERSISTENT_FLAG
+                    if !matches!(invocation, Invocation::OneShot(Mode::Cbor)) =>
+                {
+                    return Err(format!("{PERSISTENT_FLAG} and --json do not go together"));
+                }
+                "--json" => invocation = Invocation::OneShot(Mode::Json),
+                PERSISTENT_FLAG if self.persistent => invocation = Invocation::Persistent,
+                PERSISTENT_FLAG => {
+                    return Err(format!(
+                        "{PERSISTENT_FLAG}: this processor runs one job per process"
+                    ))
+                }
                 DESCRIBE_FLAG => {
                     let json = serde_json::to_string_pretty(&self.description())
                         .map_err(|err| format!("cannot describe: {err}"))?;
@@ -171,11 +219,12 @@ impl Processor {
                 "--help" | "-h" => {
                     println!(
                         "{exe}: {summary}\n\n\
-                         Usage: {exe} [--json] < INPUT > RESULT\n\n\
+                         Usage: {exe} [--json] < INPUT > RESULT\n       {exe} --persistent   (started by a host: frames on stdin and stdout)\n\n\
                          Reads one CBOR item from stdin and writes one CBOR item to stdout.\n\n\
                          Options:\n  \
                            --json      read and write JSON instead (byte strings as {{\"$bytes\": \"<base64>\"}})\n  \
                            --describe  print name, summary and an example input as JSON\n  \
+                           --persistent  serve many jobs as frames on stdin and stdout (for hosts)\n  \
                            --version   print the version\n  \
                            --help      print this help",
                         exe = self.executable(),
@@ -186,7 +235,7 @@ impl Processor {
                 other => return Err(format!("unknown argument {other:?} (try --help)")),
             }
         }
-        Ok(Some(mode))
+        Ok(Some(invocation))
     }
 
     fn limits(&self) -> DecodeLimits {
@@ -286,6 +335,20 @@ impl Processor {
                 .map(|l| format!(" at {}:{}", l.file(), l.line()))
                 .unwrap_or_default();
             eprintln!("{exe}: internal error: {payload}{place}");
+            *LAST_PANIC.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("{payload}{place}"));
         }));
     }
+}
+
+/// What the last panic said, for persistent mode's error frame.
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// The last panic's message and place.
+pub(crate) fn last_panic() -> String {
+    LAST_PANIC
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

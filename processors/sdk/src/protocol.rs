@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the processor protocol described in PROTOCOL.md.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the processor protocol described in PROTOCOL.md. Version 2 adds persistent mode
+/// (one process serves many jobs) to version 1, which it keeps unchanged.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Environment variable that names the file descriptor a processor may write progress items to.
 pub const PROGRESS_FD_ENV: &str = "OFFLOAD_PROGRESS_FD";
@@ -52,4 +53,16 @@ pub struct Description {
     /// The processor's own version, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Whether it serves many jobs in one process when started with `--persistent`
+    /// (PROTOCOL.md, section 18). Absent: it does not.
+    #[serde(default)]
+    pub persistent: bool,
+}
+
+impl Description {
+    /// Whether a host may start this processor in persistent mode: it says so, and speaks a
+    /// protocol version that has it.
+    pub fn supports_persistent(&self) -> bool {
+        self.persistent && self.protocol >= crate::frame::PERSISTENT_PROTOCOL
+    }
 }

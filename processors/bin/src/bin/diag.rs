@@ -30,6 +30,12 @@ struct DiagInput {
     /// Write this text to stderr first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stderr: Option<String>,
+    /// Print this line with `println!` (to stdout, where a careless processor prints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    print: Option<String>,
+    /// Add a byte string of this many bytes to the result (field `filler`).
+    #[serde(default)]
+    output_bytes: usize,
     /// Misbehave after the sleep and burn: see [`fault`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fail: Option<String>,
@@ -51,6 +57,9 @@ struct DiagOutput {
     /// With `inspect`: the environment.
     #[serde(skip_serializing_if = "Option::is_none")]
     env: Option<std::collections::BTreeMap<String, String>>,
+    /// With `output_bytes`: that many bytes.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    filler: Option<Vec<u8>>,
 }
 
 /// The open file descriptors, found without opening any (so none is counted by mistake).
@@ -88,6 +97,9 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
     if let Some(text) = &input.stderr {
         eprint!("{text}");
     }
+    if let Some(text) = &input.print {
+        println!("{text}");
+    }
     let steps = input.progress_steps.max(1);
     let sleep_step = Duration::from_millis(input.sleep_ms) / steps;
     let burn_step = Duration::from_millis(input.burn_ms) / steps;
@@ -117,6 +129,7 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
         finished_ns: now_ns(),
         open_fds,
         env,
+        filler: (input.output_bytes > 0).then(|| vec![b'f'; input.output_bytes]),
     })
 }
 

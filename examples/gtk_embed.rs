@@ -31,7 +31,7 @@ fn build(app: &Application, auto: bool) {
         #[weak]
         label,
         move |event| {
-            if let QueueEvent::Started { id, pid } = event {
+            if let QueueEvent::Started { id, pid, .. } = event {
                 label.set_text(&format!("job {id} runs as process {pid}"));
             }
         }

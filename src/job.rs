@@ -78,10 +78,12 @@ pub struct RunLimits {
     /// How many of the last stderr bytes are kept (default 8 KiB).
     pub stderr_tail_bytes: usize,
     /// Kill the job when the processor's resident memory exceeds this many bytes (sampled
-    /// every 20 ms; the processor itself, not its children). `None`: no limit.
+    /// every 20 ms; the processor itself, not its children; a persistent worker's memory
+    /// counts whole). `None`: no limit.
     pub max_memory_bytes: Option<u64>,
     /// Kill the job when the processor has used this much CPU time (`RLIMIT_CPU`, whole
-    /// seconds, rounded up). `None`: no limit.
+    /// seconds, rounded up; on a persistent worker, counted from the job's request). `None`:
+    /// no limit.
     pub max_cpu_time: Option<Duration>,
 }
 
@@ -120,6 +122,27 @@ pub const INHERITED_ENV: &[&str] = &[
     "VIRTUAL_ENV",
 ];
 
+/// Whether a job runs on a persistent worker (a process that serves many jobs; PROTOCOL.md,
+/// section 18) or in a process of its own.
+///
+/// ```
+/// use offload::{Job, Persistence, Processor};
+/// let job = Job::new(Processor::at("/usr/bin/cat")).persistence(Persistence::Never);
+/// assert_eq!(job.run_persistence(), Persistence::Never);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Persistence {
+    /// On a worker when the processor's `--describe` says `"persistent": true`, else a
+    /// process per job. The engine asks once per processor (off the main thread).
+    #[default]
+    Auto,
+    /// On a worker; the job fails to start (`could_not_start`) when the processor does not
+    /// support persistent mode.
+    Always,
+    /// A process of its own, whatever the processor supports.
+    Never,
+}
+
 /// How to run one job: the processor, its arguments and environment, and its limits.
 ///
 /// ```no_run
@@ -138,6 +161,7 @@ pub struct Job {
     pub(crate) inherit: Vec<OsString>,
     pub(crate) limits: RunLimits,
     pub(crate) nice: i32,
+    pub(crate) persistence: Persistence,
 }
 
 impl Job {
@@ -150,6 +174,7 @@ impl Job {
             inherit: Vec::new(),
             limits: RunLimits::default(),
             nice: 0,
+            persistence: Persistence::Auto,
         }
     }
 
@@ -211,6 +236,17 @@ impl Job {
     pub fn limits(mut self, limits: RunLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Chooses between a persistent worker and a process of its own (default: `Auto`).
+    pub fn persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
+        self
+    }
+
+    /// Whether the job may run on a persistent worker.
+    pub fn run_persistence(&self) -> Persistence {
+        self.persistence
     }
 
     /// The processor this job runs.

@@ -39,11 +39,12 @@ pub mod queue;
 mod runner;
 mod spawn;
 
-pub use job::{Job, JobId, JobState, RunLimits};
+pub use job::{Job, JobId, JobState, Persistence, RunLimits};
 pub use offload_sdk as sdk;
-pub use outcome::{FailureKind, Finished, JobError, RunStats};
+pub use outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
+pub use runner::WorkerSettings;
 
 /// The README's Rust samples, compiled by `cargo test --doc` so they cannot go stale.
 #[cfg(doctest)]

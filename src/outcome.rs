@@ -96,6 +96,31 @@ impl fmt::Display for JobError {
 
 impl std::error::Error for JobError {}
 
+/// Which persistent worker ran a job (PROTOCOL.md, section 18).
+///
+/// ```
+/// use offload::WorkerRun;
+/// let run = WorkerRun { worker: 3, job: 1, startup: Some(std::time::Duration::from_millis(40)) };
+/// assert!(run.is_cold());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WorkerRun {
+    /// The worker's number, unique within the process (a replaced worker gets a new one).
+    pub worker: u64,
+    /// How many jobs the worker had served, this one included (1: its first).
+    pub job: u64,
+    /// For the job that started the worker: how long the start took, handshake included
+    /// (and counted in the job's wall time).
+    pub startup: Option<Duration>,
+}
+
+impl WorkerRun {
+    /// Whether the job waited for its worker to start.
+    pub fn is_cold(&self) -> bool {
+        self.startup.is_some()
+    }
+}
+
 /// What running a job cost. Zero where the processor never started.
 ///
 /// ```no_run
@@ -111,14 +136,19 @@ impl std::error::Error for JobError {}
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RunStats {
-    /// The processor's process id.
+    /// The processor's process id (a persistent worker's, for a job it ran).
     pub pid: Option<u32>,
-    /// From spawn to the end of the job.
+    /// From the start of the job's run (spawn, or taking a worker, including the worker's
+    /// start for its first job) to its end.
     pub wall: Duration,
-    /// User plus system CPU time of the processor (not of its descendants).
+    /// User plus system CPU time of the processor (not of its descendants) for this job; a
+    /// worker's CPU time between the job's request and its answer.
     pub cpu: Duration,
-    /// The processor's peak resident memory, in bytes.
+    /// The processor's peak resident memory, in bytes; a worker's peak during this job (its
+    /// resident memory at the job's start counts). 0 when unknown (a worker that died).
     pub peak_rss_bytes: u64,
+    /// The persistent worker that ran the job; `None` for a process of its own.
+    pub worker: Option<WorkerRun>,
 }
 
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.

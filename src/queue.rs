@@ -20,8 +20,10 @@ use serde::Serialize;
 use offload_sdk::decode::decode_one;
 
 use crate::job::{Job, JobId, JobState};
-use crate::outcome::{FailureKind, Finished, JobError, RunStats};
-use crate::runner::{self, Control, Decoder, RawResult, RunRequest, RunnerEvent};
+use crate::outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
+use crate::runner::{
+    self, Control, Decoder, RawResult, RunRequest, RunnerEvent, WorkerSettings, Workers,
+};
 
 /// What observers of a queue are told, on the main context, in the order it happened.
 ///
@@ -31,7 +33,7 @@ use crate::runner::{self, Control, Decoder, RawResult, RunRequest, RunnerEvent};
 /// let queue = Queue::new();
 /// queue.connect_events(|event| match event {
 ///     QueueEvent::Queued { id } => println!("{id} queued"),
-///     QueueEvent::Started { id, pid } => println!("{id} runs as process {pid}"),
+///     QueueEvent::Started { id, pid, .. } => println!("{id} runs as process {pid}"),
 ///     QueueEvent::Progress { id, fraction, message } => {
 ///         println!("{id}: {:.0}% {}", fraction * 100.0, message.as_deref().unwrap_or(""))
 ///     }
@@ -46,12 +48,14 @@ pub enum QueueEvent {
         /// Which job.
         id: JobId,
     },
-    /// A job's processor started.
+    /// A job's processor started, or a persistent worker took the job.
     Started {
         /// Which job.
         id: JobId,
-        /// The processor's process id.
+        /// The processor's process id (the worker's).
         pid: u32,
+        /// The persistent worker that runs it; `None` for a process of its own.
+        worker: Option<WorkerRun>,
     },
     /// A processor reported progress (at most about 30 events a second per job).
     Progress {
@@ -165,6 +169,7 @@ struct Inner {
     state: RefCell<State>,
     observers: RefCell<Vec<(ObserverId, Observer)>>,
     events: async_channel::Sender<RunnerEvent>,
+    workers: Arc<Workers>,
 }
 
 struct State {
@@ -224,6 +229,7 @@ impl Queue {
             }),
             observers: RefCell::new(Vec::new()),
             events: sender,
+            workers: Workers::new(),
         });
         let weak = Rc::downgrade(&inner);
         glib::MainContext::ref_thread_default().spawn_local(receive(weak, receiver));
@@ -297,8 +303,26 @@ impl Queue {
     /// Changes how many jobs run at once. Raising it starts more jobs now; lowering it lets
     /// running jobs finish.
     pub fn set_max_running(&self, max_running: usize) {
-        self.inner.state.borrow_mut().max_running = max_running.max(1);
+        let max_running = max_running.max(1);
+        self.inner.state.borrow_mut().max_running = max_running;
+        self.inner.workers.trim(max_running);
         self.inner.schedule_and_apply();
+    }
+
+    /// When persistent workers are replaced or ended (see [`WorkerSettings`]).
+    pub fn worker_settings(&self) -> WorkerSettings {
+        self.inner.workers.settings()
+    }
+
+    /// Changes when persistent workers are replaced or ended; live workers follow the new
+    /// settings from their next job.
+    pub fn set_worker_settings(&self, settings: WorkerSettings) {
+        self.inner.workers.set_settings(settings);
+    }
+
+    /// How many persistent workers live now (running a job, idle, or ending).
+    pub fn live_workers(&self) -> usize {
+        self.inner.workers.live()
     }
 
     /// Whether starting new jobs is paused.
@@ -356,14 +380,16 @@ impl Queue {
         }
     }
 
-    /// Ends everything now, for quitting: queued jobs are cancelled and running processors are
-    /// killed (SIGKILL to their process groups, no grace period). Their runners still report
-    /// them as cancelled; see [`QueueCounts::running`] to wait for that.
+    /// Ends everything now, for quitting: queued jobs are cancelled, running processors are
+    /// killed (SIGKILL to their process groups, no grace period), and idle persistent
+    /// workers too. Their runners still report running jobs as cancelled; see
+    /// [`QueueCounts::running`] to wait for that. The queue takes new jobs afterwards.
     pub fn shutdown(&self) {
         self.cancel_queued();
         for control in self.inner.running_controls() {
             control.kill();
         }
+        self.inner.workers.shutdown();
     }
 
     /// Calls `observer` on the main context for every event, until disconnected.
@@ -409,6 +435,7 @@ impl Inner {
             let Some(id) = state.pending.pop_front() else {
                 return;
             };
+            let max_running = state.max_running;
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
@@ -416,15 +443,15 @@ impl Inner {
                 continue;
             };
             let started = Control::new().and_then(|control| {
-                runner::start(RunRequest {
+                let request = RunRequest {
                     id,
                     job,
                     input,
                     decode,
                     control: control.clone(),
                     events: self.events.clone(),
-                })
-                .map(|()| control)
+                };
+                runner::start(request, &self.workers, max_running).map(|()| control)
             });
             match started {
                 Ok(control) => {
@@ -466,8 +493,8 @@ impl Inner {
 
     fn handle(&self, event: RunnerEvent, effects: &mut Effects) {
         match event {
-            RunnerEvent::Started { id, pid } => {
-                effects.events.push(QueueEvent::Started { id, pid })
+            RunnerEvent::Started { id, pid, worker } => {
+                effects.events.push(QueueEvent::Started { id, pid, worker })
             }
             RunnerEvent::Progress { id, item } => effects.events.push(QueueEvent::Progress {
                 id,
@@ -526,12 +553,14 @@ impl State {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Nobody is left to take the results: stop every running processor now.
+        // Nobody is left to take the results: stop every running processor now, and the
+        // idle workers.
         for record in self.state.get_mut().jobs.values() {
             if let Some(control) = &record.control {
                 control.kill();
             }
         }
+        self.workers.shutdown();
     }
 }
 

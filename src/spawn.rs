@@ -23,12 +23,13 @@ use std::path::Path;
 /// Bytes of stack for the child until `execve`.
 const CHILD_STACK: usize = 64 * 1024;
 
-/// Descriptors the child gets: its stdio and the progress pipe (which keeps its number).
+/// Descriptors the child gets: its stdio and, if any, the progress pipe (which keeps its
+/// number).
 pub(crate) struct ChildFds {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    pub progress: RawFd,
+    pub progress: Option<RawFd>,
 }
 
 /// How the child runs, besides its descriptors.
@@ -190,7 +191,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(plan);
             }
         }
-        // Every descriptor from 3 up closes at exec, except the progress pipe.
+        // Every descriptor from 3 up closes at exec, except the progress pipe, if any.
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         libc::syscall(
             libc::SYS_close_range,
@@ -198,8 +199,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         );
-        if libc::fcntl(plan.fds.progress, libc::F_SETFD, 0) == -1 {
-            fail(plan);
+        if let Some(progress) = plan.fds.progress {
+            if libc::fcntl(progress, libc::F_SETFD, 0) == -1 {
+                fail(plan);
+            }
         }
         let empty: libc::sigset_t = {
             let mut set = std::mem::zeroed();

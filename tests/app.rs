@@ -310,7 +310,12 @@ fn pause_stops_new_jobs_from_starting_until_resumed() {
     assert_eq!(window.state_counts().succeeded, 3);
     let pids: std::collections::HashSet<u64> =
         rows(&window).iter().map(|j| diag_times(j).0).collect();
-    assert_eq!(pids.len(), 3, "three processes ran");
+    // diag serves jobs on persistent workers: at most the window's two ran them.
+    assert!(
+        (1..=2).contains(&pids.len()),
+        "{} processes ran",
+        pids.len()
+    );
     window.close();
 }
 

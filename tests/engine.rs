@@ -416,13 +416,16 @@ fn death_by_signal_is_killed_with_the_signal_named() {
 
 #[test]
 fn bad_output_names_the_problem_and_shows_the_first_bytes() {
+    // A process of its own: its raw stdout is the result (a worker's raw prints go to stderr;
+    // tests/persistent.rs covers a worker's broken frames).
+    let job = diag_job().persistence(offload::Persistence::Never);
     for (fault, says) in [
         ("not_cbor", "not valid CBOR"),
         ("truncated", "truncated"),
         ("two_items", "trailing bytes"),
         ("trailing", "trailing bytes"),
     ] {
-        let err = expect_failure(&diag_job(), json!({"fail": fault}), FailureKind::BadOutput);
+        let err = expect_failure(&job, json!({"fail": fault}), FailureKind::BadOutput);
         assert!(err.message.contains(says), "{fault}: {}", err.message);
         assert!(
             err.message.contains("stdout began with"),

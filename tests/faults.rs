@@ -72,7 +72,17 @@ fn one_failing_job_leaves_the_others_unaffected() {
 #[test]
 fn ten_gib_on_stdout_is_bad_output_over_the_limit_with_bounded_host_memory() {
     let mut command = common::offload();
-    command.args(["run", "diag", "--max-output", "64M", "--input", "-"]);
+    // One-shot: the flood is the processor's stdout itself (tests/persistent.rs has a
+    // worker's result over the limit).
+    command.args([
+        "run",
+        "diag",
+        "--no-persistent",
+        "--max-output",
+        "64M",
+        "--input",
+        "-",
+    ]);
     let started = Instant::now();
     let child = common::spawn_with_input(command, br#"{"fail": "flood_stdout:10737418240"}"#);
     let (out, peak) = common::wait_sampling_peak_rss(child);
@@ -130,12 +140,18 @@ fn a_processor_that_never_reads_stdin_is_judged_by_its_output() {
 
 #[test]
 fn memory_and_cpu_limits_end_as_resource_limit_failures() {
+    for persistence in [offload::Persistence::Never, offload::Persistence::Always] {
+        limits_end_as_resource_limit_failures(persistence);
+    }
+}
+
+fn limits_end_as_resource_limit_failures(persistence: offload::Persistence) {
     let limits = RunLimits {
         max_memory_bytes: Some(64 << 20),
         ..RunLimits::default()
     };
     let results = run_all(
-        &diag_job().limits(limits),
+        &diag_job().limits(limits).persistence(persistence),
         &[json!({"fail": "alloc:536870912"}), json!({"echo": 1})],
     );
     let err = results[0]
@@ -150,7 +166,7 @@ fn memory_and_cpu_limits_end_as_resource_limit_failures() {
     );
     assert!(
         results[1].result.is_ok(),
-        "a job within the limit runs: {:?}",
+        "{persistence:?}: a job within the limit runs: {:?}",
         results[1].result
     );
 
@@ -158,7 +174,10 @@ fn memory_and_cpu_limits_end_as_resource_limit_failures() {
         max_cpu_time: Some(Duration::from_secs(1)),
         ..RunLimits::default()
     };
-    let results = run_all(&diag_job().limits(limits), &[json!({"fail": "spin"})]);
+    let results = run_all(
+        &diag_job().limits(limits).persistence(persistence),
+        &[json!({"fail": "spin"})],
+    );
     let err = results[0].result.as_ref().expect_err("over the CPU limit");
     assert_eq!(err.kind, FailureKind::ResourceLimit, "{err:?}");
     assert!(
@@ -170,7 +189,9 @@ fn memory_and_cpu_limits_end_as_resource_limit_failures() {
 
 #[test]
 fn processors_get_only_stdio_and_the_progress_fd_and_lead_their_own_group() {
-    let results = run_all(&diag_job(), &[json!({"inspect": true})]);
+    // One-shot; tests/persistent.rs checks what a worker gets.
+    let job = diag_job().persistence(offload::Persistence::Never);
+    let results = run_all(&job, &[json!({"inspect": true})]);
     let value = results[0].result.as_ref().expect("inspect");
     let env = field(value, "env").and_then(Value::as_map).expect("env");
     let progress_fd: i128 = env

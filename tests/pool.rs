@@ -26,7 +26,8 @@ fn runner_threads_are_reused_across_jobs_and_end_when_idle() {
     assert_eq!(runner_threads(), 0);
     let most = on_main_context(|| async {
         let queue = Queue::with_max_running(2);
-        let job = diag_job();
+        // One-shot runs use the pooled threads (workers have threads of their own).
+        let job = diag_job().persistence(offload::Persistence::Never);
         let handles: Vec<_> = (0..60)
             .map(|i| {
                 queue

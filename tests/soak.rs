@@ -1,5 +1,6 @@
 //! The soak test: 20,000 jobs, a tenth of them misbehaving at random in every way the
-//! reliability contract names. Every healthy job's result must be present and right, every
+//! reliability contract names; three in four run on persistent workers, the rest in a process
+//! each. Every healthy job's result must be present and right, every
 //! faulty job classified as expected, and afterwards the host must hold as many open file
 //! descriptors as before and have no child process.
 //!
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::{diag_job, on_main_context};
-use offload::{FailureKind, Job, Processor, Queue, RunLimits};
+use offload::{FailureKind, Job, Persistence, Processor, Queue, RunLimits};
 use serde_json::json;
 
 /// splitmix64: a tiny, well-known PRNG, so that a seed fixes the whole run.
@@ -95,6 +96,17 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// Shuts `queue` down and waits until its workers have ended, so that what is counted after
+/// is what the jobs left, not workers on their way out.
+async fn shut_down(queue: &Queue) {
+    queue.shutdown();
+    let until = Instant::now() + Duration::from_secs(5);
+    while queue.live_workers() > 0 && Instant::now() < until {
+        common::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(queue.live_workers(), 0, "workers end after shutdown");
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -113,12 +125,14 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         max_memory_bytes: Some(64 << 20),
         ..RunLimits::default()
     };
-    let healthy = diag_job().limits(limits);
-    let short = diag_job().limits(RunLimits {
+    // Each kind of job in both modes: [persistent where it can, a process of its own].
+    let both = |job: Job| [job.clone(), job.persistence(Persistence::Never)];
+    let healthy = both(diag_job().limits(limits));
+    let short = both(diag_job().limits(RunLimits {
         timeout: Some(Duration::from_millis(300)),
         ..limits
-    });
-    let missing = Job::new(Processor::at("/nonexistent/offload-missing")).limits(limits);
+    }));
+    let missing = both(Job::new(Processor::at("/nonexistent/offload-missing")).limits(limits));
     // A small warm-up first: GLib and the runtime open a few descriptors once, on first use,
     // and keep them; a leak is what grows with the number of jobs after that.
     on_main_context(|| async {
@@ -126,41 +140,45 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         let handles: Vec<_> = (0..20)
             .map(|i| {
                 queue
-                    .submit::<_, Value>(&healthy, &json!({"echo": i}))
+                    .submit::<_, Value>(&healthy[i % 2], &json!({"echo": i}))
                     .expect("submit")
             })
             .collect();
         for handle in handles {
             handle.result().await.expect("warm-up job");
         }
+        shut_down(&queue).await;
     });
     let fds_before = open_fds();
     let started = Instant::now();
 
-    let (checked, faulty) = on_main_context(|| async {
+    let (checked, faulty, on_workers) = on_main_context(|| async {
         let queue = Queue::with_max_running(8);
         let mut plan = Vec::with_capacity(count);
         for _ in 0..count {
+            // One job in four in a process of its own.
+            let mode = usize::from(rng.next() % 4 == 0);
             if rng.next() % 10 == 0 {
                 let fault = fault(&mut rng);
                 let job = match fault.runs {
-                    Runs::Diag => &healthy,
-                    Runs::DiagShortTimeout => &short,
-                    Runs::Missing => &missing,
+                    Runs::Diag => &healthy[mode],
+                    Runs::DiagShortTimeout => &short[mode],
+                    Runs::Missing => &missing[mode],
                 };
                 let handle = queue.submit::<_, Value>(job, &fault.input).expect("submit");
                 plan.push((handle, fault.expect, None, fault.input));
             } else {
                 let echo = rng.next();
                 let handle = queue
-                    .submit::<_, Value>(&healthy, &json!({"echo": echo}))
+                    .submit::<_, Value>(&healthy[mode], &json!({"echo": echo}))
                     .expect("submit");
                 plan.push((handle, None, Some(echo), json!({"echo": echo})));
             }
         }
-        let (mut checked, mut faulty) = (0usize, 0usize);
+        let (mut checked, mut faulty, mut on_workers) = (0usize, 0usize, 0usize);
         for (handle, expect, echo, input) in plan {
             let finished = handle.finished().await;
+            on_workers += usize::from(finished.stats.worker.is_some());
             match (expect, echo) {
                 (Some(kind), _) => {
                     faulty += 1;
@@ -187,11 +205,16 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
             }
             checked += 1;
         }
-        (checked, faulty)
+        shut_down(&queue).await;
+        (checked, faulty, on_workers)
     });
 
     let elapsed = started.elapsed();
     assert_eq!(checked, count);
+    assert!(
+        on_workers > count / 2,
+        "{on_workers} of {count} jobs ran on persistent workers"
+    );
     // Give the last runner threads a moment to close their ends after reporting.
     let until = Instant::now() + Duration::from_secs(2);
     while open_fds() != fds_before && Instant::now() < until {
@@ -210,7 +233,7 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         .collect();
     assert_eq!(children, Vec::<u32>::new(), "child processes left");
     eprintln!(
-        "soak: seed {seed}, {count} jobs ({faulty} misbehaving) in {:.1} s, {:.0} jobs/s; fds {fds_before} before and after",
+        "soak: seed {seed}, {count} jobs ({faulty} misbehaving, {on_workers} on persistent workers) in {:.1} s, {:.0} jobs/s; fds {fds_before} before and after",
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
     );

@@ -101,6 +101,25 @@ impl JobInspector {
         if let Some(pid) = record.stats.pid {
             details.push(format!("Process id: {pid}"));
         }
+        match record.stats.worker {
+            Some(run) => {
+                let mut line = format!(
+                    "Persistent worker {}, its job number {}",
+                    run.worker, run.job
+                );
+                if let Some(startup) = run.startup {
+                    line.push_str(&format!(
+                        " (started for this job in {:.3} s)",
+                        startup.as_secs_f64()
+                    ));
+                }
+                details.push(line);
+            }
+            None if record.stats.pid.is_some() => {
+                details.push("A process of its own".to_owned());
+            }
+            None => {}
+        }
         if job.is_finished() {
             details.push(format!(
                 "Wall time: {:.3} s · CPU time: {:.3} s · Peak memory: {}",

@@ -6,7 +6,7 @@ use gtk::prelude::*;
 
 use super::job_object::JobObject;
 
-/// Adds the id, processor, state, progress, elapsed, memory and reason columns.
+/// Adds the id, processor, state, progress, elapsed, memory, worker and reason columns.
 pub fn add_columns(view: &gtk::ColumnView) {
     let number = |property: &str| {
         gtk::NumericSorter::new(Some(gtk::PropertyExpression::new(
@@ -72,6 +72,11 @@ pub fn add_columns(view: &gtk::ColumnView) {
     memory.set_sorter(Some(&number("peak-rss")));
     memory.set_fixed_width(120);
     view.append_column(&memory);
+
+    let worker = label_column("Worker", "worker", string_of);
+    worker.set_sorter(Some(&text("worker")));
+    worker.set_fixed_width(170);
+    view.append_column(&worker);
 
     let reason = label_column("Reason", "reason", string_of);
     reason.set_expand(true);

@@ -10,7 +10,7 @@ use gtk::prelude::*;
 use gtk::subclass::prelude::*;
 
 use crate::mosaic::Tile;
-use crate::{JobError, JobId, Processor, RunStats};
+use crate::{JobError, JobId, Processor, RunStats, WorkerRun};
 
 /// What a job is for, so that a retry can do the same with its result.
 #[derive(Debug, Clone)]
@@ -73,6 +73,9 @@ mod imp {
         pub peak_rss: std::cell::Cell<u64>,
         #[property(get, set)]
         pub reason: RefCell<String>,
+        /// Which persistent worker ran it ("worker 3 · job 17"); empty for a process of its own.
+        #[property(get, set)]
+        pub worker: RefCell<String>,
         pub record: RefCell<Option<JobRecord>>,
     }
 
@@ -131,8 +134,22 @@ impl JobObject {
         self.imp().record.borrow().as_ref()?.started_at
     }
 
+    /// Shows which worker runs the job (`None`: a process of its own).
+    pub fn set_worker_run(&self, run: Option<WorkerRun>) {
+        self.set_worker(worker_label(run));
+    }
+
     pub fn is_finished(&self) -> bool {
         let state = self.state();
         state != state::QUEUED && state != state::RUNNING
+    }
+}
+
+/// "worker 3 · job 17", "worker 3 · job 1 (started)", or "" for a process of its own.
+pub fn worker_label(run: Option<WorkerRun>) -> String {
+    match run {
+        Some(run) if run.is_cold() => format!("worker {} · job {} (started)", run.worker, run.job),
+        Some(run) => format!("worker {} · job {}", run.worker, run.job),
+        None => String::new(),
     }
 }

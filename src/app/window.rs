@@ -718,13 +718,15 @@ impl Window {
     fn on_queue_event(&self, event: &QueueEvent) {
         match event {
             QueueEvent::Queued { .. } => {}
-            QueueEvent::Started { id, pid } => {
+            QueueEvent::Started { id, pid, worker } => {
                 let Some(job) = self.job(*id) else { return };
                 self.set_state(&job, state::RUNNING);
+                job.set_worker_run(*worker);
                 self.imp().running.borrow_mut().insert(*id, job.clone());
                 job.update_record(|r| {
                     r.started_at = Some(Instant::now());
                     r.stats.pid = Some(*pid);
+                    r.stats.worker = *worker;
                 });
                 if let Some(tile) = job.tile() {
                     self.imp()

@@ -1,5 +1,6 @@
 //! `offload list`: the processors on the search path, described.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use offload::processor::DESCRIBE_TIMEOUT;
@@ -17,6 +18,7 @@ pub fn list(as_json: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let width = processors.iter().map(|p| p.name().len()).max().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
     for (processor, probe) in processors.iter().zip(probes) {
         let description = probe
             .join()
@@ -30,18 +32,26 @@ pub fn list(as_json: bool) -> anyhow::Result<ExitCode> {
                     json!({"name": processor.name(), "path": processor.path(), "description": null, "describe_error": err})
                 }
             };
-            println!("{line}");
+            if writeln!(out, "{line}").is_err() {
+                // Nobody reads any more (`offload list | head`): that is not an error.
+                return Ok(ExitCode::SUCCESS);
+            }
         } else {
-            let summary = match &description {
-                Ok(d) => d.summary.clone(),
-                Err(err) => format!("(no description: {err})"),
+            let (summary, mode) = match &description {
+                Ok(d) if d.supports_persistent() => (d.summary.clone(), "persistent workers"),
+                Ok(d) => (d.summary.clone(), "a process per job"),
+                Err(err) => (format!("(no description: {err})"), "a process per job"),
             };
-            println!(
-                "{:width$}  {summary}\n{:width$}  {}",
+            let written = writeln!(
+                out,
+                "{:width$}  {summary}\n{:width$}  {} ({mode})",
                 processor.name(),
                 "",
                 processor.path().display()
             );
+            if written.is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
     }
     if processors.is_empty() {

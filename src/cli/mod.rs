@@ -86,6 +86,23 @@ pub struct RunArgs {
     /// default they get only PATH, HOME, USER, LANG, LC_*, TZ, TMPDIR, OFFLOAD_* and Python's.
     #[arg(long = "inherit-env", value_name = "KEY")]
     inherit_env: Vec<String>,
+    /// Run every job on persistent workers (one process serves many jobs); an error if the
+    /// processor does not support it. Default: persistent when the processor says it can.
+    #[arg(long, conflicts_with = "no_persistent")]
+    persistent: bool,
+    /// Start a process per job, even for a processor that supports persistent workers.
+    #[arg(long)]
+    no_persistent: bool,
+    /// Replace a persistent worker after this many jobs.
+    #[arg(long, value_name = "N")]
+    worker_max_jobs: Option<u64>,
+    /// Replace a persistent worker after a job during which its resident memory went over
+    /// SIZE (K, M, G suffixes allowed).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    worker_max_memory: Option<u64>,
+    /// Seconds a persistent worker may take to start (its set-up included).
+    #[arg(long, value_name = "SECS")]
+    worker_start_timeout: Option<f64>,
 }
 
 /// A byte size: `1048576`, `512K`, `64M`, `2G` (powers of 1024).

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use ciborium::Value;
 use offload::inputs::{encode_json, read_json_lines};
+use offload::processor::DESCRIBE_TIMEOUT;
 use offload::sdk::json::cbor_to_json;
-use offload::{Finished, Job, Processor, QueueEvent};
+use offload::{Finished, Job, Persistence, Processor, QueueEvent};
 use serde_json::json;
 
 use super::RunArgs;
@@ -33,6 +34,17 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
 
     let context = glib::MainContext::default();
     let queue = super::queue(args.jobs);
+    let mut settings = queue.worker_settings();
+    if let Some(jobs) = args.worker_max_jobs {
+        settings.max_jobs = jobs.max(1);
+    }
+    if let Some(bytes) = args.worker_max_memory {
+        settings.max_memory_bytes = Some(bytes);
+    }
+    if let Some(secs) = args.worker_start_timeout {
+        settings.start_timeout = seconds("--worker-start-timeout", secs)?;
+    }
+    queue.set_worker_settings(settings);
     let bar = super::progress_bar(inputs.len() as u64, "jobs");
     let interrupted = Rc::new(std::cell::Cell::new(false));
     for signal in [libc::SIGINT, libc::SIGTERM] {
@@ -101,13 +113,35 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     })
 }
 
-/// The job that `args` describe: limits, environment.
+/// A number of seconds given for `flag`.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value >= 0.0) {
+        bail!("{flag} must be a number of seconds, 0 or more");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// The job that `args` describe: limits, environment, persistence.
 fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
-    let seconds = |flag: &str, value: f64| -> anyhow::Result<Duration> {
-        if !(value.is_finite() && value >= 0.0) {
-            bail!("{flag} must be a number of seconds, 0 or more");
+    let persistence = if args.persistent {
+        // Say so now, not once per job.
+        let description = processor.describe(DESCRIBE_TIMEOUT).map_err(|err| {
+            anyhow::anyhow!(
+                "--persistent: {} cannot say whether it supports persistent workers: {err}",
+                processor.path().display()
+            )
+        })?;
+        if !description.supports_persistent() {
+            bail!(
+                "--persistent: {} does not support persistent workers (its --describe does not say \"persistent\": true); run it without --persistent",
+                processor.path().display()
+            );
         }
-        Ok(Duration::from_secs_f64(value))
+        Persistence::Always
+    } else if args.no_persistent {
+        Persistence::Never
+    } else {
+        Persistence::Auto
     };
     let mut limits = offload::RunLimits {
         grace: seconds("--grace", args.grace)?,
@@ -123,7 +157,7 @@ fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
         limits.max_output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     limits.max_memory_bytes = args.memory_limit;
-    let mut job = Job::new(processor).limits(limits);
+    let mut job = Job::new(processor).limits(limits).persistence(persistence);
     for (key, value) in &args.env {
         job = job.env(key, value);
     }
@@ -140,10 +174,18 @@ fn report_line(
     output_dir: Option<&Path>,
 ) -> serde_json::Value {
     let millis = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let worker = finished.stats.worker.map(|run| {
+        json!({
+            "id": run.worker,
+            "job": run.job,
+            "startup_ms": run.startup.map(millis),
+        })
+    });
     let stats = json!({
         "wall_ms": millis(finished.stats.wall),
         "cpu_ms": millis(finished.stats.cpu),
         "peak_rss_bytes": finished.stats.peak_rss_bytes,
+        "worker": worker,
     });
     match finished.result {
         Ok(value) => match output_dir {

@@ -1,0 +1,384 @@
+//! The plumbing of a child process that both one-shot runs and persistent workers use: pipes,
+//! spawning, the pidfd, signals to the process group, reaping, and what the kernel tells of a
+//! process (CPU time, resident and peak memory).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use offload_sdk::protocol::PROGRESS_FD_ENV;
+
+use crate::job::Job;
+use crate::outcome::{FailureKind, JobError};
+use crate::spawn::{ChildFds, ChildSettings};
+
+/// A started processor and our ends of its pipes (non-blocking).
+pub(super) struct Spawned {
+    pub pid: u32,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// The progress pipe, for one-shot runs.
+    pub progress: Option<OwnedFd>,
+}
+
+/// How to start a job's processor.
+pub(super) struct Launch<'a> {
+    /// Arguments before the job's own (`--persistent` for a worker).
+    pub leading_args: &'a [&'a str],
+    /// Whether to give it a progress pipe (one-shot runs; workers report progress in frames).
+    pub progress_pipe: bool,
+    /// `RLIMIT_CPU` from the start (one-shot runs; workers get theirs per job).
+    pub cpu_limit: Option<Duration>,
+}
+
+/// Starts `job`'s processor as `launch` says.
+pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError> {
+    let path = job.processor.path();
+    let cannot_start = |message: String| JobError::new(FailureKind::CouldNotStart, message);
+    let pipes = || -> io::Result<[(OwnedFd, OwnedFd); 3]> { Ok([pipe()?, pipe()?, pipe()?]) };
+    let [stdin, stdout, stderr] =
+        pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
+    let progress = launch
+        .progress_pipe
+        .then(pipe)
+        .transpose()
+        .map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
+    let mut env = job.environment();
+    if let Some((_, write)) = &progress {
+        env.push((PROGRESS_FD_ENV.into(), write.as_raw_fd().to_string().into()));
+    }
+    let fds = ChildFds {
+        stdin: stdin.0.as_raw_fd(),
+        stdout: stdout.1.as_raw_fd(),
+        stderr: stderr.1.as_raw_fd(),
+        progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
+    };
+    let settings = ChildSettings {
+        nice: job.nice,
+        cpu_limit_secs: launch.cpu_limit.map(whole_seconds),
+    };
+    let mut args: Vec<std::ffi::OsString> =
+        launch.leading_args.iter().map(|a| (*a).into()).collect();
+    args.extend(job.args.iter().cloned());
+    let pid = crate::spawn::spawn(path, &args, &env, fds, &settings)
+        .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
+    // The child's ends close here; ours stay.
+    let spawned = Spawned {
+        pid: pid as u32,
+        stdin: stdin.1,
+        stdout: stdout.0,
+        stderr: stderr.0,
+        progress: progress.map(|(read, _)| read),
+    };
+    for fd in [&spawned.stdin, &spawned.stdout, &spawned.stderr]
+        .into_iter()
+        .chain(spawned.progress.as_ref())
+    {
+        set_nonblocking(fd.as_raw_fd());
+    }
+    // Larger pipes mean fewer wake-ups for big inputs and results; best effort.
+    for fd in [&spawned.stdin, &spawned.stdout] {
+        // SAFETY: fcntl on descriptors we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    }
+    Ok(spawned)
+}
+
+/// A duration in whole seconds, rounded up, as `RLIMIT_CPU` counts.
+pub(super) fn whole_seconds(t: Duration) -> u64 {
+    t.as_secs() + u64::from(t.subsec_nanos() > 0)
+}
+
+fn spawn_error_message(path: &Path, err: &io::Error) -> String {
+    let shown = path.display();
+    if path.is_dir() {
+        return format!("{shown} is a directory, not a processor executable");
+    }
+    match err.kind() {
+        io::ErrorKind::NotFound if path.exists() => {
+            format!("cannot run {shown}: its interpreter or loader was not found ({err})")
+        }
+        io::ErrorKind::NotFound => format!("{shown} does not exist"),
+        io::ErrorKind::PermissionDenied => {
+            format!("{shown} is not executable (permission denied); try chmod +x")
+        }
+        _ if err.raw_os_error() == Some(libc::ENOEXEC) => {
+            format!("{shown} is not in an executable format (a script without a #! line?)")
+        }
+        _ => format!("cannot start {shown}: {err}"),
+    }
+}
+
+pub(super) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The resident memory of a process, from /proc/PID/statm.
+pub(super) fn resident_bytes(pid: libc::pid_t) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page)
+}
+
+pub(super) fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+}
+
+/// A signal's name for messages: "SIGSEGV (signal 11)".
+pub(crate) fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT (abort)",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL (perhaps out of memory)",
+        libc::SIGSEGV => "SIGSEGV (segmentation fault)",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU (CPU time limit)",
+        libc::SIGXFSZ => "SIGXFSZ (file size limit)",
+        _ => "a signal",
+    };
+    format!("{name}, signal {signal}")
+}
+
+/// The last `cap` bytes of a stream, kept in bounded memory.
+pub(super) struct Tail {
+    cap: usize,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            bytes: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * self.cap.max(1) {
+            let cut = self.bytes.len() - self.cap;
+            self.bytes.drain(..cut);
+        }
+    }
+
+    pub(super) fn text(&self) -> String {
+        let start = self.bytes.len().saturating_sub(self.cap);
+        String::from_utf8_lossy(&self.bytes[start..]).into_owned()
+    }
+}
+
+pub(super) fn raw(file: Option<&File>) -> RawFd {
+    file.map_or(-1, AsRawFd::as_raw_fd)
+}
+
+/// Reads everything available; returns true at end of file or on error.
+pub(super) fn drain(
+    file: &mut Option<File>,
+    scratch: &mut [u8],
+    mut sink: impl FnMut(&[u8]),
+) -> bool {
+    let Some(f) = file.as_mut() else {
+        return false;
+    };
+    // Bounded rounds, so that a flood on one pipe cannot starve the others.
+    for _ in 0..16 {
+        match f.read(scratch) {
+            Ok(0) => return true,
+            Ok(n) => sink(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+pub(super) fn write_some(pipe: &mut File, bytes: &[u8]) -> io::Result<usize> {
+    let mut total = 0;
+    while total < bytes.len() {
+        match pipe.write(&bytes[total..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub(super) fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags != -1 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+pub(super) fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a fresh descriptor.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the child has exited, without reaping it (so its group id stays reserved).
+pub(super) fn has_exited(pid: libc::pid_t) -> bool {
+    // SAFETY: waitid with WNOWAIT only inspects the child's state.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() != 0
+    }
+}
+
+pub(super) fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: the group leader is our unreaped child, so the group id cannot have been reused.
+    unsafe { libc::kill(-pgid, signal) };
+}
+
+/// Reaps the child and returns its wait status and resource usage.
+pub(super) fn reap(pid: libc::pid_t) -> (libc::c_int, libc::rusage) {
+    // SAFETY: wait4 on our own child, with live out-parameters.
+    unsafe {
+        let mut status: libc::c_int = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        loop {
+            let r = libc::wait4(pid, &mut status, 0, &mut usage);
+            if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        (status, usage)
+    }
+}
+
+pub(super) fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(u64::try_from(tv.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(tv.tv_usec).unwrap_or(0))
+}
+
+/// The CPU time (user and system, all threads) a live child has used so far, from its CPU
+/// clock: nanosecond resolution, unlike /proc's clock ticks.
+pub(super) fn cpu_time(pid: libc::pid_t) -> Option<Duration> {
+    // SAFETY: clock_getcpuclockid and clock_gettime fill live out-parameters.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::clock_getcpuclockid(pid, &mut clock) != 0 {
+            return None;
+        }
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(clock, &mut ts) != 0 {
+            return None;
+        }
+        Some(Duration::new(
+            u64::try_from(ts.tv_sec).ok()?,
+            u32::try_from(ts.tv_nsec).ok()?,
+        ))
+    }
+}
+
+/// A live process's peak resident memory, per job: `reset` starts a new peak (writing 5 to
+/// /proc/PID/clear_refs, Linux 4.0 and later) and `peak` reads VmHWM. Both files stay open for
+/// the process's life, so a job costs two system calls, not four opens and closes.
+pub(super) struct PeakMemory {
+    status: Option<File>,
+    clear_refs: Option<File>,
+}
+
+impl PeakMemory {
+    pub(super) fn open(pid: libc::pid_t) -> Self {
+        Self {
+            status: File::open(format!("/proc/{pid}/status")).ok(),
+            clear_refs: std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/clear_refs"))
+                .ok(),
+        }
+    }
+
+    /// Starts measuring a new peak from the present resident size.
+    pub(super) fn reset(&mut self) {
+        if let Some(file) = self.clear_refs.as_mut() {
+            let _ = file.write(b"5");
+        }
+    }
+
+    /// The peak resident memory since the last reset, in bytes.
+    pub(super) fn peak(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let file = self.status.as_ref()?;
+        let mut text = [0u8; 4096];
+        let n = file.read_at(&mut text, 0).ok()?;
+        let text = std::str::from_utf8(&text[..n]).ok()?;
+        let kib: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+}
+
+/// Sets a live child's `RLIMIT_CPU` (whole seconds of CPU time in all, SIGXCPU at the soft
+/// limit, SIGKILL a second later); `None` lifts it.
+pub(super) fn set_cpu_limit(pid: libc::pid_t, total: Option<Duration>) -> io::Result<()> {
+    let limit = match total {
+        Some(t) => {
+            let secs = whole_seconds(t) as libc::rlim_t;
+            libc::rlimit {
+                rlim_cur: secs,
+                rlim_max: secs.saturating_add(1),
+            }
+        }
+        None => libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        },
+    };
+    // SAFETY: prlimit on our own child with a live rlimit.
+    if unsafe { libc::prlimit(pid, libc::RLIMIT_CPU, &limit, std::ptr::null_mut()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How many bytes written to a pipe nobody has read yet (from our write end).
+pub(super) fn unread_bytes(fd: RawFd) -> Option<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };
+    (r == 0).then(|| usize::try_from(count).unwrap_or(0))
+}

@@ -1,0 +1,361 @@
+//! A one-shot run (PROTOCOL.md, version 1): one process for one job. Spawn the processor, feed
+//! stdin while draining stdout, stderr and the progress pipe, enforce the timeout and
+//! cancellation, reap, decode, report.
+//!
+//! A single `poll(2)` loop serves all pipes, a pidfd (readable when the child exits) and the
+//! job's cancel eventfd.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use offload_sdk::decode::{decode_one, hex_preview, DecodeLimits};
+use offload_sdk::protocol::{ErrorReport, ProgressItem};
+
+use super::child::{
+    drain, has_exited, last_line, pidfd_open, raw, reap, signal_group, spawn, timeval, write_some,
+    Launch, Spawned, Tail,
+};
+use super::stop::{Ending, Stop, Watch};
+use super::{Control, Decoder, RawResult, RunRequest, RunnerEvent};
+use crate::job::{Job, JobId};
+use crate::outcome::{FailureKind, RunStats};
+
+/// How long pipes may stay open after the processor exited and its group was killed.
+pub(super) const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Progress bytes buffered without a complete item before the stream is taken as broken.
+const MAX_PROGRESS_BUFFER: usize = 64 * 1024;
+
+/// Runs one job to its end; gives the event that reports it.
+pub(super) fn run(request: RunRequest) -> RunnerEvent {
+    let RunRequest {
+        id,
+        job,
+        input,
+        decode,
+        control,
+        events,
+    } = request;
+    let started = Instant::now();
+    let launch = Launch {
+        leading_args: &[],
+        progress_pipe: true,
+        cpu_limit: job.limits.max_cpu_time,
+    };
+    let (result, stats) = match spawn(&job, &launch) {
+        Err(error) => (Err(error), RunStats::default()),
+        Ok(child) => {
+            let _ = events.try_send(RunnerEvent::Started {
+                id,
+                pid: child.pid,
+                worker: None,
+            });
+            let pid = child.pid;
+            let ended = supervise(id, &job, child, input, &control, &events);
+            let stats = RunStats {
+                pid: Some(pid),
+                wall: started.elapsed(),
+                cpu: ended.ending.cpu,
+                peak_rss_bytes: ended.peak_rss_bytes,
+                worker: None,
+            };
+            (classify(ended, &job, decode), stats)
+        }
+    };
+    // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
+    // reporting, so that a delivered result means the job holds no descriptor any more.
+    drop(control);
+    RunnerEvent::Finished { id, result, stats }
+}
+
+/// What the supervision loop saw.
+struct Ended {
+    ending: Ending,
+    stdout: Vec<u8>,
+    stderr_tail: String,
+    peak_rss_bytes: u64,
+}
+
+fn supervise(
+    id: JobId,
+    job: &Job,
+    child: Spawned,
+    input: Arc<Vec<u8>>,
+    control: &Control,
+    events: &async_channel::Sender<RunnerEvent>,
+) -> Ended {
+    let limits = job.limits;
+    let pgid = child.pid as libc::pid_t;
+    let pidfd = pidfd_open(pgid);
+    let mut watch = Watch::new(id, pgid, limits, control, Instant::now());
+
+    let mut stdin = Some(File::from(child.stdin));
+    let mut stdout = Some(File::from(child.stdout));
+    let mut stderr = Some(File::from(child.stderr));
+    let mut progress = child.progress.map(File::from);
+    let mut input = Some(input);
+    let mut written = 0usize;
+    let mut out = Vec::new();
+    let mut tail = Tail::new(limits.stderr_tail_bytes);
+    let mut progress_parser = ProgressParser::default();
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut exited = false;
+    let mut drain_until: Option<Instant> = None;
+
+    loop {
+        if exited && stdout.is_none() && stderr.is_none() && progress.is_none() {
+            break;
+        }
+        let now = Instant::now();
+        if drain_until.is_some_and(|t| now >= t) {
+            break;
+        }
+        if !exited {
+            watch.tick(now);
+        }
+        if let Some(item) = progress_parser.latest.take() {
+            watch.progress(item);
+        }
+        watch.send_progress(now, events);
+
+        // Build the poll set.
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
+        let mut push = |fd: RawFd, events: libc::c_short| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+        };
+        let waiting_for_input = input.is_some() && stdin.is_some();
+        push(
+            raw(stdin.as_ref().filter(|_| waiting_for_input)),
+            libc::POLLOUT,
+        );
+        push(raw(stdout.as_ref()), libc::POLLIN);
+        push(raw(stderr.as_ref()), libc::POLLIN);
+        push(raw(progress.as_ref()), libc::POLLIN);
+        push(
+            if exited {
+                -1
+            } else {
+                pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+            },
+            libc::POLLIN,
+        );
+        push(control.wake_fd(), libc::POLLIN);
+
+        let wake_at = [
+            watch.wake_at().filter(|_| !exited),
+            drain_until,
+            // Without a pidfd, look at the child every 20 ms.
+            (pidfd.is_none() && !exited).then(|| now + Duration::from_millis(20)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                poll_timeout(wake_at, now),
+            )
+        };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // poll itself failing is not recoverable: stop the job and finish.
+            watch.stop(Stop::Cancelled);
+            signal_group(pgid, libc::SIGKILL);
+            break;
+        }
+        let has = |i: usize| fds[i].revents != 0;
+
+        if has(0) {
+            if let (Some(pipe), Some(bytes)) = (stdin.as_mut(), input.as_ref()) {
+                match write_some(pipe, &bytes[written..]) {
+                    Ok(n) => written += n,
+                    // EPIPE: the processor closed stdin; it is judged by its output.
+                    Err(_) => written = bytes.len(),
+                }
+                if written >= bytes.len() {
+                    // All sent (or refused): close stdin and free the input.
+                    stdin = None;
+                    input = None;
+                }
+            }
+        }
+        if has(1) {
+            if let Some(pipe) = stdout.as_mut() {
+                let cap = limits
+                    .max_output_bytes
+                    .saturating_add(1)
+                    .saturating_sub(out.len());
+                let over = match pipe.take(cap as u64).read_to_end(&mut out) {
+                    Ok(_) => {
+                        stdout = None;
+                        out.len() > limits.max_output_bytes
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::Interrupted =>
+                    {
+                        out.len() > limits.max_output_bytes
+                    }
+                    Err(_) => {
+                        stdout = None;
+                        false
+                    }
+                };
+                if over {
+                    stdout = None;
+                    watch.stop(Stop::OutputTooLarge);
+                }
+            }
+        }
+        if has(2) && drain(&mut stderr, &mut scratch, |chunk| tail.push(chunk)) {
+            stderr = None;
+        }
+        if has(3)
+            && drain(&mut progress, &mut scratch, |chunk| {
+                progress_parser.push(chunk)
+            })
+        {
+            progress = None;
+        }
+        if has(4) {
+            exited = true;
+        } else if pidfd.is_none() && !exited {
+            exited = has_exited(pgid);
+        }
+        if exited && drain_until.is_none() {
+            // Take the rest of the group down with the processor, then drain what is left.
+            signal_group(pgid, libc::SIGKILL);
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            stdin = None;
+            input = None;
+        }
+        if has(5) && !exited {
+            watch.on_control();
+        }
+    }
+
+    if !exited {
+        // Only reached when poll failed; the group was sent SIGKILL.
+        signal_group(pgid, libc::SIGKILL);
+    }
+    drop(pidfd);
+    let (status, usage) = reap(pgid);
+    let (exit_code, signal) = if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (Some(libc::WEXITSTATUS(status)), None)
+    };
+    Ended {
+        ending: watch.ending(
+            exit_code,
+            signal,
+            timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        ),
+        stdout: out,
+        stderr_tail: tail.text(),
+        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    }
+}
+
+/// The `poll(2)` timeout that wakes at `wake_at` (rounded up, so that the loop does not spin
+/// just before a deadline); -1, no timeout, without one.
+pub(super) fn poll_timeout(wake_at: Option<Instant>, now: Instant) -> libc::c_int {
+    wake_at.map_or(-1, |t| {
+        let wait = t.saturating_duration_since(now) + Duration::from_micros(500);
+        libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX)
+    })
+}
+
+fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
+    let limits = job.limits;
+    let tail = &ended.stderr_tail;
+    if let Some(failure) = ended.ending.failure(&limits, tail) {
+        return Err(failure);
+    }
+    let code = ended.ending.exit_code.unwrap_or(-1);
+    if code != 0 {
+        let limits = DecodeLimits {
+            max_bytes: 1 << 20,
+            max_depth: 16,
+        };
+        let reason = decode_one::<ErrorReport>(&ended.stdout, limits)
+            .map(|report| report.error)
+            .ok()
+            .or_else(|| last_line(tail))
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Err(ended.ending.fail(
+            FailureKind::Failed,
+            format!("exited with code {code}{reason}"),
+            tail,
+        ));
+    }
+    let limits = DecodeLimits {
+        max_bytes: limits.max_output_bytes,
+        max_depth: limits.max_output_depth,
+    };
+    decode(&ended.stdout, limits).map_err(|err| {
+        ended.ending.fail(
+            FailureKind::BadOutput,
+            format!(
+                "{err}; stdout began with {}",
+                hex_preview(&ended.stdout, 16)
+            ),
+            tail,
+        )
+    })
+}
+
+/// Splits the progress pipe's CBOR sequence into items; ignores what it cannot read.
+#[derive(Default)]
+struct ProgressParser {
+    buffer: Vec<u8>,
+    broken: bool,
+    latest: Option<ProgressItem>,
+}
+
+impl ProgressParser {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.broken {
+            return;
+        }
+        self.buffer.extend_from_slice(chunk);
+        loop {
+            let mut rest = &self.buffer[..];
+            match ciborium::de::from_reader_with_recursion_limit::<ciborium::Value, _>(
+                &mut rest, 16,
+            ) {
+                Ok(value) => {
+                    let used = self.buffer.len() - rest.len();
+                    self.buffer.drain(..used);
+                    if let Ok(item) = value.deserialized::<ProgressItem>() {
+                        if item.fraction.is_finite() {
+                            self.latest = Some(item);
+                        }
+                    }
+                }
+                Err(ciborium::de::Error::Io(_)) => break, // incomplete: wait for more
+                Err(_) => {
+                    self.broken = true;
+                    self.buffer = Vec::new();
+                    return;
+                }
+            }
+        }
+        if self.buffer.len() > MAX_PROGRESS_BUFFER {
+            self.broken = true;
+            self.buffer = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! What a runner watches while a job runs, whichever way it runs (a process of its own, or a
+//! persistent worker): the timeout, cancel requests, the memory limit, the grace period between
+//! SIGTERM and SIGKILL, and the pace of progress events. And how a stop, a signal or an exit
+//! code becomes a classified failure.
+
+use std::time::{Duration, Instant};
+
+use offload_sdk::protocol::ProgressItem;
+
+use super::child::{mib, resident_bytes, signal_group, signal_name};
+use super::{Control, RunnerEvent};
+use crate::job::{JobId, RunLimits};
+use crate::outcome::{FailureKind, JobError};
+
+/// Why the runner stopped a job itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    Cancelled,
+    TimedOut,
+    OutputTooLarge,
+    /// Resident memory reached this many bytes, over the limit.
+    MemoryLimit(u64),
+}
+
+/// How often resident memory is sampled when a job has a memory limit.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(20);
+/// The least time between two progress events of one job.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(30);
+
+/// The deadlines and stop requests of one running job.
+pub(super) struct Watch<'a> {
+    id: JobId,
+    pgid: libc::pid_t,
+    limits: RunLimits,
+    control: &'a Control,
+    deadline: Option<Instant>,
+    stop: Option<Stop>,
+    kill_at: Option<Instant>,
+    escalated: bool,
+    next_memory_sample: Instant,
+    progress: Option<ProgressItem>,
+    last_progress: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    /// Starts watching job `id`, whose processor leads group `pgid`, from `started`.
+    pub(super) fn new(
+        id: JobId,
+        pgid: libc::pid_t,
+        limits: RunLimits,
+        control: &'a Control,
+        started: Instant,
+    ) -> Self {
+        let mut watch = Self {
+            id,
+            pgid,
+            limits,
+            control,
+            deadline: limits.timeout.map(|t| started + t),
+            stop: None,
+            kill_at: None,
+            escalated: false,
+            next_memory_sample: started,
+            progress: None,
+            last_progress: None,
+        };
+        if control.is_cancelled() {
+            watch.cancel();
+        }
+        watch
+    }
+
+    /// Stops the job for `reason` (the first reason wins): SIGKILL at once when output or
+    /// memory ran over, else SIGTERM and SIGKILL after the grace period.
+    pub(super) fn stop(&mut self, reason: Stop) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.stop = Some(reason);
+        if matches!(reason, Stop::OutputTooLarge | Stop::MemoryLimit(_)) {
+            signal_group(self.pgid, libc::SIGKILL);
+        } else {
+            signal_group(self.pgid, libc::SIGTERM);
+            self.kill_at = Some(Instant::now() + self.limits.grace);
+        }
+    }
+
+    /// The queue asked to cancel (or to kill at once).
+    pub(super) fn cancel(&mut self) {
+        self.stop(Stop::Cancelled);
+        if self.control.is_hard() {
+            signal_group(self.pgid, libc::SIGKILL);
+        }
+    }
+
+    /// The descriptor to poll for cancel requests.
+    pub(super) fn control_fd(&self) -> std::os::fd::RawFd {
+        self.control.wake_fd()
+    }
+
+    /// The control's eventfd was readable.
+    pub(super) fn on_control(&mut self) {
+        self.control.clear();
+        self.cancel();
+    }
+
+    /// Acts on the deadlines that have passed while the processor lives.
+    pub(super) fn tick(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.stop(Stop::TimedOut);
+        }
+        if self.kill_at.is_some_and(|t| now >= t) {
+            signal_group(self.pgid, libc::SIGKILL);
+            self.escalated = true;
+            self.kill_at = None;
+        }
+        if let Some(limit) = self.limits.max_memory_bytes {
+            if now >= self.next_memory_sample {
+                self.next_memory_sample = now + MEMORY_SAMPLE;
+                if let Some(rss) = resident_bytes(self.pgid).filter(|rss| *rss > limit) {
+                    self.stop(Stop::MemoryLimit(rss));
+                }
+            }
+        }
+    }
+
+    /// When the loop must wake next for a deadline while the processor lives.
+    pub(super) fn wake_at(&self) -> Option<Instant> {
+        [
+            self.deadline.filter(|_| self.stop.is_none()),
+            self.kill_at,
+            self.limits
+                .max_memory_bytes
+                .map(|_| self.next_memory_sample),
+            self.progress
+                .as_ref()
+                .and(self.last_progress)
+                .map(|t| t + PROGRESS_INTERVAL),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A progress item arrived; only the latest of a burst is reported.
+    pub(super) fn progress(&mut self, item: ProgressItem) {
+        self.progress = Some(item);
+    }
+
+    /// Reports the latest progress, at most one event per [`PROGRESS_INTERVAL`].
+    pub(super) fn send_progress(
+        &mut self,
+        now: Instant,
+        events: &async_channel::Sender<RunnerEvent>,
+    ) {
+        if self.progress.is_none()
+            || self
+                .last_progress
+                .is_some_and(|t| now < t + PROGRESS_INTERVAL)
+        {
+            return;
+        }
+        if let Some(item) = self.progress.take() {
+            self.last_progress = Some(now);
+            let _ = events.try_send(RunnerEvent::Progress { id: self.id, item });
+        }
+    }
+
+    /// Why the runner stopped the job, if it did.
+    pub(super) fn stopped(&self) -> Option<Stop> {
+        self.stop
+    }
+
+    /// How the job ended, for [`Ending::failure`].
+    pub(super) fn ending(
+        &self,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        cpu: Duration,
+    ) -> Ending {
+        Ending {
+            stop: self.stop,
+            escalated: self.escalated,
+            exit_code,
+            signal,
+            cpu,
+        }
+    }
+}
+
+/// How a job's process ended, as far as the outcome goes.
+pub(super) struct Ending {
+    pub stop: Option<Stop>,
+    /// Whether SIGKILL was needed after SIGTERM.
+    pub escalated: bool,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The CPU time the job used.
+    pub cpu: Duration,
+}
+
+impl Ending {
+    /// A failure with this ending's evidence.
+    pub(super) fn fail(&self, kind: FailureKind, message: String, stderr_tail: &str) -> JobError {
+        JobError {
+            kind,
+            message,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            stderr_tail: stderr_tail.to_owned(),
+        }
+    }
+
+    /// The failure that a stop by the runner, a CPU-time limit or a signal makes; `None` when
+    /// the process exited with a code, which the caller judges (its report, its output).
+    pub(super) fn failure(&self, limits: &RunLimits, stderr_tail: &str) -> Option<JobError> {
+        let fail = |kind, message| Some(self.fail(kind, message, stderr_tail));
+        let after_term = if self.escalated {
+            format!(
+                "; it ignored SIGTERM and was killed after {:?}",
+                limits.grace
+            )
+        } else {
+            String::new()
+        };
+        match self.stop {
+            Some(Stop::Cancelled) => {
+                return fail(
+                    FailureKind::Cancelled,
+                    format!("cancelled while running{after_term}"),
+                )
+            }
+            Some(Stop::TimedOut) => {
+                let timeout = limits.timeout.unwrap_or_default();
+                return fail(
+                    FailureKind::TimedOut,
+                    format!(
+                        "ran longer than its timeout of {timeout:?} and was stopped{after_term}"
+                    ),
+                );
+            }
+            Some(Stop::MemoryLimit(rss)) => {
+                return fail(
+                    FailureKind::ResourceLimit,
+                    format!(
+                        "went over its memory limit of {} (resident memory reached {}) and was killed",
+                        mib(limits.max_memory_bytes.unwrap_or(0)),
+                        mib(rss)
+                    ),
+                );
+            }
+            Some(Stop::OutputTooLarge) => {
+                return fail(
+                    FailureKind::BadOutput,
+                    format!(
+                        "result over the limit of {} bytes; the processor was stopped (raise the output limit if this is expected)",
+                        limits.max_output_bytes
+                    ),
+                );
+            }
+            None => {}
+        }
+        if let (Some(limit), Some(signal)) = (limits.max_cpu_time, self.signal) {
+            // RLIMIT_CPU sends SIGXCPU at the limit and SIGKILL a second later.
+            if signal == libc::SIGXCPU || (signal == libc::SIGKILL && self.cpu >= limit) {
+                return fail(
+                    FailureKind::ResourceLimit,
+                    format!(
+                        "went over its CPU-time limit of {limit:?} (used {:.2} s) and was killed",
+                        self.cpu.as_secs_f64()
+                    ),
+                );
+            }
+        }
+        let signal = self.signal?;
+        fail(
+            FailureKind::Killed,
+            format!("killed by {}", signal_name(signal)),
+        )
+    }
+}

@@ -1,0 +1,857 @@
+//! One persistent worker (PROTOCOL.md, section 18): a processor process started with
+//! `--persistent` that serves job after job over frames on its stdin and stdout, and the
+//! supervision of each job it runs.
+//!
+//! The job loop is the one-shot loop's twin: one `poll(2)` over stdin (the request, written
+//! as the pipe takes it), stdout (frames, split as they arrive), stderr (a tail per job), a
+//! pidfd and the job's cancel eventfd, with the same [`Watch`] over timeout, cancel, memory
+//! and grace. What differs is the end: a `result` or `error` frame ends the job and leaves the
+//! worker serving; the worker's death, a broken frame stream or a stop by the runner ends the
+//! job and the worker with it. A request the worker never read a byte of was not delivered:
+//! the caller may give it to a fresh worker.
+
+use std::any::Any;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use offload_sdk::decode::{hex_preview, DecodeError, DecodeLimits};
+use offload_sdk::frame::{self, Frame, PERSISTENT_FLAG, PERSISTENT_PROTOCOL};
+use offload_sdk::protocol::ProgressItem;
+use offload_sdk::sequence::SequenceBuffer;
+
+use super::child::{
+    cpu_time, last_line, pidfd_open, reap, set_cpu_limit, signal_group, spawn, timeval,
+    unread_bytes, Launch, PeakMemory, Tail,
+};
+use super::oneshot::poll_timeout;
+use super::stop::{Stop, Watch};
+use super::{Control, Decoder, RawResult, RunnerEvent};
+use crate::job::{Job, JobId, RunLimits};
+use crate::outcome::{FailureKind, JobError};
+
+/// Room for a frame's own fields around its payload.
+const FRAME_OVERHEAD: usize = 1024;
+
+/// The identity of an executable file, to notice when it is replaced or rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    pub(super) fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+}
+
+/// What the loop waits for.
+enum Expect {
+    /// The worker's `hello`.
+    Hello,
+    /// The answer to job `id`, whose result `decode` turns into the caller's type.
+    Answer {
+        id: u64,
+        decode: Option<Decoder>,
+        limits: DecodeLimits,
+    },
+    /// Nothing more: the worker is being stopped; frames are ignored until it exits.
+    Exit,
+}
+
+/// How an exchange with the worker ended.
+enum Exchange {
+    Hello(u64),
+    Result(Result<Box<dyn Any + Send>, String>),
+    Error(String),
+    /// The frame stream is unusable: why.
+    Broken(String),
+    /// The process exited (it is not reaped yet).
+    Exited,
+}
+
+/// What became of the worker after a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Still serving.
+    Serving,
+    /// Dead and reaped.
+    Gone,
+    /// Dead and reaped without having read a byte of the request: the job was not delivered.
+    Undelivered,
+}
+
+/// One job's end on a worker.
+pub(super) struct JobEnd {
+    pub result: RawResult,
+    pub cpu: Duration,
+    pub peak_rss_bytes: u64,
+    pub fate: Fate,
+}
+
+/// What woke an idle worker.
+pub(super) enum Idle {
+    /// Its slot's eventfd: a request or a retirement.
+    Woken,
+    /// Nothing happened until the deadline.
+    TimedOut,
+    /// The worker ended (and was reaped), or broke the protocol between jobs and was killed.
+    Ended,
+}
+
+/// A request being written: the frame's head, then the job's input as it is.
+struct Outgoing {
+    head: Vec<u8>,
+    body: Option<Arc<Vec<u8>>>,
+    sent: usize,
+    /// The worker closed its stdin (EPIPE): nothing more can be sent.
+    refused: bool,
+}
+
+impl Outgoing {
+    fn new(head: Vec<u8>, body: Option<Arc<Vec<u8>>>) -> Self {
+        Self {
+            head,
+            body,
+            sent: 0,
+            refused: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.body.as_ref().map_or(0, |b| b.len())
+    }
+
+    fn pending(&self) -> bool {
+        !self.refused && self.sent < self.len()
+    }
+
+    /// Writes what the pipe takes; an error means the worker closed its stdin.
+    fn write_to(&mut self, fd: RawFd) -> io::Result<()> {
+        while self.pending() {
+            let body: &[u8] = self.body.as_deref().map_or(&[], Vec::as_slice);
+            let (head, body) = if self.sent < self.head.len() {
+                (&self.head[self.sent..], body)
+            } else {
+                (&[][..], &body[self.sent - self.head.len()..])
+            };
+            let slices = [
+                libc::iovec {
+                    iov_base: head.as_ptr() as *mut libc::c_void,
+                    iov_len: head.len(),
+                },
+                libc::iovec {
+                    iov_base: body.as_ptr() as *mut libc::c_void,
+                    iov_len: body.len(),
+                },
+            ];
+            // SAFETY: both iovecs point into live buffers of the stated lengths.
+            let n = unsafe { libc::writev(fd, slices.as_ptr(), 2) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(err),
+                }
+            }
+            self.sent += n as usize;
+        }
+        self.body = None;
+        Ok(())
+    }
+}
+
+/// A live worker process and our ends of its pipes.
+pub(super) struct WorkerProcess {
+    number: u64,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    frames: SequenceBuffer,
+    /// Stderr since the current job's request (or since the start).
+    tail: Tail,
+    peak: PeakMemory,
+    exe: Option<FileId>,
+    jobs: u64,
+    cpu_limited: bool,
+    exited: bool,
+    reaped: bool,
+    last_exit: Option<Exit>,
+    scratch: Vec<u8>,
+}
+
+fn frame_limits(limits: &RunLimits) -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: limits.max_output_bytes.saturating_add(FRAME_OVERHEAD),
+        max_depth: limits.max_output_depth.saturating_add(1),
+    }
+}
+
+/// How a worker process ended, from `wait4`.
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+    /// CPU time over the process's whole life.
+    cpu: Duration,
+}
+
+impl WorkerProcess {
+    /// Starts `job`'s processor as worker number `number` and waits for its hello, at most
+    /// `timeout` (a cancel of job `id` stops the start too). On failure the process is gone and
+    /// the error says why, with the same kinds as a job's failures.
+    pub(super) fn start(
+        job: &Job,
+        id: JobId,
+        number: u64,
+        timeout: Duration,
+        control: &Control,
+    ) -> Result<Self, JobError> {
+        let exe = FileId::of(job.processor.path());
+        let launch = Launch {
+            leading_args: &[PERSISTENT_FLAG],
+            progress_pipe: false,
+            cpu_limit: None,
+        };
+        let child = spawn(job, &launch)?;
+        let pid = child.pid as libc::pid_t;
+        let mut worker = Self {
+            number,
+            pid: child.pid,
+            pidfd: pidfd_open(pid),
+            stdin: Some(File::from(child.stdin)),
+            stdout: Some(File::from(child.stdout)),
+            stderr: Some(File::from(child.stderr)),
+            frames: SequenceBuffer::new(frame_limits(&job.limits)),
+            tail: Tail::new(job.limits.stderr_tail_bytes),
+            peak: PeakMemory::open(pid),
+            exe,
+            jobs: 0,
+            cpu_limited: false,
+            exited: false,
+            reaped: false,
+            last_exit: None,
+            scratch: vec![0u8; 64 * 1024],
+        };
+        let limits = RunLimits {
+            timeout: Some(timeout),
+            max_memory_bytes: None,
+            ..job.limits
+        };
+        let mut watch = Watch::new(id, pid, limits, control, Instant::now());
+        let mut hello = Outgoing::new(frame::hello(PERSISTENT_PROTOCOL, None, None), None);
+        let not_ready = |why: &str| format!("the persistent worker did not start: {why}");
+        let broken = match worker.exchange(&mut hello, &mut Expect::Hello, &mut watch, None) {
+            Exchange::Hello(_) if watch.stopped().is_some() => None,
+            Exchange::Hello(protocol) if protocol >= u64::from(PERSISTENT_PROTOCOL) => {
+                return Ok(worker);
+            }
+            Exchange::Hello(protocol) => Some(format!(
+                "its hello says protocol {protocol}; persistent mode needs {PERSISTENT_PROTOCOL}"
+            )),
+            Exchange::Broken(why) => Some(why),
+            Exchange::Result(_) | Exchange::Error(_) | Exchange::Exited => None,
+        };
+        if broken.is_none() && watch.stopped().is_some() {
+            // Cancelled or timed out: it gets its grace period, as a job would.
+            worker.exchange(&mut hello, &mut Expect::Exit, &mut watch, None);
+        }
+        let exit = worker.end();
+        let tail = worker.tail.text();
+        let ending = watch.ending(exit.code, exit.signal, exit.cpu);
+        if let Some(why) = broken {
+            return Err(ending.fail(FailureKind::BadOutput, not_ready(&why), &tail));
+        }
+        Err(match ending.failure(&limits, &tail) {
+            Some(mut error) => {
+                error.message = if watch.stopped() == Some(Stop::TimedOut) {
+                    not_ready(&format!("no hello within {timeout:?}"))
+                } else {
+                    not_ready(&error.message)
+                };
+                error
+            }
+            None => {
+                let code = exit.code.unwrap_or(-1);
+                let reason = last_line(&tail)
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
+                let kind = if code == 0 {
+                    FailureKind::BadOutput
+                } else {
+                    FailureKind::Failed
+                };
+                let why = format!("it exited with code {code} before its hello{reason}");
+                ending.fail(kind, not_ready(&why), &tail)
+            }
+        })
+    }
+
+    /// The worker's number.
+    pub(super) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The worker's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How many jobs it has been given.
+    pub(super) fn jobs(&self) -> u64 {
+        self.jobs
+    }
+
+    /// Whether the executable it was started from has changed on disk since.
+    pub(super) fn executable_changed(&self, path: &Path) -> bool {
+        FileId::of(path) != self.exe
+    }
+
+    /// Runs job `id` on the worker: sends the request and supervises it to its answer.
+    pub(super) fn run(
+        &mut self,
+        id: JobId,
+        job: &Job,
+        input: Arc<Vec<u8>>,
+        decode: &mut Option<Decoder>,
+        control: &Control,
+        events: &async_channel::Sender<RunnerEvent>,
+    ) -> JobEnd {
+        let pid = self.pid as libc::pid_t;
+        let limits = job.limits;
+        if control.is_cancelled() {
+            // Cancelled before its request went out: the worker stays out of it.
+            return JobEnd {
+                result: Err(JobError::new(
+                    FailureKind::Cancelled,
+                    "cancelled before it started",
+                )),
+                cpu: Duration::ZERO,
+                peak_rss_bytes: 0,
+                fate: Fate::Serving,
+            };
+        }
+        self.jobs += 1;
+        self.tail = Tail::new(limits.stderr_tail_bytes);
+        self.frames.set_limits(frame_limits(&limits));
+        let cpu_start = cpu_time(pid).unwrap_or_default();
+        if limits.max_cpu_time.is_some() || self.cpu_limited {
+            // RLIMIT_CPU counts the process's whole life: this job's limit starts from now.
+            let total = limits.max_cpu_time.map(|limit| cpu_start + limit);
+            self.cpu_limited = set_cpu_limit(pid, total).is_ok() && total.is_some();
+        }
+        self.peak.reset();
+        let mut request = Outgoing::new(frame::job_head(id.0), Some(input));
+        let mut expect = Expect::Answer {
+            id: id.0,
+            decode: decode.take(),
+            limits: DecodeLimits {
+                max_bytes: limits.max_output_bytes,
+                max_depth: limits.max_output_depth,
+            },
+        };
+        let mut watch = Watch::new(id, pid, limits, control, Instant::now());
+        let exchange = self.exchange(&mut request, &mut expect, &mut watch, Some(events));
+        if let Expect::Answer { decode: unused, .. } = &mut expect {
+            // Still there unless a result was decoded: a fresh worker may need it.
+            *decode = unused.take();
+        }
+
+        // The answer, unless the runner stopped the job (then the stop decides, as for a
+        // one-shot run); a broken frame stream ends the worker.
+        let stopped = watch.stopped().is_some();
+        let (answer, broken) = match exchange {
+            _ if stopped => (None, None),
+            Exchange::Result(Ok(value)) => (Some(Ok(value)), None),
+            // The frame was sound, only the result was not what the caller asked for.
+            Exchange::Result(Err(why)) => {
+                (Some(Err(JobError::new(FailureKind::BadOutput, why))), None)
+            }
+            Exchange::Error(message) => {
+                (Some(Err(JobError::new(FailureKind::Failed, message))), None)
+            }
+            Exchange::Broken(why) => (None, Some(why)),
+            Exchange::Hello(_) => (None, Some("a second hello".to_owned())),
+            Exchange::Exited => (None, None),
+        };
+        if let Some(result) = answer {
+            let tail = self.tail.text();
+            let result = result.map_err(|mut error| {
+                error.stderr_tail = tail;
+                error
+            });
+            if self.exited {
+                // It answered, then ended (as a processor does after a panic).
+                let exit = self.end();
+                return JobEnd {
+                    result,
+                    cpu: exit.cpu.saturating_sub(cpu_start),
+                    peak_rss_bytes: 0,
+                    fate: Fate::Gone,
+                };
+            }
+            return JobEnd {
+                result,
+                cpu: cpu_time(pid)
+                    .map(|now| now.saturating_sub(cpu_start))
+                    .unwrap_or_default(),
+                peak_rss_bytes: self.peak.peak().unwrap_or(0),
+                fate: Fate::Serving,
+            };
+        }
+        // The job ends with the worker: it died, broke the protocol, or was stopped.
+        if watch.stopped().is_some() && !self.exited {
+            self.exchange(&mut request, &mut Expect::Exit, &mut watch, None);
+        }
+        let undelivered = broken.is_none()
+            && watch.stopped().is_none()
+            && self
+                .stdin
+                .as_ref()
+                .and_then(|stdin| unread_bytes(stdin.as_raw_fd()))
+                .is_some_and(|unread| unread == request.sent);
+        let exit = self.end();
+        let tail = self.tail.text();
+        let ending = watch.ending(exit.code, exit.signal, exit.cpu.saturating_sub(cpu_start));
+        let result = if let Some(why) = broken {
+            Err(ending.fail(
+                FailureKind::BadOutput,
+                format!("the worker broke the frame protocol and was stopped: {why}"),
+                &tail,
+            ))
+        } else if let Some(error) = ending.failure(&limits, &tail) {
+            Err(error)
+        } else {
+            let code = exit.code.unwrap_or(-1);
+            let reason = last_line(&tail)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            Err(if code == 0 {
+                ending.fail(
+                    FailureKind::BadOutput,
+                    format!("the worker exited (code 0) without answering the job{reason}"),
+                    &tail,
+                )
+            } else {
+                ending.fail(
+                    FailureKind::Failed,
+                    format!("exited with code {code}{reason}"),
+                    &tail,
+                )
+            })
+        };
+        JobEnd {
+            result,
+            cpu: ending.cpu,
+            peak_rss_bytes: 0,
+            fate: if undelivered {
+                Fate::Undelivered
+            } else {
+                Fate::Gone
+            },
+        }
+    }
+
+    /// Waits, between jobs, for `wake` to be readable or `until` to pass. Drains stderr
+    /// meanwhile; a worker that exits is reaped, and one that writes to stdout between jobs
+    /// (nothing may arrive then) is killed.
+    pub(super) fn wait_idle(&mut self, wake: RawFd, until: Option<Instant>) -> Idle {
+        loop {
+            if self.reaped {
+                return Idle::Ended;
+            }
+            if !self.frames.is_empty() {
+                // A frame after the job's answer: the worker is out of step.
+                self.end();
+                return Idle::Ended;
+            }
+            let now = Instant::now();
+            if until.is_some_and(|t| now >= t) {
+                return Idle::TimedOut;
+            }
+            let mut fds = [
+                pollfd(wake),
+                pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
+                pollfd(raw(self.stdout.as_ref())),
+                pollfd(raw(self.stderr.as_ref())),
+            ];
+            // Without a pidfd, look at the process every 100 ms.
+            let until = match &self.pidfd {
+                Some(_) => until,
+                None => Some(until.map_or(now + Duration::from_millis(100), |t| {
+                    t.min(now + Duration::from_millis(100))
+                })),
+            };
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 4, poll_timeout(until, now)) };
+            if ready < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.end();
+                return Idle::Ended;
+            }
+            if fds[3].revents != 0 {
+                self.read_stderr();
+            }
+            if fds[2].revents != 0 {
+                // Bytes, or end of file, on stdout between jobs: either way it is over.
+                self.read_stdout();
+                self.end();
+                return Idle::Ended;
+            }
+            if fds[1].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+                self.exited = true;
+                self.end();
+                return Idle::Ended;
+            }
+            if fds[0].revents != 0 {
+                return Idle::Woken;
+            }
+        }
+    }
+
+    /// Ends the worker gracefully: closes its stdin (a worker exits at end of input) and
+    /// waits up to `grace` before SIGKILL.
+    pub(super) fn retire(mut self, grace: Duration) {
+        self.stdin = None;
+        let until = Instant::now() + grace;
+        while !self.exited {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let mut fds = [
+                pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
+                pollfd(raw(self.stderr.as_ref())),
+            ];
+            let wake = Some(match &self.pidfd {
+                Some(_) => until,
+                None => until.min(now + Duration::from_millis(20)),
+            });
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, poll_timeout(wake, now)) };
+            if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+            if fds[1].revents != 0 {
+                self.read_stderr();
+            }
+            if fds[0].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+                self.exited = true;
+            }
+        }
+        self.end();
+    }
+
+    /// Kills the worker's process group (the worker first, unless it has exited), reaps it,
+    /// and gives its exit status. Idempotent.
+    fn end(&mut self) -> Exit {
+        let pgid = self.pid as libc::pid_t;
+        if !self.reaped {
+            // The leader is unreaped until below, so the group id is still ours to signal;
+            // this also takes down what the worker left behind.
+            signal_group(pgid, libc::SIGKILL);
+            let (status, usage) = reap(pgid);
+            self.reaped = true;
+            self.exited = true;
+            self.last_exit = Some(Exit {
+                code: (!libc::WIFSIGNALED(status)).then(|| libc::WEXITSTATUS(status)),
+                signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+                cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+            });
+            self.stdin = None;
+            self.pidfd = None;
+            // Keep what the group wrote to stderr, but never wait for leftover writers.
+            self.read_stderr();
+            self.stdout = None;
+            self.stderr = None;
+        }
+        self.last_exit.unwrap_or(Exit {
+            code: None,
+            signal: None,
+            cpu: Duration::ZERO,
+        })
+    }
+
+    /// Talks to the worker until `expect` is met or the worker exits: writes `out`, splits
+    /// stdout into frames, keeps stderr's tail, and lets `watch` act on deadlines and cancel.
+    fn exchange(
+        &mut self,
+        out: &mut Outgoing,
+        expect: &mut Expect,
+        watch: &mut Watch<'_>,
+        events: Option<&async_channel::Sender<RunnerEvent>>,
+    ) -> Exchange {
+        loop {
+            // Frames already here (from an earlier read) come first.
+            if let Some(exchange) = self.take_frames(expect, watch) {
+                return exchange;
+            }
+            if self.exited {
+                return Exchange::Exited;
+            }
+            let now = Instant::now();
+            watch.tick(now);
+            if let Some(events) = events {
+                watch.send_progress(now, events);
+            }
+            let writing = out.pending() && self.stdin.is_some();
+            let mut fds = [
+                pollfd(raw(self.stdin.as_ref().filter(|_| writing))),
+                pollfd(raw(self.stdout.as_ref())),
+                pollfd(raw(self.stderr.as_ref())),
+                pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
+                pollfd(watch.control_fd()),
+            ];
+            fds[0].events = libc::POLLOUT;
+            let wake_at = [
+                watch.wake_at(),
+                self.pidfd
+                    .is_none()
+                    .then(|| now + Duration::from_millis(20)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 5, poll_timeout(wake_at, now)) };
+            if ready < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // poll itself failing is not recoverable: stop the worker.
+                watch.stop(Stop::Cancelled);
+                self.end();
+                return Exchange::Exited;
+            }
+            if fds[0].revents != 0 {
+                if let Some(stdin) = &self.stdin {
+                    if out.write_to(stdin.as_raw_fd()).is_err() {
+                        // EPIPE: the worker closed stdin; it is judged by what it does next.
+                        out.refused = true;
+                    }
+                }
+            }
+            if fds[2].revents != 0 {
+                self.read_stderr();
+            }
+            if fds[1].revents != 0 {
+                self.read_stdout();
+            }
+            if fds[3].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+                // Its last frames are in the pipe already: read them before judging.
+                self.exited = true;
+                self.read_stdout();
+            }
+            if fds[4].revents != 0 {
+                watch.on_control();
+            }
+        }
+    }
+
+    /// Acts on the complete frames received; returns when one ends the exchange.
+    fn take_frames(&mut self, expect: &mut Expect, watch: &mut Watch<'_>) -> Option<Exchange> {
+        loop {
+            let range = match self.frames.next_range() {
+                Ok(Some(range)) => range,
+                Ok(None) => return None,
+                Err(DecodeError::TooLarge { .. }) if matches!(expect, Expect::Answer { .. }) => {
+                    // Drop what came, read no more, and stop the worker as a one-shot run
+                    // over its output limit would be.
+                    self.frames = SequenceBuffer::new(DecodeLimits::default());
+                    self.stdout = None;
+                    watch.stop(Stop::OutputTooLarge);
+                    return None;
+                }
+                Err(err) => {
+                    let shown = hex_preview(self.frames.pending_bytes(), 16);
+                    return Some(Exchange::Broken(format!(
+                        "{err} on stdout, which began with {shown}"
+                    )));
+                }
+            };
+            let bytes = self.frames.get(range);
+            if let Expect::Exit = expect {
+                continue;
+            }
+            let frame = match Frame::parse(bytes) {
+                Ok(frame) => frame,
+                Err(why) => {
+                    let shown = hex_preview(bytes, 16);
+                    return Some(Exchange::Broken(format!("{why} (it began with {shown})")));
+                }
+            };
+            let kind = frame.kind();
+            let expected_id = match expect {
+                Expect::Hello => {
+                    if kind == frame::HELLO {
+                        let protocol = frame.field::<u64>("protocol", small()).ok().flatten();
+                        return Some(Exchange::Hello(protocol.unwrap_or(0)));
+                    }
+                    if matches!(kind, frame::RESULT | frame::ERROR | frame::PROGRESS) {
+                        return Some(Exchange::Broken(format!(
+                            "a {kind} frame came before its hello"
+                        )));
+                    }
+                    continue;
+                }
+                Expect::Answer { id, .. } => *id,
+                Expect::Exit => continue,
+            };
+            let id = frame.id();
+            match kind {
+                frame::HELLO => {
+                    return Some(Exchange::Broken("a second hello".into()));
+                }
+                // Progress of another job is harmless: ignored.
+                frame::PROGRESS if id == Ok(Some(expected_id)) => {
+                    if let Some(item) = progress_item(&frame) {
+                        watch.progress(item);
+                    }
+                }
+                frame::RESULT | frame::ERROR => {
+                    match id {
+                        Ok(Some(got)) if got == expected_id => {}
+                        Ok(Some(got)) => {
+                            return Some(Exchange::Broken(format!(
+                                "it answered job {got} while job {expected_id} was running"
+                            )));
+                        }
+                        _ => {
+                            return Some(Exchange::Broken(format!(
+                                "a {kind} frame without a valid id"
+                            )));
+                        }
+                    }
+                    if kind == frame::ERROR {
+                        let message = frame
+                            .field::<String>("error", small())
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| "the processor reported an error".into());
+                        return Some(Exchange::Error(message));
+                    }
+                    let Expect::Answer { decode, limits, .. } = expect else {
+                        return None;
+                    };
+                    let Some(result) = frame.field_bytes("result") else {
+                        return Some(Exchange::Broken("a result frame without a result".into()));
+                    };
+                    let Some(decode) = decode.take() else {
+                        return Some(Exchange::Broken("a second result".into()));
+                    };
+                    let decoded = decode(result, *limits).map_err(|err| {
+                        format!("{err}; the result began with {}", hex_preview(result, 16))
+                    });
+                    return Some(Exchange::Result(decoded));
+                }
+                // Types this version does not know are for later versions: ignored.
+                _ => {}
+            }
+        }
+    }
+
+    fn read_stdout(&mut self) {
+        let Some(stdout) = self.stdout.as_mut() else {
+            return;
+        };
+        // Bounded rounds, so that a flood cannot starve the rest of the loop.
+        for _ in 0..16 {
+            match self.frames.read_from(stdout, 64 * 1024) {
+                Ok(0) => {
+                    self.stdout = None;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.stdout = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_stderr(&mut self) {
+        let Some(stderr) = self.stderr.as_mut() else {
+            return;
+        };
+        for _ in 0..16 {
+            match stderr.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.stderr = None;
+                    return;
+                }
+                Ok(n) => self.tail.push(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        // Never leave a worker or a zombie behind, whatever path dropped it.
+        self.end();
+    }
+}
+
+/// A progress frame's item; `None` when it is not a usable one.
+fn progress_item(frame: &Frame<'_>) -> Option<ProgressItem> {
+    let fraction = match frame.field::<ciborium::Value>("fraction", small()).ok()?? {
+        ciborium::Value::Float(f) => f,
+        ciborium::Value::Integer(i) => i128::from(i) as f64,
+        _ => return None,
+    };
+    if !fraction.is_finite() {
+        return None;
+    }
+    let message = frame.field::<String>("message", small()).ok().flatten();
+    Some(ProgressItem {
+        fraction: fraction.clamp(0.0, 1.0),
+        message,
+    })
+}
+
+/// Limits for a frame's small fields.
+fn small() -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: 1 << 20,
+        max_depth: 16,
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn raw(file: Option<&File>) -> RawFd {
+    file.map_or(-1, AsRawFd::as_raw_fd)
+}
+
+fn has_exited(pid: u32) -> bool {
+    super::child::has_exited(pid as libc::pid_t)
+}

@@ -1,0 +1,581 @@
+//! The persistent workers of one queue: warm processor processes kept per worker key (the
+//! processor, its arguments, its environment and its priority, as Bazel keys its workers), at
+//! most as many live as the queue runs jobs at once, each on a thread of its own.
+//!
+//! The queue hands a job to an idle worker of its key, or to a new one; when that would make
+//! more live workers than the queue's bound, idle workers of other keys retire first, least
+//! recently used first. A worker thread owns its process (so `PR_SET_PDEATHSIG`, which follows
+//! the thread that spawned, lasts as long as the worker), runs its jobs, waits between them
+//! (draining stderr, noticing death), and retires its process when it has served enough jobs,
+//! grown too large, idled too long, or its executable changed on disk. A job that its worker
+//! never received goes to a fresh worker, once.
+//!
+//! Whether a processor supports persistent mode is asked of it once (`--describe`, on the
+//! worker thread, never on the main context) and remembered per executable file.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::oneshot::{self, poll_timeout};
+use super::worker::{Fate, FileId, Idle, WorkerProcess};
+use super::{RunRequest, RunnerEvent};
+use crate::job::{Job, Persistence};
+use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
+use crate::processor::DESCRIBE_TIMEOUT;
+
+/// When persistent workers are replaced or ended.
+///
+/// ```
+/// use std::time::Duration;
+/// use offload::{Queue, WorkerSettings};
+///
+/// let queue = Queue::new();
+/// queue.set_worker_settings(WorkerSettings {
+///     max_jobs: 500,
+///     idle_timeout: Duration::from_secs(10),
+///     ..WorkerSettings::default()
+/// });
+/// assert_eq!(queue.worker_settings().max_jobs, 500);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// A worker is replaced after serving this many jobs (default 10,000), so that a slow
+    /// leak cannot grow without bound.
+    pub max_jobs: u64,
+    /// A worker is replaced after a job during which its resident memory went over this
+    /// (default: a quarter of the machine's memory). `None`: never for its size.
+    pub max_memory_bytes: Option<u64>,
+    /// A worker with no job for this long ends (default 60 s).
+    pub idle_timeout: Duration,
+    /// How long a worker may take from its start to its hello, set-up included (default
+    /// 30 s); past it, the job it was started for fails as timed out.
+    pub start_timeout: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            max_jobs: 10_000,
+            max_memory_bytes: physical_memory().map(|bytes| bytes / 4),
+            idle_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysinfo fills a live struct.
+    unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) != 0 {
+            return None;
+        }
+        #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
+        let total = u64::try_from(info.totalram).ok()?;
+        total.checked_mul(u64::from(info.mem_unit))
+    }
+}
+
+/// Worker numbers are unique in the process, across queues.
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+
+/// What makes two jobs able to share a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WorkerKey {
+    path: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    inherit: Vec<OsString>,
+    nice: i32,
+}
+
+impl WorkerKey {
+    fn of(job: &Job) -> Self {
+        Self {
+            path: job.processor.path().to_path_buf(),
+            args: job.args.clone(),
+            env: job.env.clone(),
+            inherit: job.inherit.clone(),
+            nice: job.nice,
+        }
+    }
+}
+
+/// The persistent workers of one queue.
+pub(crate) struct Workers {
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    settings: WorkerSettings,
+    slots: Vec<Entry>,
+    /// Whether each processor supports persistent mode, and for which file it was asked.
+    modes: HashMap<PathBuf, (Option<FileId>, bool)>,
+}
+
+/// A worker thread as the pool sees it.
+struct Entry {
+    slot: Arc<Slot>,
+    /// Running a job, or about to.
+    busy: bool,
+    /// Asked to end; takes no more jobs.
+    retiring: bool,
+    last_used: Instant,
+}
+
+/// Where the pool and a worker thread meet.
+struct Slot {
+    key: WorkerKey,
+    inbox: Mutex<Inbox>,
+    /// An eventfd written whenever the inbox gets something.
+    wake: OwnedFd,
+}
+
+#[derive(Default)]
+struct Inbox {
+    request: Option<RunRequest>,
+    retire: Option<Retire>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retire {
+    /// Close its stdin and give it the grace period (idle, too many, replaced).
+    Gracefully,
+    /// SIGKILL (the queue is shutting down).
+    Now,
+}
+
+impl Slot {
+    fn new(key: WorkerKey) -> io::Result<Self> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            key,
+            inbox: Mutex::new(Inbox::default()),
+            // SAFETY: fd is a fresh descriptor that nothing else owns.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deliver(&self, request: RunRequest) {
+        self.inbox().request = Some(request);
+        self.wake();
+    }
+
+    fn retire(&self, how: Retire) {
+        let mut inbox = self.inbox();
+        if inbox.retire != Some(Retire::Now) {
+            inbox.retire = Some(how);
+        }
+        drop(inbox);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    fn clear_wake(&self) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes from our nonblocking eventfd into a live buffer.
+        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+    }
+
+    fn take(&self) -> (Option<RunRequest>, Option<Retire>) {
+        let mut inbox = self.inbox();
+        (inbox.request.take(), inbox.retire)
+    }
+}
+
+impl Workers {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(PoolState {
+                settings: WorkerSettings::default(),
+                slots: Vec::new(),
+                modes: HashMap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // Every change leaves the state consistent; a panic elsewhere cannot break it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn settings(&self) -> WorkerSettings {
+        self.lock().settings
+    }
+
+    pub(crate) fn set_settings(&self, settings: WorkerSettings) {
+        self.lock().settings = settings;
+    }
+
+    /// Whether `job` goes to a worker: unless it asks for a process of its own, or its
+    /// processor is known not to support persistent mode.
+    pub(crate) fn takes(&self, job: &Job) -> bool {
+        match job.persistence {
+            Persistence::Never => false,
+            Persistence::Always => true,
+            Persistence::Auto => !matches!(
+                self.lock().modes.get(job.processor.path()),
+                Some((_, false))
+            ),
+        }
+    }
+
+    /// Hands `request` to an idle worker of its key, or to a new worker thread. Retires idle
+    /// workers of other keys so that at most `max_workers` live.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        request: RunRequest,
+        max_workers: usize,
+    ) -> io::Result<()> {
+        let key = WorkerKey::of(&request.job);
+        let now = Instant::now();
+        let mut state = self.lock();
+        if let Some(entry) = state
+            .slots
+            .iter_mut()
+            .filter(|e| !e.busy && !e.retiring && e.slot.key == key)
+            .max_by_key(|e| e.last_used)
+        {
+            entry.busy = true;
+            entry.last_used = now;
+            entry.slot.deliver(request);
+            return Ok(());
+        }
+        state.retire_idle(max_workers.saturating_sub(1));
+        let slot = Arc::new(Slot::new(key)?);
+        slot.deliver(request);
+        state.slots.push(Entry {
+            slot: slot.clone(),
+            busy: true,
+            retiring: false,
+            last_used: now,
+        });
+        drop(state);
+        let workers = self.clone();
+        let thread_slot = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("offload-worker".into())
+            .spawn(move || worker_thread(&workers, &thread_slot));
+        if let Err(err) = spawned {
+            self.remove(&slot);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Retires idle workers beyond `max_workers` (the queue's bound was lowered).
+    pub(crate) fn trim(&self, max_workers: usize) {
+        self.lock().retire_idle(max_workers);
+    }
+
+    /// Ends every worker: idle ones now, busy ones once their job ends (the queue kills
+    /// those jobs itself).
+    pub(crate) fn shutdown(&self) {
+        for entry in &mut self.lock().slots {
+            entry.retiring = true;
+            entry.slot.retire(Retire::Now);
+        }
+    }
+
+    /// How many worker threads live (busy, idle or ending).
+    pub(crate) fn live(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    fn finished_job(&self, slot: &Arc<Slot>) {
+        let mut state = self.lock();
+        if let Some(entry) = state.entry(slot) {
+            entry.busy = false;
+            entry.last_used = Instant::now();
+        }
+    }
+
+    fn remove(&self, slot: &Arc<Slot>) {
+        self.lock().slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
+    }
+
+    /// Removes an idle slot whose time is up; `false` if a job came for it meanwhile.
+    fn remove_if_idle(&self, slot: &Arc<Slot>) -> bool {
+        let mut state = self.lock();
+        if state.entry(slot).is_some_and(|e| e.busy) {
+            return false;
+        }
+        state.slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
+        true
+    }
+
+    /// Whether `job`'s processor supports persistent mode: remembered per executable file,
+    /// asked with `--describe` (blocking: on a worker thread only) when unknown or changed.
+    fn supports_persistent(&self, job: &Job) -> bool {
+        let path = job.processor.path();
+        let file = FileId::of(path);
+        if let Some((known, persistent)) = self.lock().modes.get(path) {
+            if *known == file {
+                return *persistent;
+            }
+        }
+        let persistent = job
+            .processor
+            .describe(DESCRIBE_TIMEOUT)
+            .is_ok_and(|d| d.supports_persistent());
+        self.lock()
+            .modes
+            .insert(path.to_path_buf(), (file, persistent));
+        persistent
+    }
+}
+
+impl PoolState {
+    fn entry(&mut self, slot: &Arc<Slot>) -> Option<&mut Entry> {
+        self.slots.iter_mut().find(|e| Arc::ptr_eq(&e.slot, slot))
+    }
+
+    /// Retires idle workers, least recently used first, until at most `keep` are live.
+    fn retire_idle(&mut self, keep: usize) {
+        let live = self.slots.iter().filter(|e| !e.retiring).count();
+        let mut excess = live.saturating_sub(keep);
+        while excess > 0 {
+            let Some(entry) = self
+                .slots
+                .iter_mut()
+                .filter(|e| !e.busy && !e.retiring)
+                .min_by_key(|e| e.last_used)
+            else {
+                return;
+            };
+            entry.retiring = true;
+            entry.slot.retire(Retire::Gracefully);
+            excess -= 1;
+        }
+    }
+}
+
+/// What became of a job given to a worker thread.
+enum Served {
+    /// It ran (or failed to); report this. `retire`: end the worker once reported.
+    Finished { event: RunnerEvent, retire: bool },
+    /// Its processor runs one job per process.
+    OneShot(RunRequest),
+}
+
+/// A worker thread: serves its slot's jobs until it is retired or idles out.
+fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
+    let mut process: Option<WorkerProcess> = None;
+    let mut grace = crate::job::RunLimits::default().grace;
+    let mut idle_since = Instant::now();
+    loop {
+        let (request, retire) = slot.take();
+        if let Some(request) = request {
+            let events = request.events.clone();
+            grace = request.job.limits.grace;
+            match serve(workers, &mut process, request) {
+                Served::Finished { event, retire } => {
+                    // Idle before the queue hears of the end: its next job may come at once.
+                    workers.finished_job(slot);
+                    let _ = events.try_send(event);
+                    if retire {
+                        if let Some(worker) = process.take() {
+                            worker.retire(grace);
+                        }
+                    }
+                }
+                Served::OneShot(request) => {
+                    // This key's jobs run one process each: run this one, and leave the pool.
+                    workers.remove(slot);
+                    let _ = events.try_send(oneshot::run(request));
+                    return;
+                }
+            }
+            idle_since = Instant::now();
+            continue;
+        }
+        if let Some(how) = retire {
+            match (process.take(), how) {
+                (Some(worker), Retire::Gracefully) => worker.retire(grace),
+                // Dropping kills and reaps.
+                (worker, _) => drop(worker),
+            }
+            workers.remove(slot);
+            return;
+        }
+        let until = idle_since + workers.settings().idle_timeout;
+        let idle = match process.as_mut() {
+            Some(worker) => worker.wait_idle(slot.wake_fd(), Some(until)),
+            None => wait_readable(slot.wake_fd(), until),
+        };
+        match idle {
+            Idle::Woken => slot.clear_wake(),
+            Idle::Ended => process = None,
+            Idle::TimedOut => {
+                if workers.remove_if_idle(slot) {
+                    if let Some(worker) = process.take() {
+                        worker.retire(grace);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for `fd` to be readable until `until`.
+fn wait_readable(fd: RawFd, until: Instant) -> Idle {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Idle::TimedOut;
+        }
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pollfd, 1, poll_timeout(Some(until), now)) };
+        if ready > 0 {
+            return Idle::Woken;
+        }
+    }
+}
+
+/// Runs one job on this thread's worker, starting one if needed.
+fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunRequest) -> Served {
+    let started = Instant::now();
+    let settings = workers.settings();
+    let path = request.job.processor.path();
+    if process.as_ref().is_some_and(|w| w.executable_changed(path)) {
+        // Rebuilt or replaced on disk: the next jobs get the new one.
+        if let Some(worker) = process.take() {
+            worker.retire(request.job.limits.grace);
+        }
+    }
+    if process.is_none() && !workers.supports_persistent(&request.job) {
+        if request.job.persistence != Persistence::Always {
+            return Served::OneShot(request);
+        }
+        let error = JobError::new(
+            FailureKind::CouldNotStart,
+            format!(
+                "{} does not support persistent mode (its --describe does not say \"persistent\": true); run it without --persistent",
+                path.display()
+            ),
+        );
+        return Served::Finished {
+            event: RunnerEvent::Finished {
+                id: request.id,
+                result: Err(error),
+                stats: RunStats::default(),
+            },
+            retire: true,
+        };
+    }
+    let RunRequest {
+        id,
+        job,
+        input,
+        decode,
+        control,
+        events,
+    } = request;
+    let mut decode = Some(decode);
+    let mut delivered_once = false;
+    loop {
+        let mut startup = None;
+        if process.is_none() {
+            let began = Instant::now();
+            let number = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+            match WorkerProcess::start(&job, id, number, settings.start_timeout, &control) {
+                Ok(worker) => {
+                    *process = Some(worker);
+                    startup = Some(began.elapsed());
+                }
+                Err(error) => {
+                    let stats = RunStats {
+                        wall: started.elapsed(),
+                        ..RunStats::default()
+                    };
+                    let event = RunnerEvent::Finished {
+                        id,
+                        result: Err(error),
+                        stats,
+                    };
+                    return Served::Finished {
+                        event,
+                        retire: false,
+                    };
+                }
+            }
+        }
+        let Some(worker) = process.as_mut() else {
+            continue;
+        };
+        let run = WorkerRun {
+            worker: worker.number(),
+            job: worker.jobs() + 1,
+            startup,
+        };
+        let pid = worker.pid();
+        let _ = events.try_send(RunnerEvent::Started {
+            id,
+            pid,
+            worker: Some(run),
+        });
+        let end = worker.run(id, &job, input.clone(), &mut decode, &control, &events);
+        if end.fate == Fate::Undelivered && !delivered_once {
+            // It ended before reading any of the request: a fresh worker gets the job.
+            delivered_once = true;
+            *process = None;
+            continue;
+        }
+        let retire = match end.fate {
+            Fate::Serving => {
+                worker.jobs() >= settings.max_jobs
+                    || settings
+                        .max_memory_bytes
+                        .is_some_and(|limit| end.peak_rss_bytes > limit)
+            }
+            Fate::Gone | Fate::Undelivered => {
+                *process = None;
+                false
+            }
+        };
+        let stats = RunStats {
+            pid: Some(pid),
+            wall: started.elapsed(),
+            cpu: end.cpu,
+            peak_rss_bytes: end.peak_rss_bytes,
+            worker: Some(run),
+        };
+        return Served::Finished {
+            event: RunnerEvent::Finished {
+                id,
+                result: end.result,
+                stats,
+            },
+            retire,
+        };
+    }
+}

@@ -1,0 +1,695 @@
+//! Persistent workers (PROTOCOL.md, section 18), with real processes: every fault of a worker
+//! fails only the job it was running, with the same kinds as a one-shot run, and the engine
+//! keeps, recycles, replaces and ends its workers as documented.
+//!
+//! Two workers are used: `offload-diag` (the Rust SDK) and `tests/workers/offload-rawworker`,
+//! written in Python from PROTOCOL.md alone, which misbehaves in ways the SDK never would.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ciborium::Value;
+use common::{diag_job, field, on_main_context, wait_group_gone};
+use offload::{
+    FailureKind, Finished, Job, Persistence, Processor, Queue, RunLimits, WorkerSettings,
+};
+use serde_json::json;
+
+fn rawworker_path() -> PathBuf {
+    common::root().join("tests/workers/offload-rawworker")
+}
+
+fn rawworker() -> Job {
+    Job::new(Processor::at(rawworker_path())).persistence(Persistence::Always)
+}
+
+fn raw(what: &str, value: i64) -> serde_json::Value {
+    json!({"do": what, "value": value})
+}
+
+/// Runs `inputs` on one queue of `parallel` slots (with `settings`) and gives every outcome.
+fn run_with(
+    job: &Job,
+    inputs: &[serde_json::Value],
+    parallel: usize,
+    settings: Option<WorkerSettings>,
+) -> Vec<Finished<Value>> {
+    on_main_context(|| async {
+        let queue = Queue::with_max_running(parallel);
+        if let Some(settings) = settings {
+            queue.set_worker_settings(settings);
+        }
+        let handles: Vec<_> = inputs
+            .iter()
+            .map(|input| queue.submit::<_, Value>(job, input).expect("submit"))
+            .collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            out.push(handle.finished().await);
+        }
+        out
+    })
+}
+
+fn run_all(job: &Job, inputs: &[serde_json::Value]) -> Vec<Finished<Value>> {
+    run_with(job, inputs, 1, None)
+}
+
+fn pid_of(finished: &Finished<Value>) -> u32 {
+    finished.stats.pid.expect("a pid")
+}
+
+fn value_of(finished: &Finished<Value>) -> Option<i128> {
+    let result = finished.result.as_ref().ok()?;
+    field(result, "value")
+        .and_then(Value::as_integer)
+        .map(i128::from)
+}
+
+fn echo_of(finished: &Finished<Value>) -> Option<i128> {
+    let result = finished.result.as_ref().ok()?;
+    field(result, "echo")
+        .and_then(Value::as_integer)
+        .map(i128::from)
+}
+
+fn error_of(finished: &Finished<Value>) -> &offload::JobError {
+    finished.result.as_ref().expect_err("the job fails")
+}
+
+/// Whether process `pid` is alive (a zombie counts as dead).
+fn alive(pid: u32) -> bool {
+    common::processes()
+        .iter()
+        .any(|p| p.pid == pid && p.state != 'Z')
+}
+
+fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn a_worker_serves_many_jobs_in_one_process() {
+    let inputs: Vec<_> = (0..60).map(|i| json!({"echo": i})).collect();
+    let results = run_with(&diag_job(), &inputs, 2, None);
+    for (i, finished) in results.iter().enumerate() {
+        assert_eq!(echo_of(finished), Some(i as i128), "{:?}", finished.result);
+        assert!(finished.stats.worker.is_some(), "job {i} ran on a worker");
+    }
+    let pids: BTreeSet<u32> = results.iter().map(pid_of).collect();
+    assert!(
+        (1..=2).contains(&pids.len()),
+        "{} processes for 60 jobs at -j 2",
+        pids.len()
+    );
+    let cold = results
+        .iter()
+        .filter(|f| f.stats.worker.is_some_and(|w| w.is_cold()))
+        .count();
+    assert_eq!(cold, pids.len(), "one cold start per worker");
+    // The result says which process ran it: the worker's.
+    let reported = results[10]
+        .result
+        .as_ref()
+        .ok()
+        .and_then(|r| field(r, "pid"))
+        .and_then(Value::as_integer)
+        .map(i128::from);
+    assert_eq!(reported, Some(i128::from(pid_of(&results[10]))));
+}
+
+#[test]
+fn every_example_processor_gives_the_same_results_in_both_modes() {
+    for name in [
+        "offload-mandelbrot",
+        "offload-blur",
+        "offload-jitter",
+        "offload-diag",
+    ] {
+        let processor = Processor::at(common::bin(name));
+        let description = processor
+            .describe(Duration::from_secs(5))
+            .expect("describes itself");
+        assert!(description.supports_persistent(), "{name}");
+        let input = offload::inputs::encode_json(description.example_input.clone())
+            .expect("the example input encodes");
+        let outcome = |persistence| {
+            on_main_context(|| async {
+                let queue = Queue::new();
+                let job = Job::new(processor.clone()).persistence(persistence);
+                let first = queue
+                    .submit_cbor::<Value>(&job, input.clone())
+                    .expect("submit");
+                let again = queue
+                    .submit_cbor::<Value>(&job, input.clone())
+                    .expect("submit");
+                let first = first.finished().await;
+                let again = again.finished().await;
+                (first.result, again.result, first.stats.worker)
+            })
+        };
+        let (one_shot, _, worker) = outcome(Persistence::Never);
+        assert!(worker.is_none());
+        let (persistent, second, worker) = outcome(Persistence::Always);
+        assert!(worker.is_some(), "{name} ran on a worker");
+        let strip = |result: Result<Value, offload::JobError>| -> Value {
+            // diag reports its pid and clock: those differ by nature.
+            let value = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            match value {
+                Value::Map(entries) => Value::Map(
+                    entries
+                        .into_iter()
+                        .filter(|(k, _)| {
+                            !matches!(k.as_text(), Some("pid" | "started_ns" | "finished_ns"))
+                        })
+                        .collect(),
+                ),
+                other => other,
+            }
+        };
+        let persistent = strip(persistent);
+        assert_eq!(strip(one_shot), persistent, "{name}");
+        assert_eq!(
+            strip(second),
+            persistent,
+            "{name}, a second job on the same worker"
+        );
+    }
+}
+
+#[test]
+fn an_error_response_fails_its_job_and_keeps_the_worker() {
+    let results = run_all(
+        &rawworker(),
+        &[raw("echo", 1), raw("error", 2), raw("echo", 3)],
+    );
+    let err = error_of(&results[1]);
+    assert_eq!(err.kind, FailureKind::Failed, "{err:?}");
+    assert_eq!(err.message, "asked to fail");
+    assert_eq!(value_of(&results[2]), Some(3));
+    assert_eq!(pid_of(&results[0]), pid_of(&results[2]), "the same worker");
+}
+
+#[test]
+fn a_crash_mid_job_fails_only_that_job_and_a_fresh_worker_takes_the_next() {
+    let results = run_all(
+        &rawworker(),
+        &[raw("echo", 1), raw("crash", 2), raw("echo", 3)],
+    );
+    let err = error_of(&results[1]);
+    assert_eq!(
+        (err.kind, err.signal),
+        (FailureKind::Killed, Some(libc::SIGSEGV)),
+        "{err:?}"
+    );
+    assert_eq!(value_of(&results[0]), Some(1));
+    assert_eq!(value_of(&results[2]), Some(3));
+    assert_ne!(pid_of(&results[0]), pid_of(&results[2]));
+    assert!(!alive(pid_of(&results[1])), "the crashed worker is reaped");
+}
+
+#[test]
+fn an_exit_mid_job_is_failed_with_its_code_and_stderr() {
+    let results = run_all(&rawworker(), &[raw("exit", 1), raw("echo", 2)]);
+    let err = error_of(&results[0]);
+    assert_eq!((err.kind, err.exit_code), (FailureKind::Failed, Some(3)));
+    assert!(err.stderr_tail.contains("exiting with code 3"), "{err:?}");
+    assert!(err.message.contains("exiting with code 3"), "{err:?}");
+    assert_eq!(value_of(&results[1]), Some(2));
+}
+
+#[test]
+fn a_worker_that_exits_between_jobs_loses_no_job() {
+    // Each worker answers, then exits at once: the next job finds it gone (while idle, or
+    // before it read a byte of the request) and goes to a fresh worker.
+    let inputs: Vec<_> = (0..40).map(|i| raw("answer_then_exit", i)).collect();
+    let results = run_with(&rawworker(), &inputs, 2, None);
+    for (i, finished) in results.iter().enumerate() {
+        assert_eq!(value_of(finished), Some(i as i128), "{:?}", finished.result);
+    }
+}
+
+#[test]
+fn a_hung_worker_times_out_and_leaves_no_process() {
+    let job = rawworker().limits(RunLimits {
+        timeout: Some(Duration::from_millis(300)),
+        grace: Duration::from_millis(200),
+        ..RunLimits::default()
+    });
+    let results = run_all(&job, &[raw("hang", 1), raw("echo", 2)]);
+    assert_eq!(error_of(&results[0]).kind, FailureKind::TimedOut);
+    let pid = pid_of(&results[0]);
+    assert_eq!(
+        wait_group_gone(pid, Duration::from_secs(2)),
+        Vec::<u32>::new()
+    );
+    assert_eq!(value_of(&results[1]), Some(2));
+}
+
+#[test]
+fn garbage_wrong_ids_and_stray_prints_are_bad_output_and_replace_the_worker() {
+    for what in ["garbage", "wrong_id", "stray"] {
+        let results = run_all(
+            &rawworker(),
+            &[raw("echo", 1), raw(what, 2), raw("echo", 3)],
+        );
+        let err = error_of(&results[1]);
+        assert_eq!(err.kind, FailureKind::BadOutput, "{what}: {err:?}");
+        assert!(
+            err.message.contains("broke the frame protocol"),
+            "{what}: {}",
+            err.message
+        );
+        assert_eq!(value_of(&results[2]), Some(3), "{what}");
+        assert_ne!(pid_of(&results[0]), pid_of(&results[2]), "{what}");
+        assert!(
+            wait_dead(pid_of(&results[1]), Duration::from_secs(2)),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn an_sdk_processors_stray_prints_go_to_stderr_not_into_the_frames() {
+    let results = run_all(
+        &diag_job().persistence(Persistence::Always),
+        &[
+            json!({"echo": 1, "print": "a line on stdout"}),
+            json!({"echo": 2}),
+        ],
+    );
+    assert_eq!(echo_of(&results[0]), Some(1), "{:?}", results[0].result);
+    assert_eq!(echo_of(&results[1]), Some(2));
+    assert_eq!(
+        pid_of(&results[0]),
+        pid_of(&results[1]),
+        "the worker carried on"
+    );
+}
+
+#[test]
+fn one_crash_among_a_thousand_jobs_fails_only_itself() {
+    let inputs: Vec<_> = (0..1000)
+        .map(|i| {
+            if i == 500 {
+                json!({"fail": "segv"})
+            } else {
+                json!({"echo": i})
+            }
+        })
+        .collect();
+    let results = run_with(&diag_job(), &inputs, 2, None);
+    for (i, finished) in results.iter().enumerate() {
+        if i == 500 {
+            assert_eq!(error_of(finished).kind, FailureKind::Killed);
+        } else {
+            assert_eq!(
+                echo_of(finished),
+                Some(i as i128),
+                "job {i}: {:?}",
+                finished.result
+            );
+        }
+    }
+    let pids: BTreeSet<u32> = results.iter().map(pid_of).collect();
+    assert!(
+        pids.len() <= 3,
+        "{} workers for 1,000 jobs and one crash",
+        pids.len()
+    );
+}
+
+#[test]
+fn cancelling_a_running_job_stops_its_worker_and_leaves_no_process() {
+    let (cancelled, next) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job().limits(RunLimits {
+            grace: Duration::from_millis(300),
+            ..RunLimits::default()
+        });
+        let slow = queue
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 20_000}))
+            .expect("submit");
+        let next = queue
+            .submit::<_, Value>(&job, &json!({"echo": 5}))
+            .expect("submit");
+        let id = slow.id();
+        common::sleep(Duration::from_millis(300)).await;
+        assert!(queue.cancel(id));
+        (slow.finished().await, next.finished().await)
+    });
+    assert_eq!(error_of(&cancelled).kind, FailureKind::Cancelled);
+    let pid = pid_of(&cancelled);
+    assert_eq!(
+        wait_group_gone(pid, Duration::from_secs(2)),
+        Vec::<u32>::new()
+    );
+    assert_eq!(echo_of(&next), Some(5));
+    assert_ne!(pid_of(&next), pid);
+}
+
+#[test]
+fn workers_are_replaced_after_their_job_limit() {
+    let settings = WorkerSettings {
+        max_jobs: 5,
+        ..WorkerSettings::default()
+    };
+    let inputs: Vec<_> = (0..20).map(|i| json!({"echo": i})).collect();
+    let results = run_with(&diag_job(), &inputs, 1, Some(settings));
+    let pids: Vec<u32> = results.iter().map(pid_of).collect();
+    let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "{pids:?}");
+    for finished in &results {
+        let run = finished.stats.worker.expect("on a worker");
+        assert!((1..=5).contains(&run.job), "{run:?}");
+    }
+    for pid in distinct {
+        assert!(wait_dead(pid, Duration::from_secs(3)), "worker {pid} ended");
+    }
+}
+
+#[test]
+fn workers_are_replaced_after_a_job_that_grew_them_too_large() {
+    let settings = WorkerSettings {
+        max_memory_bytes: Some(64 << 20),
+        ..WorkerSettings::default()
+    };
+    // 128 MiB of result makes the worker's peak go past 64 MiB.
+    let inputs = [
+        json!({"echo": 1}),
+        json!({"echo": 2, "output_bytes": 128 << 20}),
+        json!({"echo": 3}),
+    ];
+    let results = run_with(&diag_job(), &inputs, 1, Some(settings));
+    assert_eq!(echo_of(&results[1]), Some(2));
+    assert!(
+        results[1].stats.peak_rss_bytes > 64 << 20,
+        "{:?}",
+        results[1].stats
+    );
+    assert_eq!(pid_of(&results[0]), pid_of(&results[1]));
+    assert_ne!(
+        pid_of(&results[1]),
+        pid_of(&results[2]),
+        "replaced after the big job"
+    );
+}
+
+#[test]
+fn idle_workers_end_after_the_idle_timeout() {
+    let pid = on_main_context(|| async {
+        let queue = Queue::with_max_running(2);
+        queue.set_worker_settings(WorkerSettings {
+            idle_timeout: Duration::from_millis(300),
+            ..WorkerSettings::default()
+        });
+        let finished = queue
+            .submit::<_, Value>(&diag_job(), &json!({"echo": 1}))
+            .expect("submit")
+            .finished()
+            .await;
+        let pid = pid_of(&finished);
+        assert!(alive(pid), "the worker waits for more");
+        assert_eq!(queue.live_workers(), 1);
+        let until = Instant::now() + Duration::from_secs(5);
+        while queue.live_workers() > 0 && Instant::now() < until {
+            common::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(queue.live_workers(), 0, "the idle worker ended");
+        pid
+    });
+    assert!(wait_dead(pid, Duration::from_secs(2)));
+}
+
+#[test]
+fn a_changed_executable_is_picked_up_by_the_next_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("offload-rawcopy");
+    std::fs::copy(rawworker_path(), &copy).expect("copy");
+    let job = Job::new(Processor::at(&copy));
+    let (first, second) = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let first = queue
+            .submit::<_, Value>(&job, &raw("echo", 1))
+            .expect("submit")
+            .finished()
+            .await;
+        // A rebuild: new contents (and so size and time) at the same path.
+        let mut text = std::fs::read_to_string(&copy).expect("read");
+        text.push_str("\n# rebuilt\n");
+        std::fs::write(&copy, text).expect("rewrite");
+        let second = queue
+            .submit::<_, Value>(&job, &raw("echo", 2))
+            .expect("submit")
+            .finished()
+            .await;
+        (first, second)
+    });
+    assert_eq!(value_of(&first), Some(1));
+    assert_eq!(value_of(&second), Some(2));
+    assert!(first.stats.worker.is_some() && second.stats.worker.is_some());
+    assert_ne!(
+        pid_of(&first),
+        pid_of(&second),
+        "a new worker for the new file"
+    );
+    assert!(wait_dead(pid_of(&first), Duration::from_secs(3)));
+}
+
+/// A processor file in `dir` from a Python `body`, which declares persistent mode in its
+/// description.
+fn python_worker(dir: &Path, name: &str, body: &str) -> Job {
+    let path = dir.join(name);
+    let script = format!(
+        "#!/usr/bin/env python3\nimport sys, os, time\n\
+         if '--describe' in sys.argv:\n    \
+         print('{{\"name\": \"x\", \"summary\": \"x\", \"protocol\": 2, \"persistent\": true, \"example_input\": null}}')\n    \
+         sys.exit(0)\n{body}\n"
+    );
+    std::fs::write(&path, script).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Job::new(Processor::at(path))
+}
+
+#[test]
+fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = WorkerSettings {
+        start_timeout: Duration::from_millis(500),
+        ..WorkerSettings::default()
+    };
+    let exits = python_worker(
+        dir.path(),
+        "offload-exits",
+        "sys.stderr.write('offload-exits: no model file\\n'); sys.exit(4)",
+    );
+    let err = run_with(&exits, &[json!(1)], 1, Some(settings)).remove(0);
+    let err = error_of(&err);
+    assert_eq!(
+        (err.kind, err.exit_code),
+        (FailureKind::Failed, Some(4)),
+        "{err:?}"
+    );
+    assert!(err.message.contains("did not start") && err.message.contains("no model file"));
+
+    let silent = python_worker(dir.path(), "offload-silent", "time.sleep(60)");
+    let finished = run_with(&silent, &[json!(1)], 1, Some(settings)).remove(0);
+    let err = error_of(&finished);
+    assert_eq!(err.kind, FailureKind::TimedOut, "{err:?}");
+    assert!(err.message.contains("no hello"), "{err:?}");
+
+    let garbage = python_worker(
+        dir.path(),
+        "offload-garbage",
+        "os.write(1, b'\\xff\\xff nonsense'); time.sleep(60)",
+    );
+    let err = run_with(&garbage, &[json!(1)], 1, Some(settings)).remove(0);
+    assert_eq!(
+        error_of(&err).kind,
+        FailureKind::BadOutput,
+        "{:?}",
+        err.result
+    );
+}
+
+#[test]
+fn a_processor_without_persistent_mode_is_never_started_persistent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("offload-argv");
+    // A version-1 processor: answers with its arguments (as a CBOR array of texts).
+    std::fs::write(
+        &path,
+        "#!/usr/bin/env python3\nimport sys, cbor2\n\
+         if '--describe' in sys.argv:\n    \
+         print('{\"name\": \"argv\", \"summary\": \"x\", \"protocol\": 1, \"example_input\": null}')\n    \
+         sys.exit(0)\n\
+         sys.stdin.buffer.read()\nsys.stdout.buffer.write(cbor2.dumps(sys.argv[1:]))\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let job = Job::new(Processor::at(&path));
+    let results = run_all(&job, &[json!(1), json!(2)]);
+    for finished in &results {
+        assert_eq!(
+            finished.result,
+            Ok(Value::Array(Vec::new())),
+            "no --persistent"
+        );
+        assert!(finished.stats.worker.is_none());
+    }
+    assert_ne!(
+        pid_of(&results[0]),
+        pid_of(&results[1]),
+        "a process per job"
+    );
+
+    let results = run_all(&job.persistence(Persistence::Always), &[json!(1)]);
+    let err = error_of(&results[0]);
+    assert_eq!(err.kind, FailureKind::CouldNotStart);
+    assert!(
+        err.message.contains("does not support persistent mode"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_worker_gets_only_stdio_leads_its_group_and_has_no_progress_fd() {
+    let results = run_all(&rawworker(), &[json!({"do": "inspect"})]);
+    let value = results[0].result.as_ref().expect("inspect");
+    let value = field(value, "value").expect("value");
+    let fds: Vec<i128> = field(value, "fds")
+        .and_then(Value::as_array)
+        .expect("fds")
+        .iter()
+        .filter_map(|v| v.as_integer().map(i128::from))
+        .collect();
+    assert_eq!(fds, vec![0, 1, 2]);
+    let env = field(value, "env").and_then(Value::as_map).expect("env");
+    assert!(!env
+        .iter()
+        .any(|(k, _)| k.as_text() == Some("OFFLOAD_PROGRESS_FD")));
+    let pgrp = field(value, "pgrp")
+        .and_then(Value::as_integer)
+        .map(i128::from);
+    assert_eq!(
+        pgrp,
+        Some(i128::from(pid_of(&results[0]))),
+        "it leads its own group"
+    );
+}
+
+#[test]
+fn progress_frames_arrive_as_events_for_their_job() {
+    let events = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = seen.clone();
+        queue.connect_events(move |event| {
+            if let offload::QueueEvent::Progress { id, fraction, .. } = event {
+                log.borrow_mut().push((*id, *fraction));
+            }
+        });
+        let handle = queue
+            .submit::<_, Value>(
+                &diag_job(),
+                &json!({"echo": 1, "sleep_ms": 400, "progress_steps": 4}),
+            )
+            .expect("submit");
+        let id = handle.id();
+        handle.result().await.expect("succeeds");
+        let seen = seen.borrow().clone();
+        (id, seen)
+    });
+    let (id, seen) = events;
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(seen.iter().all(|(job, _)| *job == id));
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "{seen:?}");
+}
+
+#[test]
+fn a_jobs_stats_are_its_own_not_its_workers() {
+    let results = run_all(&diag_job(), &[json!({"burn_ms": 300}), json!({"echo": 2})]);
+    assert_eq!(pid_of(&results[0]), pid_of(&results[1]));
+    let (burn, echo) = (results[0].stats, results[1].stats);
+    assert!(burn.cpu >= Duration::from_millis(250), "{burn:?}");
+    assert!(echo.cpu < Duration::from_millis(100), "{echo:?}");
+    assert!(echo.wall < Duration::from_millis(200), "{echo:?}");
+    let second = echo.worker.expect("a worker");
+    assert_eq!((second.job, second.startup), (2, None));
+    assert!(burn.worker.expect("a worker").startup.is_some());
+    assert!(
+        echo.peak_rss_bytes > 0 && echo.peak_rss_bytes < 64 << 20,
+        "{echo:?}"
+    );
+}
+
+#[test]
+fn workers_die_with_the_host() {
+    let mut command = common::offload();
+    command.args([
+        "run",
+        rawworker_path().to_str().expect("utf-8"),
+        "--inputs",
+        "-",
+        "-j",
+        "2",
+    ]);
+    let mut child = common::spawn_with_input(command, b"{\"do\": \"hang\"}\n{\"do\": \"hang\"}\n");
+    let host = child.id();
+    let until = Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let workers: Vec<u32> = common::processes()
+            .into_iter()
+            .filter(|p| p.parent == host && p.state != 'Z')
+            .map(|p| p.pid)
+            .collect();
+        if workers.len() == 2 || Instant::now() > until {
+            break workers;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(workers.len(), 2, "two workers started");
+    child.kill().expect("SIGKILL the host");
+    child.wait().expect("reaped");
+    for pid in workers {
+        assert!(
+            wait_dead(pid, Duration::from_secs(2)),
+            "worker {pid} outlived its host"
+        );
+    }
+}
+
+#[test]
+fn a_result_over_the_output_limit_stops_the_worker_with_bounded_host_memory() {
+    let mut command = common::offload();
+    command.args([
+        "run",
+        "diag",
+        "--persistent",
+        "--max-output",
+        "16M",
+        "--input",
+        "-",
+    ]);
+    let child = common::spawn_with_input(command, br#"{"output_bytes": 536870912}"#);
+    let (out, peak) = common::wait_sampling_peak_rss(child);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("a JSON line");
+    assert_eq!(line["error"]["kind"], "bad_output", "{line}");
+    assert!(line["error"]["message"]
+        .as_str()
+        .expect("text")
+        .contains("over the limit of 16777216 bytes"));
+    assert!(peak < 100 << 20, "host peak RSS {} MiB", peak >> 20);
+}

@@ -75,6 +75,39 @@ impl fmt::Display for LookupError {
 
 impl std::error::Error for LookupError {}
 
+/// Why `--describe` gave no description.
+///
+/// ```
+/// use offload::processor::DescribeError;
+/// let err = DescribeError::TimedOut(std::time::Duration::from_secs(2));
+/// assert_eq!(err.to_string(), "no answer to --describe within 2s");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescribeError {
+    /// It could not be started.
+    CannotStart(String),
+    /// It did not answer in time (perhaps only because the machine is busy: worth asking
+    /// again later).
+    TimedOut(Duration),
+    /// It exited with a failure: it does not know the flag.
+    Failed(String),
+    /// It printed no valid description.
+    Invalid(String),
+}
+
+impl fmt::Display for DescribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CannotStart(why) => f.write_str(why),
+            Self::TimedOut(timeout) => write!(f, "no answer to {DESCRIBE_FLAG} within {timeout:?}"),
+            Self::Failed(status) => write!(f, "{DESCRIBE_FLAG} failed ({status})"),
+            Self::Invalid(why) => write!(f, "{DESCRIBE_FLAG} printed no valid description: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DescribeError {}
+
 impl Processor {
     /// The processor at `path`, used as it is (whether it can run is found out when it runs).
     pub fn at(path: impl Into<PathBuf>) -> Self {
@@ -176,7 +209,7 @@ impl Processor {
 
     /// Runs `PROCESSOR --describe` with stdin closed and a timeout. Blocks: call it off the main
     /// thread in an app.
-    pub fn describe(&self, timeout: Duration) -> Result<Description, String> {
+    pub fn describe(&self, timeout: Duration) -> Result<Description, DescribeError> {
         let mut child = Command::new(&self.path)
             .arg(DESCRIBE_FLAG)
             .stdin(Stdio::null())
@@ -184,8 +217,13 @@ impl Processor {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map_err(|err| format!("cannot start {}: {err}", self.path.display()))?;
-        let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+            .map_err(|err| {
+                DescribeError::CannotStart(format!("cannot start {}: {err}", self.path.display()))
+            })?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DescribeError::CannotStart("no stdout pipe".into()))?;
         let reader = std::thread::spawn(move || {
             let mut text = Vec::new();
             let _ = (&mut stdout).take(1 << 20).read_to_end(&mut text);
@@ -206,14 +244,13 @@ impl Processor {
             unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = child.wait();
             let _ = reader.join();
-            return Err(format!("no answer to {DESCRIBE_FLAG} within {timeout:?}"));
+            return Err(DescribeError::TimedOut(timeout));
         };
         let text = reader.join().unwrap_or_default();
         if !status.success() {
-            return Err(format!("{DESCRIBE_FLAG} failed ({status})"));
+            return Err(DescribeError::Failed(status.to_string()));
         }
-        serde_json::from_slice(&text)
-            .map_err(|err| format!("{DESCRIBE_FLAG} printed no valid description: {err}"))
+        serde_json::from_slice(&text).map_err(|err| DescribeError::Invalid(err.to_string()))
     }
 }
 

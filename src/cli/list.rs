@@ -20,16 +20,18 @@ pub fn list(as_json: bool) -> anyhow::Result<ExitCode> {
     let width = processors.iter().map(|p| p.name().len()).max().unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for (processor, probe) in processors.iter().zip(probes) {
-        let description = probe
-            .join()
-            .unwrap_or_else(|_| Err("the probe panicked".to_owned()));
+        let description = probe.join().unwrap_or_else(|_| {
+            Err(offload::processor::DescribeError::CannotStart(
+                "the probe panicked".to_owned(),
+            ))
+        });
         if as_json {
             let line = match &description {
                 Ok(d) => {
                     json!({"name": processor.name(), "path": processor.path(), "description": d})
                 }
                 Err(err) => {
-                    json!({"name": processor.name(), "path": processor.path(), "description": null, "describe_error": err})
+                    json!({"name": processor.name(), "path": processor.path(), "description": null, "describe_error": err.to_string()})
                 }
             };
             if writeln!(out, "{line}").is_err() {

@@ -40,6 +40,8 @@ pub(super) struct Watch<'a> {
     next_memory_sample: Instant,
     progress: Option<ProgressItem>,
     last_progress: Option<Instant>,
+    /// A `Started` event held back until `.1` (see [`Watch::announce_at`]).
+    announcement: Option<(RunnerEvent, Instant)>,
 }
 
 impl<'a> Watch<'a> {
@@ -63,6 +65,7 @@ impl<'a> Watch<'a> {
             next_memory_sample: started,
             progress: None,
             last_progress: None,
+            announcement: None,
         };
         if control.is_cancelled() {
             watch.cancel();
@@ -124,9 +127,24 @@ impl<'a> Watch<'a> {
         }
     }
 
+    /// Holds `started` back until `at`, or until the job ends or reports progress, whichever
+    /// comes first. A job that ends sooner then costs the main loop one wake-up instead of
+    /// two: its `Started` and `Finished` arrive together.
+    pub(super) fn announce_at(&mut self, started: RunnerEvent, at: Instant) {
+        self.announcement = Some((started, at));
+    }
+
+    /// Sends the held-back `Started` event now, if there is one.
+    pub(super) fn announce(&mut self, events: &async_channel::Sender<RunnerEvent>) {
+        if let Some((started, _)) = self.announcement.take() {
+            let _ = events.try_send(started);
+        }
+    }
+
     /// When the loop must wake next for a deadline while the processor lives.
     pub(super) fn wake_at(&self) -> Option<Instant> {
         [
+            self.announcement.as_ref().map(|(_, at)| *at),
             self.deadline.filter(|_| self.stop.is_none()),
             self.kill_at,
             self.limits
@@ -153,6 +171,9 @@ impl<'a> Watch<'a> {
         now: Instant,
         events: &async_channel::Sender<RunnerEvent>,
     ) {
+        if self.announcement.as_ref().is_some_and(|(_, at)| now >= *at) {
+            self.announce(events);
+        }
         if self.progress.is_none()
             || self
                 .last_progress
@@ -161,6 +182,7 @@ impl<'a> Watch<'a> {
             return;
         }
         if let Some(item) = self.progress.take() {
+            self.announce(events);
             self.last_progress = Some(now);
             let _ = events.try_send(RunnerEvent::Progress { id: self.id, item });
         }

@@ -34,6 +34,10 @@ use super::{Control, Decoder, RawResult, RunnerEvent};
 use crate::job::{Job, JobId, RunLimits};
 use crate::outcome::{FailureKind, JobError};
 
+/// How long a job's `Started` event waits, so that a job that ends sooner reaches the main loop
+/// as one wake-up (`Started` and `Finished` together) rather than two.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
+
 /// Room for a frame's own fields around its payload.
 const FRAME_OVERHEAD: usize = 1024;
 
@@ -173,6 +177,15 @@ impl Outgoing {
         self.body = None;
         Ok(())
     }
+}
+
+/// One job for [`WorkerProcess::run`].
+pub(super) struct Order<'a> {
+    pub id: JobId,
+    pub job: &'a Job,
+    pub input: Arc<Vec<u8>>,
+    pub control: &'a Control,
+    pub events: &'a async_channel::Sender<RunnerEvent>,
 }
 
 /// A live worker process and our ends of its pipes.
@@ -323,16 +336,22 @@ impl WorkerProcess {
         FileId::of(path) != self.exe
     }
 
-    /// Runs job `id` on the worker: sends the request and supervises it to its answer.
+    /// Runs a job on the worker: sends the request and supervises it to its answer. `decode`
+    /// is taken when a result arrives (left in place when the job was not delivered), and
+    /// `started` is sent once the job has run a little (see [`ANNOUNCE_AFTER`]).
     pub(super) fn run(
         &mut self,
-        id: JobId,
-        job: &Job,
-        input: Arc<Vec<u8>>,
+        order: Order<'_>,
         decode: &mut Option<Decoder>,
-        control: &Control,
-        events: &async_channel::Sender<RunnerEvent>,
+        started: RunnerEvent,
     ) -> JobEnd {
+        let Order {
+            id,
+            job,
+            input,
+            control,
+            events,
+        } = order;
         let pid = self.pid as libc::pid_t;
         let limits = job.limits;
         if control.is_cancelled() {
@@ -366,8 +385,12 @@ impl WorkerProcess {
                 max_depth: limits.max_output_depth,
             },
         };
-        let mut watch = Watch::new(id, pid, limits, control, Instant::now());
+        let began = Instant::now();
+        let mut watch = Watch::new(id, pid, limits, control, began);
+        watch.announce_at(started, began + ANNOUNCE_AFTER);
         let exchange = self.exchange(&mut request, &mut expect, &mut watch, Some(events));
+        // Whatever happens next, the queue hears that the job started before that it ended.
+        watch.announce(events);
         if let Expect::Answer { decode: unused, .. } = &mut expect {
             // Still there unless a result was decoded: a fresh worker may need it.
             *decode = unused.take();

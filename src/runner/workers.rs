@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::oneshot::{self, poll_timeout};
-use super::worker::{Fate, FileId, Idle, WorkerProcess};
+use super::worker::{Fate, FileId, Idle, Order, WorkerProcess};
 use super::{RunRequest, RunnerEvent};
 use crate::job::{Job, Persistence};
 use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
-use crate::processor::DESCRIBE_TIMEOUT;
+use crate::processor::{DescribeError, DESCRIBE_TIMEOUT};
 
 /// When persistent workers are replaced or ended.
 ///
@@ -329,22 +329,25 @@ impl Workers {
 
     /// Whether `job`'s processor supports persistent mode: remembered per executable file,
     /// asked with `--describe` (blocking: on a worker thread only) when unknown or changed.
-    fn supports_persistent(&self, job: &Job) -> bool {
+    /// A probe that timed out is not remembered: on a busy machine the next job asks again.
+    fn supports_persistent(&self, job: &Job) -> Result<bool, DescribeError> {
         let path = job.processor.path();
         let file = FileId::of(path);
         if let Some((known, persistent)) = self.lock().modes.get(path) {
             if *known == file {
-                return *persistent;
+                return Ok(*persistent);
             }
         }
-        let persistent = job
-            .processor
-            .describe(DESCRIBE_TIMEOUT)
-            .is_ok_and(|d| d.supports_persistent());
+        let persistent = match job.processor.describe(DESCRIBE_TIMEOUT) {
+            Ok(description) => description.supports_persistent(),
+            Err(err @ DescribeError::TimedOut(_)) => return Err(err),
+            // It does not know the flag, or cannot run: a process per job (which says why).
+            Err(_) => false,
+        };
         self.lock()
             .modes
             .insert(path.to_path_buf(), (file, persistent));
-        persistent
+        Ok(persistent)
     }
 }
 
@@ -472,16 +475,21 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             worker.retire(request.job.limits.grace);
         }
     }
-    if process.is_none() && !workers.supports_persistent(&request.job) {
+    let supported = match process {
+        Some(_) => Ok(true),
+        None => workers.supports_persistent(&request.job),
+    };
+    if supported != Ok(true) {
         if request.job.persistence != Persistence::Always {
             return Served::OneShot(request);
         }
+        let why = match supported {
+            Err(err) => format!("cannot tell whether it supports persistent mode: {err}"),
+            Ok(_) => "it does not support persistent mode (its --describe does not say \"persistent\": true)".to_owned(),
+        };
         let error = JobError::new(
             FailureKind::CouldNotStart,
-            format!(
-                "{} does not support persistent mode (its --describe does not say \"persistent\": true); run it without --persistent",
-                path.display()
-            ),
+            format!("{}: {why}; run it without --persistent", path.display()),
         );
         return Served::Finished {
             event: RunnerEvent::Finished {
@@ -538,12 +546,19 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             startup,
         };
         let pid = worker.pid();
-        let _ = events.try_send(RunnerEvent::Started {
+        let announcement = RunnerEvent::Started {
             id,
             pid,
             worker: Some(run),
-        });
-        let end = worker.run(id, &job, input.clone(), &mut decode, &control, &events);
+        };
+        let order = Order {
+            id,
+            job: &job,
+            input: input.clone(),
+            control: &control,
+            events: &events,
+        };
+        let end = worker.run(order, &mut decode, announcement);
         if end.fate == Fate::Undelivered && !delivered_once {
             // It ended before reading any of the request: a fresh worker gets the job.
             delivered_once = true;

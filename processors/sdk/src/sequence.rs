@@ -327,9 +327,13 @@ fn major_name(major: u8) -> &'static str {
 /// ```
 #[derive(Debug)]
 pub struct SequenceBuffer {
+    /// Bytes received are `buf[start..end]`; `buf[end..]` is room already zeroed, kept so
+    /// that reads do not zero a fresh chunk each time.
     buf: Vec<u8>,
-    /// Where the next item starts in `buf`.
+    /// Where the next item starts.
     start: usize,
+    /// Where the bytes received end.
+    end: usize,
     scanner: ItemScanner,
 }
 
@@ -339,6 +343,7 @@ impl SequenceBuffer {
         Self {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             scanner: ItemScanner::new(limits),
         }
     }
@@ -352,18 +357,18 @@ impl SequenceBuffer {
     /// Appends bytes that arrived.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.compact();
-        self.buf.extend_from_slice(bytes);
+        self.make_room(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Reads once from `reader` (up to `chunk` bytes) into the buffer. `Ok(0)` is end of file.
     pub fn read_from(&mut self, reader: &mut impl Read, chunk: usize) -> io::Result<usize> {
         self.compact();
-        let len = self.buf.len();
-        self.buf.resize(len + chunk, 0);
-        let read = reader.read(&mut self.buf[len..]);
-        let n = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        read
+        self.make_room(chunk);
+        let n = reader.read(&mut self.buf[self.end..self.end + chunk])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// The next complete item, if the buffer holds one; it is consumed.
@@ -374,7 +379,7 @@ impl SequenceBuffer {
     /// Where the next complete item lies, if the buffer holds one; it is consumed, and its
     /// bytes stay at [`SequenceBuffer::get`] until more bytes are added.
     pub fn next_range(&mut self) -> Result<Option<Range<usize>>, DecodeError> {
-        match self.scanner.scan(&self.buf[self.start..])? {
+        match self.scanner.scan(&self.buf[self.start..self.end])? {
             Scan::Complete(len) => {
                 let item = self.start..self.start + len;
                 self.start += len;
@@ -392,34 +397,41 @@ impl SequenceBuffer {
 
     /// Whether no byte of a further item has arrived.
     pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.start == self.end
     }
 
     /// How many bytes of an unfinished item are held.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// The bytes held of the next item, for error messages.
     pub fn pending_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
-    /// Drops consumed bytes: they are never moved while an item is being handed out.
+    /// Makes `buf[end..end + more]` exist.
+    fn make_room(&mut self, more: usize) {
+        let needed = self.end + more;
+        if self.buf.len() < needed {
+            self.buf.resize(needed, 0);
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front: consumed bytes are never moved while an item
+    /// is being handed out, only before more arrive.
     fn compact(&mut self) {
         if self.start == 0 {
             return;
         }
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            // Do not keep a large item's capacity for the small ones that usually follow.
-            if self.buf.capacity() > 1 << 20 {
-                self.buf.shrink_to(1 << 16);
-            }
-        } else {
-            self.buf.drain(..self.start);
-        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
         self.start = 0;
+        // Do not keep a large item's room for the small ones that usually follow.
+        if self.end < 1 << 16 && self.buf.len() > 1 << 21 {
+            self.buf.truncate(1 << 17);
+            self.buf.shrink_to_fit();
+        }
     }
 }
 

@@ -249,6 +249,17 @@ impl Job {
         self.persistence
     }
 
+    /// The processor's `--describe`, run as this job runs it: after the job's arguments and
+    /// with its environment (a job whose processor is an interpreter and whose first argument
+    /// is a script describes the script). Blocks: call it off the main thread in an app.
+    pub fn describe(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<offload_sdk::Description, crate::processor::DescribeError> {
+        let env = self.environment();
+        self.processor.describe_as(&self.args, Some(&env), timeout)
+    }
+
     /// The processor this job runs.
     pub fn processor(&self) -> &Processor {
         &self.processor

@@ -210,8 +210,23 @@ impl Processor {
     /// Runs `PROCESSOR --describe` with stdin closed and a timeout. Blocks: call it off the main
     /// thread in an app.
     pub fn describe(&self, timeout: Duration) -> Result<Description, DescribeError> {
-        let mut child = Command::new(&self.path)
-            .arg(DESCRIBE_FLAG)
+        self.describe_as(&[], None, timeout)
+    }
+
+    /// `--describe` after `args`, with exactly `env` when given (else the host's
+    /// environment): as a job with those arguments and environment would run.
+    pub(crate) fn describe_as(
+        &self,
+        args: &[OsString],
+        env: Option<&[(OsString, OsString)]>,
+        timeout: Duration,
+    ) -> Result<Description, DescribeError> {
+        let mut command = Command::new(&self.path);
+        command.args(args).arg(DESCRIBE_FLAG);
+        if let Some(env) = env {
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

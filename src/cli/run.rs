@@ -123,26 +123,6 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 
 /// The job that `args` describe: limits, environment, persistence.
 fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
-    let persistence = if args.persistent {
-        // Say so now, not once per job.
-        let description = processor.describe(DESCRIBE_TIMEOUT).map_err(|err| {
-            anyhow::anyhow!(
-                "--persistent: {} cannot say whether it supports persistent workers: {err}",
-                processor.path().display()
-            )
-        })?;
-        if !description.supports_persistent() {
-            bail!(
-                "--persistent: {} does not support persistent workers (its --describe does not say \"persistent\": true); run it without --persistent",
-                processor.path().display()
-            );
-        }
-        Persistence::Always
-    } else if args.no_persistent {
-        Persistence::Never
-    } else {
-        Persistence::Auto
-    };
     let mut limits = offload::RunLimits {
         grace: seconds("--grace", args.grace)?,
         ..offload::RunLimits::default()
@@ -157,14 +137,32 @@ fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
         limits.max_output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     limits.max_memory_bytes = args.memory_limit;
-    let mut job = Job::new(processor).limits(limits).persistence(persistence);
+    let mut job = Job::new(processor).limits(limits);
     for (key, value) in &args.env {
         job = job.env(key, value);
     }
     for key in &args.inherit_env {
         job = job.inherit_env(key);
     }
-    Ok(job)
+    if args.no_persistent {
+        return Ok(job.persistence(Persistence::Never));
+    }
+    if !args.persistent {
+        return Ok(job);
+    }
+    // Say so now, not once per job, asking as the jobs will run it.
+    let shown = job.processor().path().display().to_string();
+    let description = job.describe(DESCRIBE_TIMEOUT).map_err(|err| {
+        anyhow::anyhow!(
+            "--persistent: {shown} cannot say whether it supports persistent workers: {err}"
+        )
+    })?;
+    if !description.supports_persistent() {
+        bail!(
+            "--persistent: {shown} does not support persistent workers (its --describe does not say \"persistent\": true); run it without --persistent"
+        );
+    }
+    Ok(job.persistence(Persistence::Always))
 }
 
 /// The JSON line for one finished job.

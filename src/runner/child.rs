@@ -26,8 +26,9 @@ pub(super) struct Spawned {
 
 /// How to start a job's processor.
 pub(super) struct Launch<'a> {
-    /// Arguments before the job's own (`--persistent` for a worker).
-    pub leading_args: &'a [&'a str],
+    /// Arguments after the job's own (`--persistent` for a worker): after, so that a job
+    /// whose processor is an interpreter and whose first argument is its script works.
+    pub trailing_args: &'a [&'a str],
     /// Whether to give it a progress pipe (one-shot runs; workers report progress in frames).
     pub progress_pipe: bool,
     /// `RLIMIT_CPU` from the start (one-shot runs; workers get theirs per job).
@@ -60,9 +61,8 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         nice: job.nice,
         cpu_limit_secs: launch.cpu_limit.map(whole_seconds),
     };
-    let mut args: Vec<std::ffi::OsString> =
-        launch.leading_args.iter().map(|a| (*a).into()).collect();
-    args.extend(job.args.iter().cloned());
+    let mut args = job.args.clone();
+    args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
     let pid = crate::spawn::spawn(path, &args, &env, fds, &settings)
         .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
     // The child's ends close here; ours stay.

@@ -40,7 +40,7 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
     } = request;
     let started = Instant::now();
     let launch = Launch {
-        leading_args: &[],
+        trailing_args: &[],
         progress_pipe: true,
         cpu_limit: job.limits.max_cpu_time,
     };
@@ -67,7 +67,12 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
     // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
     // reporting, so that a delivered result means the job holds no descriptor any more.
     drop(control);
-    RunnerEvent::Finished { id, result, stats }
+    RunnerEvent::Finished {
+        id,
+        result,
+        stats,
+        next: None,
+    }
 }
 
 /// What the supervision loop saw.

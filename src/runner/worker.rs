@@ -238,7 +238,7 @@ impl WorkerProcess {
     ) -> Result<Self, JobError> {
         let exe = FileId::of(job.processor.path());
         let launch = Launch {
-            leading_args: &[PERSISTENT_FLAG],
+            trailing_args: &[PERSISTENT_FLAG],
             progress_pipe: false,
             cpu_limit: None,
         };

@@ -39,7 +39,15 @@
 //!   of `--scale-renderers` (cairo). That default is 20,000, to keep `all` short; 100,000
 //!   takes about two minutes more.
 //! - `startup`: `--startup-jobs` (50) jobs at -j 1 of the Python processor against the Rust
-//!   ones (diag, jitter), tiny inputs: per-job time, i.e. what start-up costs each job.
+//!   ones (diag, jitter), tiny inputs: per-job time, i.e. what start-up costs each job. All
+//!   one-shot (a process per job), as are `overhead`, `throughput`, `scaling` and the engine
+//!   runs of `scale`; the app in `smoothness` and `scale` uses workers where it can.
+//! - `persistent`: `--persistent-jobs` (20,000) trivial jobs on persistent workers at -j
+//!   <cores> (`-j N`): a Python function through offload (engine and `offload run`) against
+//!   `ProcessPoolExecutor` and `multiprocessing.Pool`, and against a process per job
+//!   (`--persistent-spawn-jobs`, 300); `offload-diag` echo, persistent against a process per
+//!   job; host CPU per job; the cold first job of a worker against warm ones. Targets: 1.0x
+//!   `ProcessPoolExecutor`, 10x a process per job.
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -57,6 +65,8 @@ mod common;
 mod gui;
 #[path = "support/overhead.rs"]
 mod overhead;
+#[path = "support/persistent.rs"]
+mod persistent;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "support/scaling.rs"]
@@ -78,6 +88,7 @@ enum Suite {
     Smoothness,
     Scale,
     Startup,
+    Persistent,
     All,
 }
 
@@ -143,6 +154,12 @@ struct Args {
     /// startup: jobs per run.
     #[arg(long, default_value_t = 50)]
     startup_jobs: usize,
+    /// persistent: jobs per run on workers and in Python's pools.
+    #[arg(long, default_value_t = 20_000)]
+    persistent_jobs: usize,
+    /// persistent: jobs per run with a process per job.
+    #[arg(long, default_value_t = 300)]
+    persistent_spawn_jobs: usize,
     /// Before each measured run, wait up to this many seconds for the rest of the machine to
     /// be quiet (under 0.3 cores busy); 0: do not wait.
     #[arg(long, default_value_t = 0)]
@@ -185,7 +202,7 @@ fn main() {
         if !args.bench {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
-                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, all)"
+                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, all)"
             );
             return;
         }
@@ -256,6 +273,17 @@ fn main() {
             &startup::Options {
                 jobs: args.startup_jobs,
                 rounds,
+            },
+        );
+    }
+    if wants(Suite::Persistent) {
+        persistent::run(
+            &env,
+            &persistent::Options {
+                jobs: args.persistent_jobs,
+                spawn_jobs: args.persistent_spawn_jobs,
+                rounds,
+                parallel,
             },
         );
     }

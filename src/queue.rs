@@ -180,12 +180,16 @@ struct State {
     pending: VecDeque<JobId>,
     jobs: HashMap<JobId, Record>,
     running: usize,
+    /// Queued jobs on deck at a busy worker (see [`Workers::offer_deck`]).
+    decked: usize,
     succeeded: usize,
     failed: usize,
 }
 
 struct Record {
     state: JobState,
+    /// Queued, but on deck at a busy worker, which starts it when its job ends.
+    decked: bool,
     /// What the runner needs; taken when the job starts.
     start: Option<(Job, Arc<Vec<u8>>, Decoder)>,
     control: Option<Arc<Control>>,
@@ -224,6 +228,7 @@ impl Queue {
                 pending: VecDeque::new(),
                 jobs: HashMap::new(),
                 running: 0,
+                decked: 0,
                 succeeded: 0,
                 failed: 0,
             }),
@@ -280,6 +285,7 @@ impl Queue {
                 id,
                 Record {
                     state: JobState::Queued,
+                    decked: false,
                     start: Some((job.clone(), input, decode)),
                     control: None,
                     deliver: Some(deliver),
@@ -304,6 +310,7 @@ impl Queue {
     /// running jobs finish.
     pub fn set_max_running(&self, max_running: usize) {
         let max_running = max_running.max(1);
+        self.inner.recall_decks();
         self.inner.state.borrow_mut().max_running = max_running;
         self.inner.workers.trim(max_running);
         self.inner.schedule_and_apply();
@@ -332,6 +339,9 @@ impl Queue {
 
     /// Pauses or resumes starting new jobs. Running jobs go on either way.
     pub fn set_paused(&self, paused: bool) {
+        if paused {
+            self.inner.recall_decks();
+        }
         self.inner.state.borrow_mut().paused = paused;
         self.inner.schedule_and_apply();
     }
@@ -340,7 +350,7 @@ impl Queue {
     pub fn counts(&self) -> QueueCounts {
         let state = self.inner.state.borrow();
         QueueCounts {
-            queued: state.pending.len(),
+            queued: state.pending.len() + state.decked,
             running: state.running,
             succeeded: state.succeeded,
             failed: state.failed,
@@ -364,6 +374,7 @@ impl Queue {
 
     /// Cancels every job that has not started.
     pub fn cancel_queued(&self) {
+        self.inner.recall_decks();
         let ids: Vec<JobId> = self.inner.state.borrow().pending.iter().copied().collect();
         let mut effects = Effects::default();
         for id in ids {
@@ -425,11 +436,16 @@ impl Inner {
             .collect()
     }
 
-    /// Starts queued jobs while slots are free.
+    /// Starts queued jobs while slots are free; when none is, puts the next ones on deck.
     fn schedule(&self, effects: &mut Effects) {
         loop {
             let mut state = self.state.borrow_mut();
-            if state.paused || state.running >= state.max_running {
+            if state.paused {
+                return;
+            }
+            if state.running >= state.max_running {
+                drop(state);
+                self.fill_decks();
                 return;
             }
             let Some(id) = state.pending.pop_front() else {
@@ -470,6 +486,84 @@ impl Inner {
         }
     }
 
+    /// Puts the oldest queued jobs on deck at busy workers of their key, one per worker, so
+    /// that a worker goes from one job to the next without waiting for the main context.
+    /// Stops at the first job that cannot go on deck, so that jobs still start in order.
+    fn fill_decks(&self) {
+        loop {
+            let mut state = self.state.borrow_mut();
+            // Only at the limit exactly: above it (the limit was lowered), a worker that ends a
+            // job must leave its slot free.
+            if state.paused
+                || state.running != state.max_running
+                || state.decked >= state.max_running
+            {
+                return;
+            }
+            let Some(&id) = state.pending.front() else {
+                return;
+            };
+            let Some(record) = state.jobs.get_mut(&id) else {
+                state.pending.pop_front();
+                continue;
+            };
+            if !record
+                .start
+                .as_ref()
+                .is_some_and(|(job, _, _)| self.workers.takes(job))
+            {
+                return;
+            }
+            let Ok(control) = Control::new() else {
+                return;
+            };
+            let Some((job, input, decode)) = record.start.take() else {
+                return;
+            };
+            let request = RunRequest {
+                id,
+                job,
+                input,
+                decode,
+                control: control.clone(),
+                events: self.events.clone(),
+            };
+            if let Some(request) = self.workers.offer_deck(request) {
+                record.start = Some((request.job, request.input, request.decode));
+                return;
+            }
+            record.decked = true;
+            record.control = Some(control);
+            state.pending.pop_front();
+            state.decked += 1;
+        }
+    }
+
+    /// Takes back the jobs on deck that no worker has started yet, to the front of the queue
+    /// in their order (for pause, a lower limit, or cancelling them).
+    fn recall_decks(&self) {
+        let recalled = self.workers.undeck_all();
+        if recalled.is_empty() {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        let mut ids = Vec::with_capacity(recalled.len());
+        for request in recalled {
+            let Some(record) = state.jobs.get_mut(&request.id) else {
+                continue;
+            };
+            record.decked = false;
+            record.control = None;
+            record.start = Some((request.job, request.input, request.decode));
+            state.decked -= 1;
+            ids.push(request.id);
+        }
+        ids.sort();
+        for id in ids.into_iter().rev() {
+            state.pending.push_front(id);
+        }
+    }
+
     fn schedule_and_apply(&self) {
         let mut effects = Effects::default();
         self.schedule(&mut effects);
@@ -481,6 +575,14 @@ impl Inner {
         let Some(record) = state.jobs.get(&id) else {
             return false;
         };
+        if record.decked && self.workers.undeck(id).is_some() {
+            // Taken back before a worker started it: it ends now, as a queued job. (If a
+            // worker took it meanwhile, it is running, and stops like a running job.)
+            state.decked -= 1;
+            let error = JobError::new(FailureKind::Cancelled, "cancelled before it started");
+            state.finish(id, Err(error), RunStats::default(), effects);
+            return true;
+        }
         if let Some(control) = &record.control {
             control.cancel();
             return true;
@@ -501,10 +603,26 @@ impl Inner {
                 fraction: item.fraction,
                 message: item.message,
             }),
-            RunnerEvent::Finished { id, result, stats } => {
+            RunnerEvent::Finished {
+                id,
+                result,
+                stats,
+                next,
+            } => {
                 let mut state = self.state.borrow_mut();
                 state.running = state.running.saturating_sub(1);
                 state.finish(id, result, stats, effects);
+                if let Some(next) = next {
+                    // Its worker went on with the job on deck: that one runs from now, in the
+                    // slot this one left (its Started event follows from the runner).
+                    state.running += 1;
+                    if let Some(record) = state.jobs.get_mut(&next) {
+                        record.state = JobState::Running;
+                        if std::mem::take(&mut record.decked) {
+                            state.decked -= 1;
+                        }
+                    }
+                }
             }
         }
     }

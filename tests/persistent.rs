@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -436,7 +435,20 @@ fn idle_workers_end_after_the_idle_timeout() {
 fn a_changed_executable_is_picked_up_by_the_next_job() {
     let dir = tempfile::tempdir().expect("tempdir");
     let copy = dir.path().join("offload-rawcopy");
-    std::fs::copy(rawworker_path(), &copy).expect("copy");
+    // The file is written by a child process: a file open for writing in this (threaded)
+    // process could be inherited by another test's fork and make exec fail with ETXTBSY.
+    let write = |extra: &str| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("cat \"$0\" > \"$1\" && printf '%s' \"$2\" >> \"$1\" && chmod +x \"$1\"")
+            .arg(rawworker_path())
+            .arg(&copy)
+            .arg(extra)
+            .status()
+            .expect("sh");
+        assert!(status.success());
+    };
+    write("");
     let job = Job::new(Processor::at(&copy));
     let (first, second) = on_main_context(|| async {
         let queue = Queue::with_max_running(1);
@@ -446,9 +458,7 @@ fn a_changed_executable_is_picked_up_by_the_next_job() {
             .finished()
             .await;
         // A rebuild: new contents (and so size and time) at the same path.
-        let mut text = std::fs::read_to_string(&copy).expect("read");
-        text.push_str("\n# rebuilt\n");
-        std::fs::write(&copy, text).expect("rewrite");
+        write("\n# rebuilt\n");
         let second = queue
             .submit::<_, Value>(&job, &raw("echo", 2))
             .expect("submit")
@@ -456,8 +466,8 @@ fn a_changed_executable_is_picked_up_by_the_next_job() {
             .await;
         (first, second)
     });
-    assert_eq!(value_of(&first), Some(1));
-    assert_eq!(value_of(&second), Some(2));
+    assert_eq!(value_of(&first), Some(1), "{:?}", first.result);
+    assert_eq!(value_of(&second), Some(2), "{:?}", second.result);
     assert!(first.stats.worker.is_some() && second.stats.worker.is_some());
     assert_ne!(
         pid_of(&first),
@@ -465,6 +475,27 @@ fn a_changed_executable_is_picked_up_by_the_next_job() {
         "a new worker for the new file"
     );
     assert!(wait_dead(pid_of(&first), Duration::from_secs(3)));
+}
+
+/// Writes an executable file through a child process: a file open for writing in this
+/// (threaded) process could be inherited by another test's fork and make its exec fail with
+/// ETXTBSY.
+fn write_executable(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$0\" && chmod +x \"$0\"")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
 }
 
 /// A processor file in `dir` from a Python `body`, which declares persistent mode in its
@@ -477,8 +508,7 @@ fn python_worker(dir: &Path, name: &str, body: &str) -> Job {
          print('{{\"name\": \"x\", \"summary\": \"x\", \"protocol\": 2, \"persistent\": true, \"example_input\": null}}')\n    \
          sys.exit(0)\n{body}\n"
     );
-    std::fs::write(&path, script).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    write_executable(&path, &script);
     Job::new(Processor::at(path))
 }
 
@@ -528,16 +558,14 @@ fn a_processor_without_persistent_mode_is_never_started_persistent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("offload-argv");
     // A version-1 processor: answers with its arguments (as a CBOR array of texts).
-    std::fs::write(
+    write_executable(
         &path,
         "#!/usr/bin/env python3\nimport sys, cbor2\n\
          if '--describe' in sys.argv:\n    \
          print('{\"name\": \"argv\", \"summary\": \"x\", \"protocol\": 1, \"example_input\": null}')\n    \
          sys.exit(0)\n\
          sys.stdin.buffer.read()\nsys.stdout.buffer.write(cbor2.dumps(sys.argv[1:]))\n",
-    )
-    .expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    );
     let job = Job::new(Processor::at(&path));
     let results = run_all(&job, &[json!(1), json!(2)]);
     for finished in &results {
@@ -692,4 +720,87 @@ fn a_result_over_the_output_limit_stops_the_worker_with_bounded_host_memory() {
         .expect("text")
         .contains("over the limit of 16777216 bytes"));
     assert!(peak < 100 << 20, "host peak RSS {} MiB", peak >> 20);
+}
+
+#[test]
+fn a_job_on_deck_stays_queued_and_cancels_at_once() {
+    on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job().persistence(Persistence::Always);
+        let running = queue
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 800, "echo": 1}))
+            .expect("submit");
+        common::sleep(Duration::from_millis(300)).await;
+        // The worker is busy: the next job goes on deck there, and still counts as queued.
+        let decked = queue
+            .submit::<_, Value>(&job, &json!({"echo": 2}))
+            .expect("submit");
+        let after = queue
+            .submit::<_, Value>(&job, &json!({"echo": 3}))
+            .expect("submit");
+        let counts = queue.counts();
+        assert_eq!((counts.running, counts.queued), (1, 2));
+        assert_eq!(
+            queue.job_state(decked.id()),
+            Some(offload::JobState::Queued)
+        );
+        let asked = Instant::now();
+        assert!(queue.cancel(decked.id()));
+        let cancelled = decked.finished().await;
+        assert!(asked.elapsed() < Duration::from_millis(300), "ends at once");
+        let err = error_of(&cancelled);
+        assert_eq!(err.kind, FailureKind::Cancelled);
+        assert!(err.message.contains("before it started"), "{err:?}");
+        assert_eq!(echo_of(&running.finished().await), Some(1));
+        let after = after.finished().await;
+        assert_eq!(echo_of(&after), Some(3));
+    });
+}
+
+#[test]
+fn pausing_takes_jobs_back_from_deck() {
+    on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let job = diag_job().persistence(Persistence::Always);
+        let first = queue
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 400, "echo": 1}))
+            .expect("submit");
+        common::sleep(Duration::from_millis(200)).await;
+        let second = queue
+            .submit::<_, Value>(&job, &json!({"echo": 2}))
+            .expect("submit");
+        let id = second.id();
+        queue.set_paused(true);
+        assert_eq!(echo_of(&first.finished().await), Some(1));
+        common::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            queue.job_state(id),
+            Some(offload::JobState::Queued),
+            "paused"
+        );
+        assert_eq!(queue.counts().running, 0);
+        queue.set_paused(false);
+        assert_eq!(echo_of(&second.finished().await), Some(2));
+    });
+}
+
+#[test]
+fn many_short_jobs_on_one_worker_start_in_order() {
+    // Many short jobs at -j 1 on one worker, most of them taken from deck: all in order.
+    let inputs: Vec<_> = (0..300).map(|i| json!({"echo": i})).collect();
+    let results = run_with(&diag_job(), &inputs, 1, None);
+    let mut last_start = 0u64;
+    for (i, finished) in results.iter().enumerate() {
+        assert_eq!(echo_of(finished), Some(i as i128));
+        let started = finished
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|r| field(r, "started_ns"))
+            .and_then(Value::as_integer)
+            .and_then(|n| u64::try_from(n).ok())
+            .expect("started_ns");
+        assert!(started > last_start, "job {i} started in order");
+        last_start = started;
+    }
 }

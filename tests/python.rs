@@ -1,52 +1,67 @@
-//! The Python processor (`offload-histogram`, with the cbor2 package): proof that any language
-//! that reads and writes CBOR can be a processor.
+//! The Python processors (`offload-histogram` and `offload-lookup`, on the offload SDK for
+//! Python and cbor2): proof that any language that reads and writes CBOR can be a processor,
+//! in one-shot and in persistent mode.
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use ciborium::Value;
-use common::{on_main_context, path_with_bins, root};
+use common::{offload, on_main_context, path_with_bins, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
 use offload::{Job, Processor, Queue};
 
-/// Whether Python with cbor2 is usable; installs cbor2 with pip when it is missing.
-/// `Err` says why the tests cannot run here.
+/// Whether Python with cbor2 and the offload SDK is usable; when the SDK is missing, installs
+/// this checkout's (which brings cbor2) with pip, as `dev/setup` does. `Err` says why the
+/// tests cannot run here.
 fn python_ready() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     READY
         .get_or_init(|| {
-            let has_cbor2 = || {
+            let importable = || {
                 Command::new("python3")
-                    .args(["-c", "import cbor2"])
+                    .args(["-c", "import cbor2, offload_sdk"])
                     .output()
                     .is_ok_and(|o| o.status.success())
             };
-            if has_cbor2() {
+            if importable() {
                 return Ok(());
             }
-            let pip = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "cbor2"])
-                .output()
-                .map_err(|err| format!("python3 cannot be run: {err}"))?;
-            if has_cbor2() {
+            let sdk = root().join("processors/python/offload-sdk");
+            let pip = |extra: &[&str]| {
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet"])
+                    .args(extra)
+                    .arg("--editable")
+                    .arg(&sdk)
+                    .output()
+                    .map_err(|err| format!("python3 cannot be run: {err}"))
+            };
+            let mut out = pip(&[])?;
+            if !importable() {
+                // A Python managed by the system (PEP 668) refuses plain pip installs.
+                out = pip(&["--break-system-packages"])?;
+            }
+            if importable() {
                 Ok(())
             } else {
                 Err(format!(
-                    "cbor2 could not be installed: {}",
-                    String::from_utf8_lossy(&pip.stderr).trim()
+                    "the offload SDK for Python could not be installed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
                 ))
             }
         })
         .clone()
 }
 
-/// Skips the calling test, saying why, when Python with cbor2 cannot be had.
+/// Skips the calling test, saying why, when Python with cbor2 and the SDK cannot be had.
 macro_rules! require_python {
     () => {
         if let Err(why) = python_ready() {
-            eprintln!("SKIPPED: the Python processor needs python3 with cbor2: {why}");
+            eprintln!("SKIPPED: the Python processors need python3 with the offload SDK: {why}");
             return;
         }
     };
@@ -122,8 +137,12 @@ fn histogram_describes_itself() {
         .expect("describe");
     assert_eq!(description.name, "histogram");
     assert_eq!(
-        description.protocol, 1,
-        "the plain-Python template speaks version 1"
+        description.protocol, 2,
+        "on the Python SDK, it speaks version 2"
+    );
+    assert!(
+        description.supports_persistent(),
+        "and serves many jobs per process"
     );
     let out = run_with_input(
         &["--json"],
@@ -200,4 +219,125 @@ fn histogram_runs_in_the_engine_with_progress() {
         .map(i128::from);
     assert_eq!(count, Some(200_000));
     assert!(!progress.is_empty(), "progress items reached the queue");
+}
+
+/// Runs `offload run NAME --inputs FILE -j 2` with `extra` arguments; the JSON lines, in
+/// input order.
+fn run_jsonl(name: &str, inputs: &[serde_json::Value], extra: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inputs.jsonl");
+    let mut file = std::fs::File::create(&path).expect("create");
+    for input in inputs {
+        writeln!(file, "{input}").expect("write");
+    }
+    drop(file);
+    let out = offload()
+        .args(["run", name, "-j", "2", "--inputs"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .expect("offload runs");
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), inputs.len(), "{}", text(&out.stderr));
+    lines
+}
+
+/// Checks that `name` serves `inputs` on persistent workers, several jobs per worker, and
+/// that one process per job (`--no-persistent`) gives the same results.
+fn check_persistent_and_per_process_agree(name: &str, inputs: &[serde_json::Value]) {
+    let persistent = run_jsonl(name, inputs, &[]);
+    let per_process = run_jsonl(name, inputs, &["--no-persistent"]);
+    let mut jobs_per_worker: HashMap<u64, usize> = HashMap::new();
+    for (line, alone) in persistent.iter().zip(&per_process) {
+        assert_eq!(line["status"], "ok", "{line}");
+        let worker = &line["stats"]["worker"];
+        assert!(worker.is_object(), "ran on a persistent worker: {line}");
+        let id = worker["id"].as_u64().expect("a worker id");
+        *jobs_per_worker.entry(id).or_default() += 1;
+        assert_eq!(alone["status"], "ok", "{alone}");
+        assert!(
+            alone["stats"]["worker"].is_null(),
+            "ran in a process of its own: {alone}"
+        );
+        assert_eq!(
+            line["result"], alone["result"],
+            "the same result either way"
+        );
+    }
+    assert!(
+        jobs_per_worker.values().any(|&jobs| jobs >= 2),
+        "several jobs share a worker process: {jobs_per_worker:?}"
+    );
+    assert!(
+        persistent
+            .iter()
+            .any(|line| line["stats"]["worker"]["job"].as_u64() >= Some(2)),
+        "a worker's second job"
+    );
+}
+
+#[test]
+fn histogram_runs_on_persistent_workers_with_the_same_results() {
+    require_python!();
+    let inputs: Vec<_> = (0..12)
+        .map(|i| serde_json::json!({"values": [i, i + 1, 2 * i + 3, 0.5], "bins": 3}))
+        .collect();
+    check_persistent_and_per_process_agree("histogram", &inputs);
+}
+
+#[test]
+fn lookup_sets_up_once_per_worker_and_runs_alike_per_process() {
+    require_python!();
+    let inputs: Vec<_> = (0..8)
+        .map(|i| serde_json::json!({"numbers": [i, 1000 * i + 7, 9_999_991]}))
+        .collect();
+    check_persistent_and_per_process_agree("lookup", &inputs);
+    let lines = run_jsonl("lookup", &inputs[..1], &[]);
+    assert_eq!(
+        lines[0]["result"],
+        serde_json::json!({"prime": [false, true, true], "primes_up_to": [0, 4, 664_579]})
+    );
+}
+
+#[test]
+fn a_bad_job_fails_alone_and_the_worker_serves_on() {
+    require_python!();
+    let inputs = [
+        serde_json::json!({"values": [1, 2]}),
+        serde_json::json!({"values": []}),
+        serde_json::json!({"values": [3]}),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inputs.jsonl");
+    let lines: Vec<String> = inputs.iter().map(|i| i.to_string()).collect();
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    let out = offload()
+        .args(["run", "histogram", "-j", "1", "--inputs"])
+        .arg(&path)
+        .output()
+        .expect("offload runs");
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", text(&out.stderr));
+    assert_eq!(lines[0]["status"], "ok");
+    assert_eq!(lines[1]["status"], "failed");
+    assert_eq!(
+        lines[1]["error"]["message"],
+        "invalid input: values is empty; give at least one number"
+    );
+    assert_eq!(lines[2]["status"], "ok");
+    let workers: Vec<_> = lines
+        .iter()
+        .map(|l| l["stats"]["worker"]["id"].clone())
+        .collect();
+    assert!(workers[0].is_u64(), "{:?}", lines[0]);
+    assert!(
+        workers.iter().all(|w| *w == workers[0]),
+        "one worker served all three: {workers:?}"
+    );
 }

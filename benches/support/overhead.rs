@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ciborium::Value;
-use offload::{Job, Processor};
+use offload::{Job, Persistence, Processor};
 
 use crate::common::{
     die, heading, measure, median, num, progress, range, ratio_cell, run_engine, run_floor,
@@ -45,7 +45,8 @@ pub fn run(env: &Env, options: &Options) {
             options.rounds
         ),
     );
-    let job = Job::new(Processor::at(&diag));
+    // A process per job: this suite measures the spawn path (suite `persistent` has workers).
+    let job = Job::new(Processor::at(&diag)).persistence(Persistence::Never);
     let check = |_: usize, value: Value| -> Result<(), String> {
         let echoed = value
             .as_map()

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ciborium::Value;
-use offload::{Job, Processor, Queue};
+use offload::{Job, Persistence, Processor, Queue};
 
 use crate::common::{
     die, heading, num, on_fresh_context, progress, run_engine, status_kib, EchoIn, Env, OrDie,
@@ -235,7 +235,8 @@ fn spawn_child(env: &Env, options: &Options) -> String {
 /// the callback comparison. Prints one line of figures.
 pub fn child(env: &Env, jobs: usize, callback_jobs: usize, parallel: usize, drain: bool) {
     let diag = env.exe("offload-diag");
-    let job = Job::new(Processor::at(&diag));
+    // A process per job, as when these figures were first taken (suite `persistent` has workers).
+    let job = Job::new(Processor::at(&diag)).persistence(Persistence::Never);
     let input = EchoIn { echo: &PAYLOAD };
     let mut line = on_fresh_context(|| async {
         let queue = Queue::with_max_running(parallel);

@@ -2,7 +2,7 @@
 //! through the engine and, for reference, the floor; speedup against -j 1.
 
 use offload::mosaic::{Mosaic, TileOutput};
-use offload::{Job, Processor};
+use offload::{Job, Persistence, Processor};
 
 use crate::common::{
     heading, measure, median, num, progress, ratio_cell, run_engine, run_floor, verdict, Env,
@@ -33,7 +33,8 @@ pub fn run(env: &Env, options: &Options) {
             options.rounds
         ),
     );
-    let job = Job::new(Processor::at(&mandelbrot));
+    // A process per job, as the floor it is compared with.
+    let job = Job::new(Processor::at(&mandelbrot)).persistence(Persistence::Never);
     let levels: Vec<usize> = (1..=env.cores).collect();
     let check = |i: usize, tile: TileOutput| -> Result<(), String> {
         let want = &tiles[i].input;

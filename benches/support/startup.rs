@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ciborium::Value;
-use offload::{Job, Processor};
+use offload::{Job, Persistence, Processor};
 use serde_json::json;
 
 use crate::common::{
@@ -38,6 +38,12 @@ struct Row {
     language: &'static str,
     case: Case,
     samples: Vec<Sample>,
+}
+
+/// A job that starts a process of its own: start-up is what this suite measures (suite
+/// `persistent` pays it once per worker).
+fn one_shot(program: impl Into<PathBuf>) -> Job {
+    Job::new(Processor::at(program)).persistence(Persistence::Never)
 }
 
 pub fn run(env: &Env, options: &Options) {
@@ -69,7 +75,7 @@ pub fn run(env: &Env, options: &Options) {
             name: "offload-diag (echo 16 bytes)".into(),
             language: "Rust",
             case: Case::Engine {
-                job: Box::new(Job::new(Processor::at(env.exe("offload-diag")))),
+                job: Box::new(one_shot(env.exe("offload-diag"))),
                 input: diag_input,
             },
             samples: Vec::new(),
@@ -78,7 +84,7 @@ pub fn run(env: &Env, options: &Options) {
             name: "offload-jitter (1 triangle)".into(),
             language: "Rust",
             case: Case::Engine {
-                job: Box::new(Job::new(Processor::at(env.exe("offload-jitter")))),
+                job: Box::new(one_shot(env.exe("offload-jitter"))),
                 input: json!({
                     "vertices": [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
                     "faces": [[0, 1, 2]], "amplitude": 0.01, "seed": 1
@@ -90,7 +96,7 @@ pub fn run(env: &Env, options: &Options) {
             name: "offload-histogram (10 values), via #!/usr/bin/env python3".into(),
             language: "Python",
             case: Case::Engine {
-                job: Box::new(Job::new(Processor::at(&histogram))),
+                job: Box::new(one_shot(&histogram)),
                 input: histogram_input.clone(),
             },
             samples: Vec::new(),
@@ -102,7 +108,7 @@ pub fn run(env: &Env, options: &Options) {
             ),
             language: "Python",
             case: Case::Engine {
-                job: Box::new(Job::new(Processor::at(&python)).arg(&histogram)),
+                job: Box::new(one_shot(&python).arg(&histogram)),
                 input: histogram_input,
             },
             samples: Vec::new(),
@@ -221,7 +227,7 @@ fn which_python() -> PathBuf {
 }
 
 /// The interpreter binary that `python3` on PATH ends up running.
-fn real_python() -> PathBuf {
+pub fn real_python() -> PathBuf {
     let output = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use offload::{Job, Processor, Queue};
+use offload::{Job, Persistence, Processor, Queue};
 
 use crate::common::{
     die, floor_one_cbor, heading, is_payload, median, num, on_fresh_context, payload, progress,
@@ -194,7 +194,8 @@ pub fn child(env: &Env, spec: &str, payload_mib: usize) {
     let echoed: Vec<u8> = match method {
         "engine" => on_fresh_context(|| async move {
             let queue = Queue::with_max_running(1);
-            let job = Job::new(Processor::at(&program));
+            // A process per job, as the floor it is compared with.
+            let job = Job::new(Processor::at(&program)).persistence(Persistence::Never);
             let handle = queue
                 .submit::<_, EchoOut>(&job, &EchoIn { echo: &data })
                 .or_die("submitting the job");

@@ -55,6 +55,9 @@ pub(crate) enum RunnerEvent {
         id: JobId,
         result: RawResult,
         stats: RunStats,
+        /// The job on deck that took this one's place at its worker (see
+        /// [`Workers::offer_deck`]): it runs from now on.
+        next: Option<JobId>,
     },
 }
 

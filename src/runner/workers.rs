@@ -12,6 +12,12 @@
 //!
 //! Whether a processor supports persistent mode is asked of it once (`--describe`, on the
 //! worker thread, never on the main context) and remembered per executable file.
+//!
+//! A busy worker may hold one more job **on deck** ([`Workers::offer_deck`]), which it starts
+//! the moment its current job ends, without waiting for the main context to hand it over:
+//! `ProcessPoolExecutor` queues a call ahead per worker for the same reason. The queue still
+//! owns the job: it stays queued until a worker takes it, and the queue can pull it back
+//! ([`Workers::undeck`]) to cancel it or to pause.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -140,6 +146,8 @@ struct Slot {
 #[derive(Default)]
 struct Inbox {
     request: Option<RunRequest>,
+    /// The job to start when the current one ends (only while busy).
+    deck: Option<RunRequest>,
     retire: Option<Retire>,
 }
 
@@ -286,6 +294,49 @@ impl Workers {
         Ok(())
     }
 
+    /// Puts `request` on deck at a busy worker of its key that has none, the one whose job
+    /// started first; gives it back when there is no such worker.
+    pub(crate) fn offer_deck(&self, request: RunRequest) -> Option<RunRequest> {
+        let key = WorkerKey::of(&request.job);
+        let state = self.lock();
+        let candidate = state
+            .slots
+            .iter()
+            .filter(|e| e.busy && !e.retiring && e.slot.key == key)
+            .filter(|e| e.slot.inbox().deck.is_none())
+            .min_by_key(|e| e.last_used);
+        match candidate {
+            Some(entry) => {
+                entry.slot.inbox().deck = Some(request);
+                None
+            }
+            None => Some(request),
+        }
+    }
+
+    /// Takes job `id` back from the deck it waits on; `None` if a worker took it already.
+    pub(crate) fn undeck(&self, id: crate::job::JobId) -> Option<RunRequest> {
+        let state = self.lock();
+        state.slots.iter().find_map(|e| {
+            let mut inbox = e.slot.inbox();
+            if inbox.deck.as_ref().is_some_and(|r| r.id == id) {
+                inbox.deck.take()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Takes back every job on deck.
+    pub(crate) fn undeck_all(&self) -> Vec<RunRequest> {
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .filter_map(|e| e.slot.inbox().deck.take())
+            .collect()
+    }
+
     /// Retires idle workers beyond `max_workers` (the queue's bound was lowered).
     pub(crate) fn trim(&self, max_workers: usize) {
         self.lock().retire_idle(max_workers);
@@ -305,12 +356,25 @@ impl Workers {
         self.lock().slots.len()
     }
 
-    fn finished_job(&self, slot: &Arc<Slot>) {
+    /// A job ended on `slot`: it takes the job on deck, if any (and stays busy), else it is
+    /// idle.
+    fn finished_job(&self, slot: &Arc<Slot>) -> Option<RunRequest> {
         let mut state = self.lock();
+        let next = slot.inbox().deck.take();
         if let Some(entry) = state.entry(slot) {
-            entry.busy = false;
+            entry.busy = next.is_some();
             entry.last_used = Instant::now();
         }
+        next
+    }
+
+    /// Removes `slot`, and gives the job on deck there, if any: nothing can be put on deck
+    /// there any more.
+    fn remove_taking_deck(&self, slot: &Arc<Slot>) -> Option<RunRequest> {
+        let mut state = self.lock();
+        state.slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
+        let deck = slot.inbox().deck.take();
+        deck
     }
 
     fn remove(&self, slot: &Arc<Slot>) {
@@ -327,7 +391,8 @@ impl Workers {
         true
     }
 
-    /// Whether `job`'s processor supports persistent mode: remembered per executable file,
+    /// Whether `job`'s processor supports persistent mode (asked as the job runs it):
+    /// remembered per executable file,
     /// asked with `--describe` (blocking: on a worker thread only) when unknown or changed.
     /// A probe that timed out is not remembered: on a busy machine the next job asks again.
     fn supports_persistent(&self, job: &Job) -> Result<bool, DescribeError> {
@@ -338,7 +403,7 @@ impl Workers {
                 return Ok(*persistent);
             }
         }
-        let persistent = match job.processor.describe(DESCRIBE_TIMEOUT) {
+        let persistent = match job.describe(DESCRIBE_TIMEOUT) {
             Ok(description) => description.supports_persistent(),
             Err(err @ DescribeError::TimedOut(_)) => return Err(err),
             // It does not know the flag, or cannot run: a process per job (which says why).
@@ -389,15 +454,23 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
     let mut process: Option<WorkerProcess> = None;
     let mut grace = crate::job::RunLimits::default().grace;
     let mut idle_since = Instant::now();
+    let mut on_deck = None;
     loop {
-        let (request, retire) = slot.take();
+        let (request, retire) = match on_deck.take() {
+            Some(request) => (Some(request), None),
+            None => slot.take(),
+        };
         if let Some(request) = request {
             let events = request.events.clone();
             grace = request.job.limits.grace;
             match serve(workers, &mut process, request) {
-                Served::Finished { event, retire } => {
-                    // Idle before the queue hears of the end: its next job may come at once.
-                    workers.finished_job(slot);
+                Served::Finished { mut event, retire } => {
+                    // Take the job on deck, or count as idle, before the queue hears of the
+                    // end: its next job may come at once.
+                    on_deck = workers.finished_job(slot);
+                    if let RunnerEvent::Finished { next, .. } = &mut event {
+                        *next = on_deck.as_ref().map(|r| r.id);
+                    }
                     let _ = events.try_send(event);
                     if retire {
                         if let Some(worker) = process.take() {
@@ -406,9 +479,18 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
                     }
                 }
                 Served::OneShot(request) => {
-                    // This key's jobs run one process each: run this one, and leave the pool.
-                    workers.remove(slot);
-                    let _ = events.try_send(oneshot::run(request));
+                    // This key's jobs run one process each: leave the pool, then run this
+                    // one, and the job on deck if one came meanwhile, a process each.
+                    let mut next = workers.remove_taking_deck(slot);
+                    let mut event = oneshot::run(request);
+                    while let Some(request) = next.take() {
+                        if let RunnerEvent::Finished { next, .. } = &mut event {
+                            *next = Some(request.id);
+                        }
+                        let _ = events.try_send(event);
+                        event = oneshot::run(request);
+                    }
+                    let _ = events.try_send(event);
                     return;
                 }
             }
@@ -496,6 +578,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                 id: request.id,
                 result: Err(error),
                 stats: RunStats::default(),
+                next: None,
             },
             retire: true,
         };
@@ -529,6 +612,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                         id,
                         result: Err(error),
                         stats,
+                        next: None,
                     };
                     return Served::Finished {
                         event,
@@ -589,6 +673,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                 id,
                 result: end.result,
                 stats,
+                next: None,
             },
             retire,
         };

@@ -704,9 +704,15 @@ fn oversized_input_is_refused_at_submission() {
 
 #[test]
 fn the_engine_reaps_every_processor() {
+    for persistence in [offload::Persistence::Never, offload::Persistence::Always] {
+        reaps_every_processor(persistence);
+    }
+}
+
+fn reaps_every_processor(persistence: offload::Persistence) {
     let pids: Vec<u32> = on_main_context(|| async {
         let queue = Queue::with_max_running(2);
-        let job = diag_job();
+        let job = diag_job().persistence(persistence);
         let handles: Vec<_> = (0..6)
             .map(|_| {
                 queue
@@ -718,18 +724,27 @@ fn the_engine_reaps_every_processor() {
         for handle in handles {
             pids.push(handle.result().await.expect("ok").pid);
         }
+        // One-shot results are delivered only after the runner reaped the processor; workers
+        // outlive their jobs and are reaped when they end (here, at shutdown).
+        queue.shutdown();
+        while queue.live_workers() > 0 {
+            common::sleep(std::time::Duration::from_millis(5)).await;
+        }
         pids
     });
-    // Results are delivered only after the runner reaped the processor.
     let zombies: Vec<u32> = common::zombie_children()
         .into_iter()
         .filter(|p| pids.contains(p))
         .collect();
-    assert_eq!(zombies, Vec::<u32>::new(), "unreaped processors");
+    assert_eq!(
+        zombies,
+        Vec::<u32>::new(),
+        "{persistence:?}: unreaped processors"
+    );
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} still exists"
+            "{persistence:?}: process {pid} still exists"
         );
     }
 }

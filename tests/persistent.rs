@@ -804,3 +804,33 @@ fn many_short_jobs_on_one_worker_start_in_order() {
         last_start = started;
     }
 }
+
+#[test]
+fn a_job_that_does_not_watch_for_cancel_dies_at_sigterm_even_after_one_that_did() {
+    // The first job watches for cancellation (it sleeps in steps); the second never asks, so
+    // SIGTERM must kill it at once, not after the 5 s grace period.
+    let job = diag_job()
+        .persistence(Persistence::Always)
+        .limits(RunLimits {
+            timeout: Some(Duration::from_millis(300)),
+            grace: Duration::from_secs(5),
+            ..RunLimits::default()
+        });
+    let started = Instant::now();
+    let results = run_all(
+        &job,
+        &[
+            json!({"sleep_ms": 40, "progress_steps": 2, "echo": 1}),
+            json!({"fail": "hang"}),
+        ],
+    );
+    assert_eq!(echo_of(&results[0]), Some(1));
+    assert_eq!(pid_of(&results[0]), pid_of(&results[1]), "the same worker");
+    let err = error_of(&results[1]);
+    assert_eq!(err.kind, FailureKind::TimedOut);
+    assert!(!err.message.contains("ignored SIGTERM"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no grace period waited"
+    );
+}

@@ -31,6 +31,18 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     }
 }
 
+/// Starts a job of a persistent worker: SIGTERM kills at once again until this job asks about
+/// cancellation (a job that never polls must not outlive the grace period because an earlier
+/// one did).
+pub(crate) fn unwatch() {
+    WATCHING.store(false, Ordering::SeqCst);
+}
+
+/// Whether SIGTERM arrived while a job watched for it.
+pub(crate) fn cancel_requested() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
 /// Installs the SIGTERM handler. A processor that never checks for cancellation still dies at
 /// once on SIGTERM; one that does gets the chance to stop cleanly.
 pub(crate) fn install_cancel_handler() {

@@ -163,6 +163,7 @@ where
                 return ExitCode::from(EXIT_FAILED);
             }
         };
+        crate::context::unwatch();
         let mut ctx = Context::for_job(id, writer.clone());
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| work(input, &mut ctx)));
         drop(ctx);
@@ -195,6 +196,11 @@ where
         }
         if let Some(code) = exit {
             return ExitCode::from(code);
+        }
+        if crate::context::cancel_requested() {
+            // SIGTERM came while the job watched for it, and the job finished anyway: the host
+            // is stopping this worker.
+            return ExitCode::from(EXIT_CANCELLED);
         }
     }
 }

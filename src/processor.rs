@@ -245,11 +245,18 @@ impl Processor {
             text
         });
         let deadline = Instant::now() + timeout;
+        // Wait on a pidfd where there is one (no polling delay: a probe is on the path of a
+        // processor's first job), else look every 5 ms.
+        let pidfd = pidfd(child.id());
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match &pidfd {
+                        Some(fd) => wait_readable(fd, left),
+                        None => std::thread::sleep(left.min(Duration::from_millis(5))),
+                    }
                 }
                 _ => break None,
             }
@@ -267,6 +274,28 @@ impl Processor {
         }
         serde_json::from_slice(&text).map_err(|err| DescribeError::Invalid(err.to_string()))
     }
+}
+
+/// A pidfd for `pid` (Linux 5.3 and later).
+fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a fresh descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Waits until `fd` is readable (a pidfd: the process exited), at most `timeout`.
+fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis() + 1).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pollfd, 1, ms) };
 }
 
 fn candidate_names(wanted: &str) -> Vec<String> {

@@ -65,6 +65,9 @@ if __name__ == "__main__":
     if kind == "executor":
         with ProcessPoolExecutor(parallel) as executor:
             results = list(executor.map(identity, range(jobs)))
+    elif kind == "pool-chunk-1":
+        with Pool(parallel) as pool:
+            results = pool.map(identity, range(jobs), chunksize=1)
     else:
         with Pool(parallel) as pool:
             results = pool.map(identity, range(jobs))
@@ -159,11 +162,20 @@ pub fn run(env: &Env, options: &Options) {
             samples: Vec::new(),
         },
         Case {
-            name: "multiprocessing.Pool.map".into(),
+            name: "multiprocessing.Pool.map (default chunks)".into(),
             jobs,
             run: Box::new({
                 let (python, pools) = (python.clone(), pools.clone());
                 move || pool_batch(&python, &pools, "pool", jobs, parallel)
+            }),
+            samples: Vec::new(),
+        },
+        Case {
+            name: "multiprocessing.Pool.map (chunksize=1)".into(),
+            jobs,
+            run: Box::new({
+                let (python, pools) = (python.clone(), pools.clone());
+                move || pool_batch(&python, &pools, "pool-chunk-1", jobs, parallel)
             }),
             samples: Vec::new(),
         },
@@ -209,7 +221,7 @@ pub fn run(env: &Env, options: &Options) {
         target,
         verdict(target, 1.0, true),
         cases[1].rate() / median(&executor),
-        cases[0].rate() / cases[4].rate()
+        cases[0].rate() / cases[5].rate()
     );
 
     // Rust.

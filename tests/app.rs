@@ -316,6 +316,10 @@ fn pause_stops_new_jobs_from_starting_until_resumed() {
         "{} processes ran",
         pids.len()
     );
+    // And the job list says which worker ran each.
+    for job in rows(&window) {
+        assert!(job.worker().starts_with("worker "), "{:?}", job.worker());
+    }
     window.close();
 }
 

@@ -190,10 +190,45 @@ struct Record {
     state: JobState,
     /// Queued, but on deck at a busy worker, which starts it when its job ends.
     decked: bool,
-    /// What the runner needs; taken when the job starts.
-    start: Option<(Job, Arc<Vec<u8>>, Decoder)>,
+    /// What the runner needs; taken when the job starts (or goes on deck).
+    start: Option<Start>,
     control: Option<Arc<Control>>,
     deliver: Option<Deliver>,
+}
+
+/// What a job that has not started keeps for its runner.
+struct Start {
+    job: Job,
+    input: Arc<Vec<u8>>,
+    decode: Decoder,
+}
+
+impl Start {
+    /// The request for job `id`, stopped through `control`, reporting on `events`.
+    fn request(
+        self,
+        id: JobId,
+        control: &Arc<Control>,
+        events: &async_channel::Sender<RunnerEvent>,
+    ) -> RunRequest {
+        RunRequest {
+            id,
+            job: self.job,
+            input: self.input,
+            decode: self.decode,
+            control: control.clone(),
+            events: events.clone(),
+        }
+    }
+
+    /// What a request given back (from a deck) keeps.
+    fn from_request(request: RunRequest) -> Self {
+        Self {
+            job: request.job,
+            input: request.input,
+            decode: request.decode,
+        }
+    }
 }
 
 /// What a state change asks for once the state is no longer borrowed.
@@ -286,7 +321,11 @@ impl Queue {
                 Record {
                     state: JobState::Queued,
                     decked: false,
-                    start: Some((job.clone(), input, decode)),
+                    start: Some(Start {
+                        job: job.clone(),
+                        input,
+                        decode,
+                    }),
                     control: None,
                     deliver: Some(deliver),
                 },
@@ -455,18 +494,11 @@ impl Inner {
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
-            let Some((job, input, decode)) = record.start.take() else {
+            let Some(start) = record.start.take() else {
                 continue;
             };
             let started = Control::new().and_then(|control| {
-                let request = RunRequest {
-                    id,
-                    job,
-                    input,
-                    decode,
-                    control: control.clone(),
-                    events: self.events.clone(),
-                };
+                let request = start.request(id, &control, &self.events);
                 runner::start(request, &self.workers, max_running).map(|()| control)
             });
             match started {
@@ -510,26 +542,19 @@ impl Inner {
             if !record
                 .start
                 .as_ref()
-                .is_some_and(|(job, _, _)| self.workers.takes(job))
+                .is_some_and(|start| self.workers.takes(&start.job))
             {
                 return;
             }
             let Ok(control) = Control::new() else {
                 return;
             };
-            let Some((job, input, decode)) = record.start.take() else {
+            let Some(start) = record.start.take() else {
                 return;
             };
-            let request = RunRequest {
-                id,
-                job,
-                input,
-                decode,
-                control: control.clone(),
-                events: self.events.clone(),
-            };
+            let request = start.request(id, &control, &self.events);
             if let Some(request) = self.workers.offer_deck(request) {
-                record.start = Some((request.job, request.input, request.decode));
+                record.start = Some(Start::from_request(request));
                 return;
             }
             record.decked = true;
@@ -549,14 +574,15 @@ impl Inner {
         let mut state = self.state.borrow_mut();
         let mut ids = Vec::with_capacity(recalled.len());
         for request in recalled {
-            let Some(record) = state.jobs.get_mut(&request.id) else {
+            let id = request.id;
+            let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
             record.decked = false;
             record.control = None;
-            record.start = Some((request.job, request.input, request.decode));
+            record.start = Some(Start::from_request(request));
             state.decked -= 1;
-            ids.push(request.id);
+            ids.push(id);
         }
         ids.sort();
         for id in ids.into_iter().rev() {

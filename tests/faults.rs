@@ -20,18 +20,8 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn run_all(job: &Job, inputs: &[serde_json::Value]) -> Vec<Finished<Value>> {
-    on_main_context(|| async {
-        let queue = Queue::new();
-        let handles: Vec<_> = inputs
-            .iter()
-            .map(|input| queue.submit::<_, Value>(job, input).expect("submit"))
-            .collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            out.push(handle.finished().await);
-        }
-        out
-    })
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    common::run_jobs(job, inputs, cores, None)
 }
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {

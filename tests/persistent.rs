@@ -30,32 +30,9 @@ fn raw(what: &str, value: i64) -> serde_json::Value {
     json!({"do": what, "value": value})
 }
 
-/// Runs `inputs` on one queue of `parallel` slots (with `settings`) and gives every outcome.
-fn run_with(
-    job: &Job,
-    inputs: &[serde_json::Value],
-    parallel: usize,
-    settings: Option<WorkerSettings>,
-) -> Vec<Finished<Value>> {
-    on_main_context(|| async {
-        let queue = Queue::with_max_running(parallel);
-        if let Some(settings) = settings {
-            queue.set_worker_settings(settings);
-        }
-        let handles: Vec<_> = inputs
-            .iter()
-            .map(|input| queue.submit::<_, Value>(job, input).expect("submit"))
-            .collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            out.push(handle.finished().await);
-        }
-        out
-    })
-}
-
+/// One slot: the jobs run one after another, on one worker unless it is replaced.
 fn run_all(job: &Job, inputs: &[serde_json::Value]) -> Vec<Finished<Value>> {
-    run_with(job, inputs, 1, None)
+    common::run_jobs(job, inputs, 1, None)
 }
 
 fn pid_of(finished: &Finished<Value>) -> u32 {
@@ -101,7 +78,7 @@ fn wait_dead(pid: u32, timeout: Duration) -> bool {
 #[test]
 fn a_worker_serves_many_jobs_in_one_process() {
     let inputs: Vec<_> = (0..60).map(|i| json!({"echo": i})).collect();
-    let results = run_with(&diag_job(), &inputs, 2, None);
+    let results = common::run_jobs(&diag_job(), &inputs, 2, None);
     for (i, finished) in results.iter().enumerate() {
         assert_eq!(echo_of(finished), Some(i as i128), "{:?}", finished.result);
         assert!(finished.stats.worker.is_some(), "job {i} ran on a worker");
@@ -233,7 +210,7 @@ fn a_worker_that_exits_between_jobs_loses_no_job() {
     // Each worker answers, then exits at once: the next job finds it gone (while idle, or
     // before it read a byte of the request) and goes to a fresh worker.
     let inputs: Vec<_> = (0..40).map(|i| raw("answer_then_exit", i)).collect();
-    let results = run_with(&rawworker(), &inputs, 2, None);
+    let results = common::run_jobs(&rawworker(), &inputs, 2, None);
     for (i, finished) in results.iter().enumerate() {
         assert_eq!(value_of(finished), Some(i as i128), "{:?}", finished.result);
     }
@@ -308,7 +285,7 @@ fn one_crash_among_a_thousand_jobs_fails_only_itself() {
             }
         })
         .collect();
-    let results = run_with(&diag_job(), &inputs, 2, None);
+    let results = common::run_jobs(&diag_job(), &inputs, 2, None);
     for (i, finished) in results.iter().enumerate() {
         if i == 500 {
             assert_eq!(error_of(finished).kind, FailureKind::Killed);
@@ -365,7 +342,7 @@ fn workers_are_replaced_after_their_job_limit() {
         ..WorkerSettings::default()
     };
     let inputs: Vec<_> = (0..20).map(|i| json!({"echo": i})).collect();
-    let results = run_with(&diag_job(), &inputs, 1, Some(settings));
+    let results = common::run_jobs(&diag_job(), &inputs, 1, Some(settings));
     let pids: Vec<u32> = results.iter().map(pid_of).collect();
     let distinct: BTreeSet<u32> = pids.iter().copied().collect();
     assert_eq!(distinct.len(), 4, "{pids:?}");
@@ -390,7 +367,7 @@ fn workers_are_replaced_after_a_job_that_grew_them_too_large() {
         json!({"echo": 2, "output_bytes": 128 << 20}),
         json!({"echo": 3}),
     ];
-    let results = run_with(&diag_job(), &inputs, 1, Some(settings));
+    let results = common::run_jobs(&diag_job(), &inputs, 1, Some(settings));
     assert_eq!(echo_of(&results[1]), Some(2));
     assert!(
         results[1].stats.peak_rss_bytes > 64 << 20,
@@ -524,7 +501,7 @@ fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
         "offload-exits",
         "sys.stderr.write('offload-exits: no model file\\n'); sys.exit(4)",
     );
-    let err = run_with(&exits, &[json!(1)], 1, Some(settings)).remove(0);
+    let err = common::run_jobs(&exits, &[json!(1)], 1, Some(settings)).remove(0);
     let err = error_of(&err);
     assert_eq!(
         (err.kind, err.exit_code),
@@ -534,7 +511,7 @@ fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
     assert!(err.message.contains("did not start") && err.message.contains("no model file"));
 
     let silent = python_worker(dir.path(), "offload-silent", "time.sleep(60)");
-    let finished = run_with(&silent, &[json!(1)], 1, Some(settings)).remove(0);
+    let finished = common::run_jobs(&silent, &[json!(1)], 1, Some(settings)).remove(0);
     let err = error_of(&finished);
     assert_eq!(err.kind, FailureKind::TimedOut, "{err:?}");
     assert!(err.message.contains("no hello"), "{err:?}");
@@ -544,7 +521,7 @@ fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
         "offload-garbage",
         "os.write(1, b'\\xff\\xff nonsense'); time.sleep(60)",
     );
-    let err = run_with(&garbage, &[json!(1)], 1, Some(settings)).remove(0);
+    let err = common::run_jobs(&garbage, &[json!(1)], 1, Some(settings)).remove(0);
     assert_eq!(
         error_of(&err).kind,
         FailureKind::BadOutput,
@@ -788,7 +765,7 @@ fn pausing_takes_jobs_back_from_deck() {
 fn many_short_jobs_on_one_worker_start_in_order() {
     // Many short jobs at -j 1 on one worker, most of them taken from deck: all in order.
     let inputs: Vec<_> = (0..300).map(|i| json!({"echo": i})).collect();
-    let results = run_with(&diag_job(), &inputs, 1, None);
+    let results = common::run_jobs(&diag_job(), &inputs, 1, None);
     let mut last_start = 0u64;
     for (i, finished) in results.iter().enumerate() {
         assert_eq!(echo_of(finished), Some(i as i128));

@@ -48,6 +48,35 @@ pub fn on_main_context<F: Future>(make_future: impl FnOnce() -> F) -> F::Output 
         .expect("the new context can be made this thread's default")
 }
 
+/// Runs `inputs` as jobs of `job` on a fresh queue of `parallel` slots (with `settings` for
+/// its workers, if given), all submitted at once; gives every outcome in input order.
+pub fn run_jobs(
+    job: &Job,
+    inputs: &[serde_json::Value],
+    parallel: usize,
+    settings: Option<offload::WorkerSettings>,
+) -> Vec<offload::Finished<ciborium::Value>> {
+    on_main_context(|| async {
+        let queue = offload::Queue::with_max_running(parallel);
+        if let Some(settings) = settings {
+            queue.set_worker_settings(settings);
+        }
+        let handles: Vec<_> = inputs
+            .iter()
+            .map(|input| {
+                queue
+                    .submit::<_, ciborium::Value>(job, input)
+                    .expect("submit")
+            })
+            .collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            out.push(handle.finished().await);
+        }
+        out
+    })
+}
+
 /// Waits on the main context for `duration`.
 pub async fn sleep(duration: std::time::Duration) {
     glib::timeout_future(duration).await;

@@ -1,6 +1,9 @@
 //! Starting a processor without `fork`: `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does,
-//! plus the two things `posix_spawn` cannot do: `PR_SET_PDEATHSIG` and passing exactly one
-//! extra descriptor.
+//! plus what `posix_spawn` cannot do: `PR_SET_PDEATHSIG`, passing exactly the descriptors
+//! wanted, and executing the guard from memory. The child executes the guard
+//! (`runner/guard.c`), which forks the processor itself: a `CLONE_VM` child inherits the
+//! host's peak resident memory into its own at `execve`, and a processor forked from the
+//! guard's few pages does not.
 //!
 //! Why not `std::process::Command` with `pre_exec`: a `pre_exec` hook forces a real `fork`, which
 //! copies the page tables of the whole host. In a GTK app that is hundreds of megabytes of
@@ -23,12 +26,13 @@ use std::path::Path;
 /// Bytes of stack for the child until `execve`.
 const CHILD_STACK: usize = 64 * 1024;
 
-/// Descriptors the child gets: its stdio and, if any, the progress pipe (which keeps its
-/// number).
+/// Descriptors the child gets: its stdio, the guard's status pipe and, if any, the progress
+/// pipe (both keep their numbers).
 pub(crate) struct ChildFds {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    pub status: RawFd,
     pub progress: Option<RawFd>,
 }
 
@@ -42,7 +46,8 @@ pub(crate) struct ChildSettings {
 
 /// Everything the child reads, prepared before the clone.
 struct ChildPlan {
-    program: CString,
+    /// The guard executable (a memfd), run with `execveat`.
+    guard: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     fds: ChildFds,
@@ -53,8 +58,10 @@ struct ChildPlan {
     error: i32,
 }
 
-/// Starts `program` with `args` and exactly the environment `env`, in a new process group,
-/// killed when the calling thread exits. Returns its pid.
+/// Starts `program` with `args` and exactly the environment `env` below a guard of its own:
+/// the guard leads a new process group and gets `KILL_JOB` when the calling thread exits; the
+/// processor leads a group of its own. Returns the guard's pid; the guard reports the
+/// processor's on the status pipe.
 pub(crate) fn spawn(
     program: &Path,
     args: &[impl AsRef<OsStr>],
@@ -65,8 +72,13 @@ pub(crate) fn spawn(
     let cstring = |bytes: &[u8]| {
         CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
     };
+    let guard = crate::runner::guard::executable()?;
     let program_c = cstring(program.as_os_str().as_bytes())?;
-    let mut strings = vec![program_c.clone()];
+    let mut strings = vec![
+        cstring(b"offload-guard")?,
+        cstring(fds.status.to_string().as_bytes())?,
+        program_c,
+    ];
     for arg in args {
         strings.push(cstring(arg.as_ref().as_bytes())?);
     }
@@ -84,7 +96,7 @@ pub(crate) fn spawn(
     envp.push(std::ptr::null());
 
     let mut plan = ChildPlan {
-        program: program_c,
+        guard,
         argv,
         envp,
         fds,
@@ -178,7 +190,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // Best effort: a lower priority is a courtesy, not a requirement.
             libc::nice(plan.nice);
         }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, crate::runner::guard::KILL_JOB) == -1 {
             fail(plan);
         }
         // The host may have died before prctl took effect.
@@ -191,7 +203,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(plan);
             }
         }
-        // Every descriptor from 3 up closes at exec, except the progress pipe, if any.
+        // Every descriptor from 3 up closes at exec, except the status and progress pipes.
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         libc::syscall(
             libc::SYS_close_range,
@@ -199,6 +211,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         );
+        if libc::fcntl(plan.fds.status, libc::F_SETFD, 0) == -1 {
+            fail(plan);
+        }
         if let Some(progress) = plan.fds.progress {
             if libc::fcntl(progress, libc::F_SETFD, 0) == -1 {
                 fail(plan);
@@ -210,10 +225,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             set
         };
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::execve(
-            plan.program.as_ptr(),
+        libc::syscall(
+            libc::SYS_execveat,
+            plan.guard,
+            c"".as_ptr(),
             plan.argv.as_ptr(),
             plan.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
         );
         fail(plan)
     }

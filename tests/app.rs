@@ -99,13 +99,9 @@ fn quitting_with_jobs_running_leaves_no_process_behind() {
     let app_pid = app.id();
     let until = Instant::now() + Duration::from_secs(30);
     let processors = loop {
-        let children: Vec<u32> = common::processes()
+        // The processors run below guards, the app's children.
+        let children: Vec<u32> = common::processors_below(app_pid, "offload-diag")
             .iter()
-            .filter(|p| p.parent == app_pid && p.state != 'Z')
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
-                    .is_ok_and(|c| c.starts_with("offload-diag"))
-            })
             .map(|p| p.pid)
             .collect();
         if children.len() == 3 {

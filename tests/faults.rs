@@ -243,9 +243,10 @@ fn processors_die_with_the_host() {
     let host_pid = host.id();
     let until = Instant::now() + Duration::from_secs(10);
     let processor = loop {
-        let found = common::processes()
+        // Below its guard, the host's child.
+        let found = common::processors_below(host_pid, "offload-diag")
             .into_iter()
-            .find(|p| p.parent == host_pid && p.state != 'Z');
+            .next();
         if let Some(p) = found {
             break p;
         }
@@ -294,9 +295,9 @@ fn interrupting_a_run_with_100_jobs_running_leaves_nothing_and_keeps_finished_re
     let host_pid = host.id();
     let until = Instant::now() + Duration::from_secs(30);
     let groups: Vec<u32> = loop {
-        let running: Vec<u32> = common::processes()
+        // The processors (each below its guard, the host's child); each leads its group.
+        let running: Vec<u32> = common::processors_below(host_pid, "offload-diag")
             .into_iter()
-            .filter(|p| p.parent == host_pid && p.state != 'Z')
             .map(|p| p.pid)
             .collect();
         if running.len() >= 89 {

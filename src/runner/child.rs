@@ -1,6 +1,6 @@
 //! The plumbing of a child process that both one-shot runs and persistent workers use: pipes,
-//! spawning, the pidfd, signals to the process group, reaping, and what the kernel tells of a
-//! process (CPU time, resident and peak memory).
+//! spawning below a guard (`guard.rs`), the pidfd, stopping, reaping, and what the kernel tells
+//! of a process (CPU time, resident and peak memory).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -14,15 +14,44 @@ use crate::job::Job;
 use crate::outcome::{FailureKind, JobError};
 use crate::spawn::{ChildFds, ChildSettings};
 
-/// A started processor and our ends of its pipes (non-blocking).
+/// A started processor, its guard, and our ends of their pipes (non-blocking).
 pub(super) struct Spawned {
-    pub pid: u32,
+    /// The processor and its guard.
+    pub job: JobProcess,
+    /// The guard's status pipe, after its first line (the rest says the peak memory).
+    pub status: OwnedFd,
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     /// The progress pipe, for one-shot runs.
     pub progress: Option<OwnedFd>,
 }
+
+/// A processor process and the guard it runs below (the host's child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct JobProcess {
+    /// The guard: the host's child, which the host waits for and signals.
+    pub guard: libc::pid_t,
+    /// The processor, which leads its own process group.
+    pub processor: libc::pid_t,
+}
+
+impl JobProcess {
+    /// Asks the processor to stop: SIGTERM to its group (the guard forwards it).
+    pub(super) fn terminate(&self) {
+        // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
+        unsafe { libc::kill(self.guard, libc::SIGTERM) };
+    }
+
+    /// Kills the job now: its process group and everything left below the guard.
+    pub(super) fn kill(&self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.guard, super::guard::KILL_JOB) };
+    }
+}
+
+/// How long a guard may take to say that its processor runs (or could not be executed).
+const GUARD_START: Duration = Duration::from_secs(10);
 
 /// How to start a job's processor.
 pub(super) struct Launch<'a> {
@@ -39,8 +68,9 @@ pub(super) struct Launch<'a> {
 pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError> {
     let path = job.processor.path();
     let cannot_start = |message: String| JobError::new(FailureKind::CouldNotStart, message);
-    let pipes = || -> io::Result<[(OwnedFd, OwnedFd); 3]> { Ok([pipe()?, pipe()?, pipe()?]) };
-    let [stdin, stdout, stderr] =
+    let pipes =
+        || -> io::Result<[(OwnedFd, OwnedFd); 4]> { Ok([pipe()?, pipe()?, pipe()?, pipe()?]) };
+    let [stdin, stdout, stderr, status] =
         pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
     let progress = launch
         .progress_pipe
@@ -55,6 +85,7 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         stdin: stdin.0.as_raw_fd(),
         stdout: stdout.1.as_raw_fd(),
         stderr: stderr.1.as_raw_fd(),
+        status: status.1.as_raw_fd(),
         progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
     };
     let settings = ChildSettings {
@@ -63,19 +94,44 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
-    let pid = crate::spawn::spawn(path, &args, &env, fds, &settings)
+    let guard = crate::spawn::spawn(path, &args, &env, fds, &settings)
         .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
     // The child's ends close here; ours stay.
+    drop(status.1);
+    let mut status_pipe = File::from(status.0);
+    let processor = match super::guard::first_status(&mut status_pipe, GUARD_START) {
+        Some(super::guard::Status::Running(pid)) => pid as libc::pid_t,
+        Some(super::guard::Status::Failed(errno)) => {
+            reap(guard);
+            let err = io::Error::from_raw_os_error(errno);
+            return Err(cannot_start(spawn_error_message(path, &err)));
+        }
+        None => {
+            // SAFETY: our unreaped child.
+            unsafe { libc::kill(guard, libc::SIGKILL) };
+            reap(guard);
+            return Err(cannot_start(format!(
+                "cannot start {}: its guard process did not start it",
+                path.display()
+            )));
+        }
+    };
     let spawned = Spawned {
-        pid: pid as u32,
+        job: JobProcess { guard, processor },
+        status: OwnedFd::from(status_pipe),
         stdin: stdin.1,
         stdout: stdout.0,
         stderr: stderr.0,
         progress: progress.map(|(read, _)| read),
     };
-    for fd in [&spawned.stdin, &spawned.stdout, &spawned.stderr]
-        .into_iter()
-        .chain(spawned.progress.as_ref())
+    for fd in [
+        &spawned.stdin,
+        &spawned.stdout,
+        &spawned.stderr,
+        &spawned.status,
+    ]
+    .into_iter()
+    .chain(spawned.progress.as_ref())
     {
         set_nonblocking(fd.as_raw_fd());
     }
@@ -258,11 +314,6 @@ pub(super) fn has_exited(pid: libc::pid_t) -> bool {
         let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
         libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() != 0
     }
-}
-
-pub(super) fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: the group leader is our unreaped child, so the group id cannot have been reused.
-    unsafe { libc::kill(-pgid, signal) };
 }
 
 /// Reaps the child and returns its wait status and resource usage.

@@ -11,6 +11,7 @@
 //! progress pipe).
 
 mod child;
+pub(crate) mod guard;
 mod oneshot;
 mod stop;
 mod worker;

@@ -15,8 +15,8 @@ use offload_sdk::decode::{decode_one, hex_preview, DecodeLimits};
 use offload_sdk::protocol::{ErrorReport, ProgressItem};
 
 use super::child::{
-    drain, has_exited, last_line, pidfd_open, raw, reap, signal_group, spawn, timeval, write_some,
-    Launch, Spawned, Tail,
+    drain, has_exited, last_line, pidfd_open, raw, reap, spawn, timeval, write_some, Launch,
+    Spawned, Tail,
 };
 use super::stop::{Ending, Stop, Watch};
 use super::{Control, Decoder, RawResult, RunRequest, RunnerEvent};
@@ -47,12 +47,12 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
     let (result, stats) = match spawn(&job, &launch) {
         Err(error) => (Err(error), RunStats::default()),
         Ok(child) => {
+            let pid = child.job.processor as u32;
             let _ = events.try_send(RunnerEvent::Started {
                 id,
-                pid: child.pid,
+                pid,
                 worker: None,
             });
-            let pid = child.pid;
             let ended = supervise(id, &job, child, input, &control, &events);
             let stats = RunStats {
                 pid: Some(pid),
@@ -92,14 +92,17 @@ fn supervise(
     events: &async_channel::Sender<RunnerEvent>,
 ) -> Ended {
     let limits = job.limits;
-    let pgid = child.pid as libc::pid_t;
-    let pidfd = pidfd_open(pgid);
-    let mut watch = Watch::new(id, pgid, limits, control, Instant::now());
+    let process = child.job;
+    let pidfd = pidfd_open(process.guard);
+    let mut watch = Watch::new(id, process, limits, control, Instant::now());
 
     let mut stdin = Some(File::from(child.stdin));
     let mut stdout = Some(File::from(child.stdout));
     let mut stderr = Some(File::from(child.stderr));
     let mut progress = child.progress.map(File::from);
+    // The guard's status pipe: its last line gives the peak memory; it ends when the guard does.
+    let mut status = Some(File::from(child.status));
+    let mut status_text = Vec::new();
     let mut input = Some(input);
     let mut written = 0usize;
     let mut out = Vec::new();
@@ -110,7 +113,8 @@ fn supervise(
     let mut drain_until: Option<Instant> = None;
 
     loop {
-        if exited && stdout.is_none() && stderr.is_none() && progress.is_none() {
+        if exited && stdout.is_none() && stderr.is_none() && progress.is_none() && status.is_none()
+        {
             break;
         }
         let now = Instant::now();
@@ -126,7 +130,7 @@ fn supervise(
         watch.send_progress(now, events);
 
         // Build the poll set.
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(7);
         let mut push = |fd: RawFd, events: libc::c_short| {
             fds.push(libc::pollfd {
                 fd,
@@ -151,6 +155,7 @@ fn supervise(
             libc::POLLIN,
         );
         push(control.wake_fd(), libc::POLLIN);
+        push(raw(status.as_ref()), libc::POLLIN);
 
         let wake_at = [
             watch.wake_at().filter(|_| !exited),
@@ -176,7 +181,7 @@ fn supervise(
             }
             // poll itself failing is not recoverable: stop the job and finish.
             watch.stop(Stop::Cancelled);
-            signal_group(pgid, libc::SIGKILL);
+            process.kill();
             break;
         }
         let has = |i: usize| fds[i].revents != 0;
@@ -233,14 +238,23 @@ fn supervise(
         {
             progress = None;
         }
+        if has(6)
+            && drain(&mut status, &mut scratch, |chunk| {
+                // A few short lines; a guard never writes more, so the bound is a formality.
+                if status_text.len() < 4096 {
+                    status_text.extend_from_slice(chunk);
+                }
+            })
+        {
+            status = None;
+        }
         if has(4) {
             exited = true;
         } else if pidfd.is_none() && !exited {
-            exited = has_exited(pgid);
+            exited = has_exited(process.guard);
         }
         if exited && drain_until.is_none() {
-            // Take the rest of the group down with the processor, then drain what is left.
-            signal_group(pgid, libc::SIGKILL);
+            // The guard ended only once nothing was left below it: drain what is in the pipes.
             drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
             stdin = None;
             input = None;
@@ -251,11 +265,11 @@ fn supervise(
     }
 
     if !exited {
-        // Only reached when poll failed; the group was sent SIGKILL.
-        signal_group(pgid, libc::SIGKILL);
+        // Only reached when poll failed; the job was killed.
+        process.kill();
     }
     drop(pidfd);
-    let (status, usage) = reap(pgid);
+    let (status, usage) = reap(process.guard);
     let (exit_code, signal) = if libc::WIFSIGNALED(status) {
         (None, Some(libc::WTERMSIG(status)))
     } else {
@@ -269,7 +283,8 @@ fn supervise(
         ),
         stdout: out,
         stderr_tail: tail.text(),
-        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        // The guard's figure: the guard's own ru_maxrss holds the host's peak (see guard.c).
+        peak_rss_bytes: super::guard::peak_bytes(&status_text).unwrap_or(0),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use offload_sdk::protocol::ProgressItem;
 
-use super::child::{mib, resident_bytes, signal_group, signal_name};
+use super::child::{mib, resident_bytes, signal_name, JobProcess};
 use super::{Control, RunnerEvent};
 use crate::job::{JobId, RunLimits};
 use crate::outcome::{FailureKind, JobError};
@@ -30,7 +30,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(30);
 /// The deadlines and stop requests of one running job.
 pub(super) struct Watch<'a> {
     id: JobId,
-    pgid: libc::pid_t,
+    job: JobProcess,
     limits: RunLimits,
     control: &'a Control,
     deadline: Option<Instant>,
@@ -45,17 +45,17 @@ pub(super) struct Watch<'a> {
 }
 
 impl<'a> Watch<'a> {
-    /// Starts watching job `id`, whose processor leads group `pgid`, from `started`.
+    /// Starts watching job `id`, run by `job`, from `started`.
     pub(super) fn new(
         id: JobId,
-        pgid: libc::pid_t,
+        job: JobProcess,
         limits: RunLimits,
         control: &'a Control,
         started: Instant,
     ) -> Self {
         let mut watch = Self {
             id,
-            pgid,
+            job,
             limits,
             control,
             deadline: limits.timeout.map(|t| started + t),
@@ -81,9 +81,9 @@ impl<'a> Watch<'a> {
         }
         self.stop = Some(reason);
         if matches!(reason, Stop::OutputTooLarge | Stop::MemoryLimit(_)) {
-            signal_group(self.pgid, libc::SIGKILL);
+            self.job.kill();
         } else {
-            signal_group(self.pgid, libc::SIGTERM);
+            self.job.terminate();
             self.kill_at = Some(Instant::now() + self.limits.grace);
         }
     }
@@ -92,7 +92,7 @@ impl<'a> Watch<'a> {
     pub(super) fn cancel(&mut self) {
         self.stop(Stop::Cancelled);
         if self.control.is_hard() {
-            signal_group(self.pgid, libc::SIGKILL);
+            self.job.kill();
         }
     }
 
@@ -113,14 +113,14 @@ impl<'a> Watch<'a> {
             self.stop(Stop::TimedOut);
         }
         if self.kill_at.is_some_and(|t| now >= t) {
-            signal_group(self.pgid, libc::SIGKILL);
+            self.job.kill();
             self.escalated = true;
             self.kill_at = None;
         }
         if let Some(limit) = self.limits.max_memory_bytes {
             if now >= self.next_memory_sample {
                 self.next_memory_sample = now + MEMORY_SAMPLE;
-                if let Some(rss) = resident_bytes(self.pgid).filter(|rss| *rss > limit) {
+                if let Some(rss) = resident_bytes(self.job.processor).filter(|rss| *rss > limit) {
                     self.stop(Stop::MemoryLimit(rss));
                 }
             }

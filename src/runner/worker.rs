@@ -25,8 +25,8 @@ use offload_sdk::protocol::ProgressItem;
 use offload_sdk::sequence::SequenceBuffer;
 
 use super::child::{
-    cpu_time, last_line, pidfd_open, reap, set_cpu_limit, signal_group, spawn, timeval,
-    unread_bytes, Launch, PeakMemory, Tail,
+    cpu_time, last_line, pidfd_open, reap, set_cpu_limit, spawn, timeval, unread_bytes, JobProcess,
+    Launch, PeakMemory, Tail,
 };
 use super::oneshot::poll_timeout;
 use super::stop::{Stop, Watch};
@@ -191,6 +191,9 @@ pub(super) struct Order<'a> {
 /// A live worker process and our ends of its pipes.
 pub(super) struct WorkerProcess {
     number: u64,
+    /// The processor (the worker) and its guard.
+    job: JobProcess,
+    /// The processor's pid.
     pid: u32,
     pidfd: Option<OwnedFd>,
     stdin: Option<File>,
@@ -243,11 +246,14 @@ impl WorkerProcess {
             cpu_limit: None,
         };
         let child = spawn(job, &launch)?;
-        let pid = child.pid as libc::pid_t;
+        let process = child.job;
+        let pid = process.processor;
         let mut worker = Self {
             number,
-            pid: child.pid,
-            pidfd: pidfd_open(pid),
+            job: process,
+            pid: pid as u32,
+            // The guard: it ends once the worker and everything below it are gone.
+            pidfd: pidfd_open(process.guard),
             stdin: Some(File::from(child.stdin)),
             stdout: Some(File::from(child.stdout)),
             stderr: Some(File::from(child.stderr)),
@@ -267,7 +273,7 @@ impl WorkerProcess {
             max_memory_bytes: None,
             ..job.limits
         };
-        let mut watch = Watch::new(id, pid, limits, control, Instant::now());
+        let mut watch = Watch::new(id, process, limits, control, Instant::now());
         let mut hello = Outgoing::new(frame::hello(PERSISTENT_PROTOCOL, None, None), None);
         let not_ready = |why: &str| format!("the persistent worker did not start: {why}");
         let broken = match worker.exchange(&mut hello, &mut Expect::Hello, &mut watch, None) {
@@ -386,7 +392,7 @@ impl WorkerProcess {
             },
         };
         let began = Instant::now();
-        let mut watch = Watch::new(id, pid, limits, control, began);
+        let mut watch = Watch::new(id, self.job, limits, control, began);
         watch.announce_at(started, began + ANNOUNCE_AFTER);
         let exchange = self.exchange(&mut request, &mut expect, &mut watch, Some(events));
         // Whatever happens next, the queue hears that the job started before that it ended.
@@ -539,7 +545,7 @@ impl WorkerProcess {
                 self.end();
                 return Idle::Ended;
             }
-            if fds[1].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+            if fds[1].revents != 0 || (self.pidfd.is_none() && has_exited(self.job.guard)) {
                 self.exited = true;
                 self.end();
                 return Idle::Ended;
@@ -576,7 +582,7 @@ impl WorkerProcess {
             if fds[1].revents != 0 {
                 self.read_stderr();
             }
-            if fds[0].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+            if fds[0].revents != 0 || (self.pidfd.is_none() && has_exited(self.job.guard)) {
                 self.exited = true;
             }
         }
@@ -586,12 +592,12 @@ impl WorkerProcess {
     /// Kills the worker's process group (the worker first, unless it has exited), reaps it,
     /// and gives its exit status. Idempotent.
     fn end(&mut self) -> Exit {
-        let pgid = self.pid as libc::pid_t;
+        let guard = self.job.guard;
         if !self.reaped {
-            // The leader is unreaped until below, so the group id is still ours to signal;
-            // this also takes down what the worker left behind.
-            signal_group(pgid, libc::SIGKILL);
-            let (status, usage) = reap(pgid);
+            // The guard is unreaped until below, so its pid is still ours to signal; it kills
+            // the worker's group and whatever the worker left behind, then exits as it did.
+            self.job.kill();
+            let (status, usage) = reap(guard);
             self.reaped = true;
             self.exited = true;
             self.last_exit = Some(Exit {
@@ -678,7 +684,7 @@ impl WorkerProcess {
             if fds[1].revents != 0 {
                 self.read_stdout();
             }
-            if fds[3].revents != 0 || (self.pidfd.is_none() && has_exited(self.pid)) {
+            if fds[3].revents != 0 || (self.pidfd.is_none() && has_exited(self.job.guard)) {
                 // Its last frames are in the pipe already: read them before judging.
                 self.exited = true;
                 self.read_stdout();
@@ -875,6 +881,6 @@ fn raw(file: Option<&File>) -> RawFd {
     file.map_or(-1, AsRawFd::as_raw_fd)
 }
 
-fn has_exited(pid: u32) -> bool {
-    super::child::has_exited(pid as libc::pid_t)
+fn has_exited(pid: libc::pid_t) -> bool {
+    super::child::has_exited(pid)
 }

@@ -116,6 +116,32 @@ pub fn processes() -> Vec<ProcessInfo> {
         .collect()
 }
 
+/// Every live process below `pid` (its children, theirs, and so on).
+pub fn descendants(pid: u32) -> Vec<ProcessInfo> {
+    let all = processes();
+    let mut found: Vec<ProcessInfo> = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.parent == parent && p.state != 'Z') {
+            found.push(*p);
+            parents.push(p.pid);
+        }
+    }
+    found
+}
+
+/// The processors running below `host` (its descendants, guards left out), as a name prefix
+/// of their command says.
+pub fn processors_below(host: u32, comm_prefix: &str) -> Vec<ProcessInfo> {
+    descendants(host)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                .is_ok_and(|c| c.starts_with(comm_prefix) && !c.starts_with("offload-guard"))
+        })
+        .collect()
+}
+
 /// Every running process whose process group is `pgid`. Zombies are left out: they are dead,
 /// and an orphaned grandchild's zombie is for init to reap, not for offload.
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {

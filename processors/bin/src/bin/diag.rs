@@ -36,6 +36,13 @@ struct DiagInput {
     /// Add a byte string of this many bytes to the result (field `filler`).
     #[serde(default)]
     output_bytes: usize,
+    /// Allocate and touch this many bytes, then free them and answer: a known peak.
+    #[serde(default)]
+    hold_bytes: usize,
+    /// Start a daemon (a `sleep 3600` that left the job's session with `setsid`, after a
+    /// double fork) and answer with its pid (`daemon_pid`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    daemon: bool,
     /// Misbehave after the sleep and burn: see [`fault`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fail: Option<String>,
@@ -60,6 +67,9 @@ struct DiagOutput {
     /// With `output_bytes`: that many bytes.
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     filler: Option<Vec<u8>>,
+    /// With `daemon`: the daemon's pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon_pid: Option<u32>,
 }
 
 /// The open file descriptors, found without opening any (so none is counted by mistake).
@@ -100,6 +110,17 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
     if let Some(text) = &input.print {
         println!("{text}");
     }
+    if input.hold_bytes > 0 {
+        hold(input.hold_bytes)?;
+    }
+    let daemon_pid = if input.daemon {
+        let pid = start_daemon()?;
+        // Also on stderr, for a job that then fails (its stderr tail says it).
+        eprintln!("offload-diag: daemon {pid}");
+        Some(pid)
+    } else {
+        None
+    };
     let steps = input.progress_steps.max(1);
     let sleep_step = Duration::from_millis(input.sleep_ms) / steps;
     let burn_step = Duration::from_millis(input.burn_ms) / steps;
@@ -135,7 +156,35 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
         open_fds,
         env,
         filler: (input.output_bytes > 0).then(|| vec![b'f'; input.output_bytes]),
+        daemon_pid,
     })
+}
+
+/// Allocates and touches `size` bytes, then frees them.
+fn hold(size: usize) -> Result<(), Error> {
+    let mut block: Vec<u8> = Vec::new();
+    block
+        .try_reserve_exact(size)
+        .map_err(|err| Error::failed(format!("cannot allocate {size} bytes: {err}")))?;
+    block.resize(size, 1);
+    std::hint::black_box(&block);
+    Ok(())
+}
+
+/// Starts `sleep 3600` in a session of its own, its parent (a shell) gone: a daemon, as a
+/// double fork makes one. Returns its pid.
+fn start_daemon() -> Result<u32, Error> {
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $!",
+        ])
+        .output()
+        .map_err(|err| Error::failed(format!("cannot start sh: {err}")))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| Error::failed("the daemon's pid did not come back"))
 }
 
 /// Misbehaves as asked. Returns only for faults that are not recognised.

@@ -41,10 +41,10 @@ mod spawn;
 
 pub use job::{Job, JobId, JobState, Persistence, RunLimits};
 pub use offload_sdk as sdk;
-pub use outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
+pub use outcome::{FailureKind, Finished, JobError, MemoryLimitKind, RunStats, WorkerRun};
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
-pub use runner::WorkerSettings;
+pub use runner::{WorkerSettings, MEMORY_LIMIT_ENV};
 
 /// The README's Rust samples, compiled by `cargo test --doc` so they cannot go stale.
 #[cfg(doctest)]

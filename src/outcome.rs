@@ -121,6 +121,31 @@ impl WorkerRun {
     }
 }
 
+/// How a job's memory limit was enforced ([`crate::RunLimits::max_memory_bytes`]); which one
+/// applies depends on the system (RELIABILITY.md says what each misses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryLimitKind {
+    /// A cgroup v2 of the job's own (`memory.max`): hard, the processor and its descendants.
+    CgroupV2,
+    /// A cgroup v1 of the job's own (`memory.limit_in_bytes`): hard, likewise.
+    CgroupV1,
+    /// `RLIMIT_DATA` on the processor: its heap and anonymous mappings cannot grow past it;
+    /// resident memory is also sampled every 20 ms.
+    Rlimit,
+}
+
+impl MemoryLimitKind {
+    /// How it reads in messages: "cgroup v2 memory.max".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::CgroupV2 => "cgroup v2 memory.max",
+            Self::CgroupV1 => "cgroup v1 memory.limit_in_bytes",
+            Self::Rlimit => "RLIMIT_DATA",
+        }
+    }
+}
+
 /// What running a job cost. Zero where the processor never started.
 ///
 /// ```no_run
@@ -141,14 +166,18 @@ pub struct RunStats {
     /// From the start of the job's run (spawn, or taking a worker, including the worker's
     /// start for its first job) to its end.
     pub wall: Duration,
-    /// User plus system CPU time of the processor (not of its descendants) for this job; a
-    /// worker's CPU time between the job's request and its answer.
+    /// User plus system CPU time of the processor and of the descendants it (or its guard)
+    /// waited for; on a worker, the worker's own CPU time between the job's request and its
+    /// answer.
     pub cpu: Duration,
-    /// The processor's peak resident memory, in bytes; a worker's peak during this job (its
-    /// resident memory at the job's start counts). 0 when unknown (a worker that died).
+    /// The processor's peak resident memory, in bytes (its own and its descendants', the
+    /// largest); a worker's peak during this job (its resident memory at the job's start
+    /// counts). 0 when unknown (a worker that died).
     pub peak_rss_bytes: u64,
     /// The persistent worker that ran the job; `None` for a process of its own.
     pub worker: Option<WorkerRun>,
+    /// How its memory limit was enforced; `None` without one.
+    pub memory_limit: Option<MemoryLimitKind>,
 }
 
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.

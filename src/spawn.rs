@@ -42,6 +42,10 @@ pub(crate) struct ChildSettings {
     pub nice: i32,
     /// `RLIMIT_CPU` in seconds: SIGXCPU at this many, SIGKILL a second later.
     pub cpu_limit_secs: Option<u64>,
+    /// `RLIMIT_DATA` in bytes.
+    pub data_limit_bytes: Option<u64>,
+    /// A `cgroup.procs` file the processor joins before it runs (the guard's `--cgroup`).
+    pub cgroup_procs: Option<std::path::PathBuf>,
 }
 
 /// Everything the child reads, prepared before the clone.
@@ -53,6 +57,7 @@ struct ChildPlan {
     fds: ChildFds,
     nice: i32,
     cpu_limit_secs: Option<u64>,
+    data_limit_bytes: Option<u64>,
     host: libc::pid_t,
     /// Written by the child when it fails before or at `execve`.
     error: i32,
@@ -77,8 +82,12 @@ pub(crate) fn spawn(
     let mut strings = vec![
         cstring(b"offload-guard")?,
         cstring(fds.status.to_string().as_bytes())?,
-        program_c,
     ];
+    if let Some(procs) = &settings.cgroup_procs {
+        strings.push(cstring(b"--cgroup")?);
+        strings.push(cstring(procs.as_os_str().as_bytes())?);
+    }
+    strings.push(program_c);
     for arg in args {
         strings.push(cstring(arg.as_ref().as_bytes())?);
     }
@@ -102,6 +111,7 @@ pub(crate) fn spawn(
         fds,
         nice: settings.nice,
         cpu_limit_secs: settings.cpu_limit_secs,
+        data_limit_bytes: settings.data_limit_bytes,
         // SAFETY: getpid cannot fail.
         host: unsafe { libc::getpid() },
         error: 0,
@@ -183,6 +193,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 rlim_max: secs.saturating_add(1) as libc::rlim_t,
             };
             if libc::setrlimit(libc::RLIMIT_CPU, &limit) == -1 {
+                fail(plan);
+            }
+        }
+        if let Some(bytes) = plan.data_limit_bytes {
+            let limit = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) == -1 {
                 fail(plan);
             }
         }

@@ -144,3 +144,96 @@ fn a_daemon_of_a_cancelled_or_timed_out_job_is_gone() {
         );
     }
 }
+
+/// The peak resident memory (VmHWM) of `pid` as last seen before it ended, read every 2 ms
+/// from outside; the kernel keeps the high-water mark, so a late read still sees a burst.
+fn watch_peak(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib * 1024);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        peak
+    })
+}
+
+#[test]
+fn two_gib_at_once_under_a_256_mib_limit_is_stopped_and_never_held() {
+    for persistence in BOTH {
+        let limits = offload::RunLimits {
+            max_memory_bytes: Some(256 << 20),
+            ..offload::RunLimits::default()
+        };
+        let job = diag_job().persistence(persistence).limits(limits);
+        let (finished, peak) = common::on_main_context(|| async {
+            let queue = offload::Queue::with_max_running(1);
+            let watcher = std::rc::Rc::new(std::cell::RefCell::new(None));
+            let seen = watcher.clone();
+            queue.connect_events(move |event| {
+                if let offload::QueueEvent::Started { pid, .. } = event {
+                    seen.borrow_mut().get_or_insert_with(|| watch_peak(*pid));
+                }
+            });
+            let finished = queue
+                .submit::<_, Value>(&job, &json!({"fail": "alloc:2147483648"}))
+                .expect("submit")
+                .finished()
+                .await;
+            queue.shutdown();
+            let handle = watcher.borrow_mut().take().expect("it started");
+            (finished, handle.join().expect("the watcher"))
+        });
+        let err = finished.result.expect_err("over the limit");
+        assert_eq!(
+            err.kind,
+            offload::FailureKind::ResourceLimit,
+            "{persistence:?}: {err:?}"
+        );
+        let kind = finished.stats.memory_limit.expect("a memory limit");
+        assert!(
+            peak < (256 + 48) << 20,
+            "{persistence:?} ({kind:?}): the processor held {} MiB under a 256 MiB limit",
+            mib(peak)
+        );
+        eprintln!(
+            "{persistence:?}: {kind:?}, peak seen from outside {} MiB: {}",
+            mib(peak),
+            err.message
+        );
+    }
+}
+
+#[test]
+fn without_a_cgroup_the_limit_is_an_rlimit_and_still_holds() {
+    for mode in ["--no-persistent", "--persistent"] {
+        let mut command = common::offload();
+        command.env(offload::MEMORY_LIMIT_ENV, "rlimit").args([
+            "run",
+            "diag",
+            mode,
+            "--memory-limit",
+            "256M",
+            "--input",
+            "-",
+        ]);
+        let out = common::run_with_input(command, br#"{"fail": "alloc:2147483648"}"#);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("a JSON line");
+        assert_eq!(line["error"]["kind"], "resource_limit", "{mode}: {line}");
+        assert_eq!(line["stats"]["memory_limit"], "rlimit", "{mode}: {line}");
+        let message = line["error"]["message"].as_str().expect("text");
+        assert!(message.contains("RLIMIT_DATA"), "{mode}: {message}");
+        if mode == "--no-persistent" {
+            // The allocation failed outright: nothing near 2 GiB was ever resident.
+            let peak = line["stats"]["peak_rss_bytes"].as_u64().expect("a peak");
+            assert!(peak < 64 << 20, "{} MiB", mib(peak));
+        }
+    }
+}

@@ -184,6 +184,7 @@ fn report_line(
         "cpu_ms": millis(finished.stats.cpu),
         "peak_rss_bytes": finished.stats.peak_rss_bytes,
         "worker": worker,
+        "memory_limit": finished.stats.memory_limit,
     });
     match finished.result {
         Ok(value) => match output_dir {

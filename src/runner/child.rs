@@ -62,6 +62,10 @@ pub(super) struct Launch<'a> {
     pub progress_pipe: bool,
     /// `RLIMIT_CPU` from the start (one-shot runs; workers get theirs per job).
     pub cpu_limit: Option<Duration>,
+    /// `RLIMIT_DATA` from the start (a memory limit without a cgroup, one-shot).
+    pub data_limit: Option<u64>,
+    /// The `cgroup.procs` file of the cgroup the processor joins.
+    pub cgroup: Option<&'a Path>,
 }
 
 /// Starts `job`'s processor as `launch` says.
@@ -91,6 +95,8 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     let settings = ChildSettings {
         nice: job.nice,
         cpu_limit_secs: launch.cpu_limit.map(whole_seconds),
+        data_limit_bytes: launch.data_limit,
+        cgroup_procs: launch.cgroup.map(Path::to_path_buf),
     };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
@@ -105,6 +111,14 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             reap(guard);
             let err = io::Error::from_raw_os_error(errno);
             return Err(cannot_start(spawn_error_message(path, &err)));
+        }
+        Some(super::guard::Status::NoCgroup(errno)) => {
+            reap(guard);
+            let err = io::Error::from_raw_os_error(errno);
+            return Err(cannot_start(format!(
+                "cannot put {} in the cgroup of its memory limit: {err}",
+                path.display()
+            )));
         }
         None => {
             // SAFETY: our unreaped child.
@@ -403,24 +417,26 @@ impl PeakMemory {
     }
 }
 
-/// Sets a live child's `RLIMIT_CPU` (whole seconds of CPU time in all, SIGXCPU at the soft
-/// limit, SIGKILL a second later); `None` lifts it.
-pub(super) fn set_cpu_limit(pid: libc::pid_t, total: Option<Duration>) -> io::Result<()> {
-    let limit = match total {
-        Some(t) => {
-            let secs = whole_seconds(t) as libc::rlim_t;
-            libc::rlimit {
-                rlim_cur: secs,
-                rlim_max: secs.saturating_add(1),
-            }
-        }
-        None => libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        },
+/// Sets a live process's soft limit of `resource` (`RLIMIT_CPU` in seconds, `RLIMIT_DATA` in
+/// bytes) to `value`, or lifts it with `None`. The hard limit is left as it is: lowering it
+/// could not be undone without privileges, and a worker's next job may have no limit.
+pub(super) fn set_soft_limit(
+    pid: libc::pid_t,
+    resource: libc::__rlimit_resource_t,
+    value: Option<u64>,
+) -> io::Result<()> {
+    // SAFETY: prlimit reads into a live rlimit.
+    let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::prlimit(pid, resource, std::ptr::null(), &mut current) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let wanted = value.map_or(libc::RLIM_INFINITY, |v| v as libc::rlim_t);
+    let limit = libc::rlimit {
+        rlim_cur: wanted.min(current.rlim_max),
+        rlim_max: current.rlim_max,
     };
-    // SAFETY: prlimit on our own child with a live rlimit.
-    if unsafe { libc::prlimit(pid, libc::RLIMIT_CPU, &limit, std::ptr::null_mut()) } == -1 {
+    // SAFETY: prlimit on a process of ours with a live rlimit.
+    if unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

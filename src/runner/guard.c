@@ -1,7 +1,7 @@
 /*
  * offload-guard: the small process between the host and each processor process.
  *
- *     offload-guard STATUS_FD PROGRAM [ARG...]
+ *     offload-guard STATUS_FD [--cgroup PROCS_FILE] PROGRAM [ARG...]
  *
  * The host starts it (a vfork child of the host, its own process group, PR_SET_PDEATHSIG
  * SIGUSR2, stdio and the progress pipe in place) with the processor's environment. It forks
@@ -12,8 +12,11 @@
  *  - Is a child subreaper (PR_SET_CHILD_SUBREAPER): a descendant that leaves the group (setsid,
  *    a double fork) is reparented here instead of to init, and when the processor ends, every
  *    process left below the guard is killed and reaped. None outlives its job.
+ *  - With --cgroup, the processor joins that cgroup (writes its pid to PROCS_FILE, a
+ *    cgroup.procs file the host created for the job) before it executes PROGRAM, so that the
+ *    cgroup's memory limit holds for it and everything it starts.
  *  - Reports on STATUS_FD, one text line each: "pid N" once PROGRAM runs, or "error E" (errno)
- *    if it could not be executed; at the end "end K", K the peak resident memory in KiB of the
+ *    if it could not be executed, or "cgroup E" if it could not join the cgroup; at the end "end K", K the peak resident memory in KiB of the
  *    processor and of every descendant it or the guard reaped (wait4's ru_maxrss).
  *  - Exits as the processor did: the same code, or killed by the same signal.
  *
@@ -151,6 +154,12 @@ static void say(const char *what, unsigned long number) {
     }
 }
 
+static int same(const char *a, const char *b) {
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
 static unsigned long parse(const char *s) {
     unsigned long n = 0;
     while (*s >= '0' && *s <= '9')
@@ -219,6 +228,12 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
     if (argc < 3)
         exit_now(125);
     status_fd = (int)parse(argv[1]);
+    char **program = argv + 2;
+    const char *cgroup = 0;
+    if (argc >= 5 && same(program[0], "--cgroup")) {
+        cgroup = program[1];
+        program += 2;
+    }
     word self = SYS(getpid, 0, 0, 0, 0, 0, 0);
 
     /* Every signal it acts on arrives through a signalfd, never a handler. */
@@ -251,9 +266,31 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
         SYS(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
         if (SYS(getppid, 0, 0, 0, 0, 0, 0) != self)
             exit_now(127);
+        if (cgroup) {
+            /* Into the job's cgroup: a negative code tells the guard it was this step. */
+            char pid[24];
+            int n = 0;
+            word me = SYS(getpid, 0, 0, 0, 0, 0, 0);
+            char digits[24];
+            int d = 0;
+            do {
+                digits[d++] = (char)('0' + me % 10);
+                me /= 10;
+            } while (me && d < 24);
+            while (d)
+                pid[n++] = digits[--d];
+            int fd = (int)SYS(openat, AT_FDCWD, cgroup, O_WRONLY | O_CLOEXEC, 0, 0, 0);
+            word w = fd < 0 ? fd : SYS(write, fd, pid, n, 0, 0, 0);
+            if (ERR(w)) {
+                int code = -ERRNO(w);
+                SYS(write, err[1], &code, sizeof code, 0, 0, 0);
+                exit_now(127);
+            }
+            SYS(close, fd, 0, 0, 0, 0, 0);
+        }
         SYS(close, status_fd, 0, 0, 0, 0, 0);
         SYS(rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof old, 0, 0);
-        word r = SYS(execve, argv[2], argv + 2, envp, 0, 0, 0);
+        word r = SYS(execve, program[0], program, envp, 0, 0, 0);
         int code = ERRNO(r);
         SYS(write, err[1], &code, sizeof code, 0, 0, 0);
         exit_now(127);
@@ -277,7 +314,10 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
         struct usage usage;
         int ignored;
         SYS(wait4, child, &ignored, 0, &usage, 0, 0);
-        say("error", (unsigned long)code);
+        if (code < 0)
+            say("cgroup", (unsigned long)-code);
+        else
+            say("error", (unsigned long)code);
         exit_now(127);
     }
     say("pid", (unsigned long)child);

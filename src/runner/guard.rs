@@ -67,6 +67,8 @@ pub(crate) enum Status {
     Running(u32),
     /// The processor could not be executed: this errno.
     Failed(i32),
+    /// The processor could not join its cgroup: this errno.
+    NoCgroup(i32),
 }
 
 /// Waits (up to `timeout`) for a guard's first status line on `pipe`, a blocking descriptor:
@@ -97,6 +99,7 @@ pub(crate) fn first_status(pipe: &mut File, timeout: Duration) -> Option<Status>
     match word {
         "pid" => Some(Status::Running(u32::try_from(number).ok()?)),
         "error" => Some(Status::Failed(i32::try_from(number).ok()?)),
+        "cgroup" => Some(Status::NoCgroup(i32::try_from(number).ok()?)),
         _ => None,
     }
 }

@@ -12,11 +12,13 @@
 
 mod child;
 pub(crate) mod guard;
+mod memory;
 mod oneshot;
 mod stop;
 mod worker;
 mod workers;
 
+pub use memory::MEMORY_LIMIT_ENV;
 pub use workers::WorkerSettings;
 pub(crate) use workers::Workers;
 

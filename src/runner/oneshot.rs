@@ -18,9 +18,10 @@ use super::child::{
     drain, has_exited, last_line, pidfd_open, raw, reap, spawn, timeval, write_some, Launch,
     Spawned, Tail,
 };
+use super::memory::Enforcement;
 use super::stop::{Ending, Stop, Watch};
 use super::{Control, Decoder, RawResult, RunRequest, RunnerEvent};
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, RunLimits};
 use crate::outcome::{FailureKind, RunStats};
 
 /// How long pipes may stay open after the processor exited and its group was killed.
@@ -39,10 +40,14 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
         events,
     } = request;
     let started = Instant::now();
+    let memory = job.limits.max_memory_bytes.map(Enforcement::new);
+    let procs = memory.as_ref().and_then(Enforcement::procs_file);
     let launch = Launch {
         trailing_args: &[],
         progress_pipe: true,
         cpu_limit: job.limits.max_cpu_time,
+        data_limit: memory.as_ref().and_then(Enforcement::data_limit),
+        cgroup: procs.as_deref(),
     };
     let (result, stats) = match spawn(&job, &launch) {
         Err(error) => (Err(error), RunStats::default()),
@@ -53,15 +58,22 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
                 pid,
                 worker: None,
             });
-            let ended = supervise(id, &job, child, input, &control, &events);
+            let samples = memory.as_ref().is_none_or(Enforcement::samples);
+            let ended = supervise(id, &job, child, input, &control, &events, samples);
             let stats = RunStats {
                 pid: Some(pid),
                 wall: started.elapsed(),
                 cpu: ended.ending.cpu,
                 peak_rss_bytes: ended.peak_rss_bytes,
                 worker: None,
+                memory_limit: memory.as_ref().map(|m| m.kind),
             };
-            (classify(ended, &job, decode), stats)
+            let result = classify(ended, &job, decode);
+            let result = match &memory {
+                Some(memory) => result.map_err(|error| memory.judge(error)),
+                None => result,
+            };
+            (result, stats)
         }
     };
     // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
@@ -90,11 +102,17 @@ fn supervise(
     input: Arc<Vec<u8>>,
     control: &Control,
     events: &async_channel::Sender<RunnerEvent>,
+    sample_memory: bool,
 ) -> Ended {
     let limits = job.limits;
     let process = child.job;
     let pidfd = pidfd_open(process.guard);
-    let mut watch = Watch::new(id, process, limits, control, Instant::now());
+    // A cgroup holds the memory limit by itself; without one, sampling backs it up.
+    let watched = RunLimits {
+        max_memory_bytes: limits.max_memory_bytes.filter(|_| sample_memory),
+        ..limits
+    };
+    let mut watch = Watch::new(id, process, watched, control, Instant::now());
 
     let mut stdin = Some(File::from(child.stdin));
     let mut stdout = Some(File::from(child.stdout));

@@ -25,9 +25,10 @@ use offload_sdk::protocol::ProgressItem;
 use offload_sdk::sequence::SequenceBuffer;
 
 use super::child::{
-    cpu_time, last_line, pidfd_open, reap, set_cpu_limit, spawn, timeval, unread_bytes, JobProcess,
-    Launch, PeakMemory, Tail,
+    cpu_time, last_line, pidfd_open, reap, set_soft_limit, spawn, timeval, unread_bytes,
+    whole_seconds, JobProcess, Launch, PeakMemory, Tail,
 };
+use super::memory::Enforcement;
 use super::oneshot::poll_timeout;
 use super::stop::{Stop, Watch};
 use super::{Control, Decoder, RawResult, RunnerEvent};
@@ -101,6 +102,8 @@ pub(super) enum Fate {
 /// One job's end on a worker.
 pub(super) struct JobEnd {
     pub result: RawResult,
+    /// How its memory limit held, if it had one.
+    pub memory_limit: Option<crate::outcome::MemoryLimitKind>,
     pub cpu: Duration,
     pub peak_rss_bytes: u64,
     pub fate: Fate,
@@ -206,6 +209,9 @@ pub(super) struct WorkerProcess {
     exe: Option<FileId>,
     jobs: u64,
     cpu_limited: bool,
+    data_limited: bool,
+    /// How jobs' memory limits hold on this worker (jobs of a key all have one, or none).
+    memory: Option<Enforcement>,
     exited: bool,
     reaped: bool,
     last_exit: Option<Exit>,
@@ -240,10 +246,15 @@ impl WorkerProcess {
         control: &Control,
     ) -> Result<Self, JobError> {
         let exe = FileId::of(job.processor.path());
+        let memory = job.limits.max_memory_bytes.map(Enforcement::new);
+        let procs = memory.as_ref().and_then(Enforcement::procs_file);
         let launch = Launch {
             trailing_args: &[PERSISTENT_FLAG],
             progress_pipe: false,
+            // Per job, on the running worker.
             cpu_limit: None,
+            data_limit: None,
+            cgroup: procs.as_deref(),
         };
         let child = spawn(job, &launch)?;
         let process = child.job;
@@ -263,6 +274,8 @@ impl WorkerProcess {
             exe,
             jobs: 0,
             cpu_limited: false,
+            data_limited: false,
+            memory,
             exited: false,
             reaped: false,
             last_exit: None,
@@ -367,6 +380,7 @@ impl WorkerProcess {
                     FailureKind::Cancelled,
                     "cancelled before it started",
                 )),
+                memory_limit: None,
                 cpu: Duration::ZERO,
                 peak_rss_bytes: 0,
                 fate: Fate::Serving,
@@ -378,8 +392,23 @@ impl WorkerProcess {
         let cpu_start = cpu_time(pid).unwrap_or_default();
         if limits.max_cpu_time.is_some() || self.cpu_limited {
             // RLIMIT_CPU counts the process's whole life: this job's limit starts from now.
-            let total = limits.max_cpu_time.map(|limit| cpu_start + limit);
-            self.cpu_limited = set_cpu_limit(pid, total).is_ok() && total.is_some();
+            let total = limits
+                .max_cpu_time
+                .map(|limit| whole_seconds(cpu_start + limit));
+            self.cpu_limited =
+                set_soft_limit(pid, libc::RLIMIT_CPU, total).is_ok() && total.is_some();
+        }
+        if let Some(memory) = self.memory.as_mut() {
+            memory.next_job(limits.max_memory_bytes.unwrap_or(u64::MAX));
+        }
+        let data = limits.max_memory_bytes.filter(|_| {
+            self.memory
+                .as_ref()
+                .is_some_and(|m| m.data_limit().is_some())
+        });
+        if data.is_some() || self.data_limited {
+            self.data_limited =
+                set_soft_limit(pid, libc::RLIMIT_DATA, data).is_ok() && data.is_some();
         }
         self.peak.reset();
         let mut request = Outgoing::new(frame::job_head(id.0), Some(input));
@@ -392,7 +421,14 @@ impl WorkerProcess {
             },
         };
         let began = Instant::now();
-        let mut watch = Watch::new(id, self.job, limits, control, began);
+        // A cgroup holds the memory limit by itself; without one, sampling backs it up.
+        let watched = RunLimits {
+            max_memory_bytes: limits
+                .max_memory_bytes
+                .filter(|_| self.memory.as_ref().is_none_or(Enforcement::samples)),
+            ..limits
+        };
+        let mut watch = Watch::new(id, self.job, watched, control, began);
         watch.announce_at(started, began + ANNOUNCE_AFTER);
         let exchange = self.exchange(&mut request, &mut expect, &mut watch, Some(events));
         // Whatever happens next, the queue hears that the job started before that it ended.
@@ -429,14 +465,16 @@ impl WorkerProcess {
                 // It answered, then ended (as a processor does after a panic).
                 let exit = self.end();
                 return JobEnd {
-                    result,
+                    result: self.judge(result),
+                    memory_limit: self.memory_limit(),
                     cpu: exit.cpu.saturating_sub(cpu_start),
                     peak_rss_bytes: 0,
                     fate: Fate::Gone,
                 };
             }
             return JobEnd {
-                result,
+                result: self.judge(result),
+                memory_limit: self.memory_limit(),
                 cpu: cpu_time(pid)
                     .map(|now| now.saturating_sub(cpu_start))
                     .unwrap_or_default(),
@@ -486,7 +524,8 @@ impl WorkerProcess {
             })
         };
         JobEnd {
-            result,
+            result: self.judge(result),
+            memory_limit: self.memory_limit(),
             cpu: ending.cpu,
             peak_rss_bytes: 0,
             fate: if undelivered {
@@ -495,6 +534,18 @@ impl WorkerProcess {
                 Fate::Gone
             },
         }
+    }
+
+    /// A failure the memory limit caused, said as such (see [`Enforcement::judge`]).
+    fn judge(&self, result: RawResult) -> RawResult {
+        match &self.memory {
+            Some(memory) => result.map_err(|error| memory.judge(error)),
+            None => result,
+        }
+    }
+
+    fn memory_limit(&self) -> Option<crate::outcome::MemoryLimitKind> {
+        self.memory.as_ref().map(|m| m.kind)
     }
 
     /// Waits, between jobs, for `wake` to be readable or `until` to pass. Drains stderr

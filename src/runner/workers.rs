@@ -99,6 +99,8 @@ struct WorkerKey {
     env: Vec<(OsString, OsString)>,
     inherit: Vec<OsString>,
     nice: i32,
+    /// Jobs with a memory limit run on workers in a cgroup (or with an rlimit) of their own.
+    memory_limited: bool,
 }
 
 impl WorkerKey {
@@ -109,6 +111,7 @@ impl WorkerKey {
             env: job.env.clone(),
             inherit: job.inherit.clone(),
             nice: job.nice,
+            memory_limited: job.limits.max_memory_bytes.is_some(),
         }
     }
 }
@@ -667,6 +670,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             cpu: end.cpu,
             peak_rss_bytes: end.peak_rss_bytes,
             worker: Some(run),
+            memory_limit: end.memory_limit,
         };
         return Served::Finished {
             event: RunnerEvent::Finished {

@@ -143,6 +143,34 @@ pub enum Persistence {
     Never,
 }
 
+/// Running a job's processor in a sandbox (bubblewrap): no network, a read-only system, a
+/// private `/tmp`, no home directory; see RELIABILITY.md.
+///
+/// ```
+/// use offload::{Job, Processor, Sandbox};
+/// let job = Job::new(Processor::at("/usr/bin/cat")).sandbox(Sandbox::new().bind("/srv/models"));
+/// assert!(job.run_sandbox().is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Sandbox {
+    /// Paths visible read-only inside, besides the system (those under the hidden home
+    /// directory, say: a model, a virtual environment).
+    pub binds: Vec<std::path::PathBuf>,
+}
+
+impl Sandbox {
+    /// A sandbox that shows the system and nothing of the home directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also shows `path`, read-only.
+    pub fn bind(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.binds.push(path.into());
+        self
+    }
+}
+
 /// How to run one job: the processor, its arguments and environment, and its limits.
 ///
 /// ```no_run
@@ -162,6 +190,7 @@ pub struct Job {
     pub(crate) limits: RunLimits,
     pub(crate) nice: i32,
     pub(crate) persistence: Persistence,
+    pub(crate) sandbox: Option<Sandbox>,
 }
 
 impl Job {
@@ -175,6 +204,7 @@ impl Job {
             limits: RunLimits::default(),
             nice: 0,
             persistence: Persistence::Auto,
+            sandbox: None,
         }
     }
 
@@ -242,6 +272,18 @@ impl Job {
     pub fn persistence(mut self, persistence: Persistence) -> Self {
         self.persistence = persistence;
         self
+    }
+
+    /// Runs the processor in `sandbox` (bubblewrap must be installed; a job fails to start,
+    /// saying what to install or enable, where it cannot be made).
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// The sandbox it runs in, if any.
+    pub fn run_sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
     }
 
     /// Whether the job may run on a persistent worker.

@@ -39,7 +39,7 @@ pub mod queue;
 mod runner;
 mod spawn;
 
-pub use job::{Job, JobId, JobState, Persistence, RunLimits};
+pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use offload_sdk as sdk;
 pub use outcome::{FailureKind, Finished, JobError, MemoryLimitKind, RunStats, WorkerRun};
 pub use processor::{LookupError, Processor};

@@ -34,6 +34,8 @@ pub(crate) struct ChildFds {
     pub stderr: RawFd,
     pub status: RawFd,
     pub progress: Option<RawFd>,
+    /// bwrap's `--info-fd`, for a sandboxed processor.
+    pub info: Option<RawFd>,
 }
 
 /// How the child runs, besides its descriptors.
@@ -233,8 +235,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::fcntl(plan.fds.status, libc::F_SETFD, 0) == -1 {
             fail(plan);
         }
-        if let Some(progress) = plan.fds.progress {
-            if libc::fcntl(progress, libc::F_SETFD, 0) == -1 {
+        for keep in [plan.fds.progress, plan.fds.info].into_iter().flatten() {
+            if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
                 fail(plan);
             }
         }

@@ -528,3 +528,27 @@ fn the_mosaic_fits_the_view_or_scrolls_at_actual_size() {
     );
     window.close();
 }
+
+#[gtk::test]
+fn the_sandbox_toggle_confines_the_processors_of_new_jobs() {
+    let window = window(2);
+    let outside = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("app-sandbox-{}", std::process::id()));
+    let probe = serde_json::json!({"probe": [format!("write:{}", outside.display())]});
+    WidgetExt::activate_action(&window, "win.sandbox", None).expect("the sandbox action");
+    window.add_jobs(&diag(), vec![probe]);
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    let job = rows(&window).pop().expect("a row");
+    let Some(JobOutput::Value(value)) = job.record().and_then(|r| r.output) else {
+        panic!("no result: {:?}", job.record().and_then(|r| r.error));
+    };
+    let probes = value
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("probes")))
+        .and_then(|(_, v)| v.as_array())
+        .expect("probes");
+    let outcome = probes[0].as_text().expect("text");
+    assert!(outcome.starts_with("error"), "{outcome}");
+    assert!(!outside.exists(), "nothing written outside the sandbox");
+    window.close();
+}

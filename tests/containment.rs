@@ -237,3 +237,116 @@ fn without_a_cgroup_the_limit_is_an_rlimit_and_still_holds() {
         }
     }
 }
+
+fn probes(finished: &offload::Finished<Value>) -> Vec<String> {
+    let value = finished.result.as_ref().expect("the job succeeds");
+    field(value, "probes")
+        .and_then(Value::as_array)
+        .expect("probes")
+        .iter()
+        .map(|p| p.as_text().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_sandboxed_processor_cannot_reach_the_network_the_home_or_the_system() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+    let secret = home.join(format!(".offload-sandbox-test-{}", std::process::id()));
+    std::fs::write(&secret, "secret").expect("a file in the home directory");
+    let outside = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sandbox-write-{}", std::process::id()));
+    let private = format!("/tmp/offload-sandbox-private-{}", std::process::id());
+    let input = json!({"probe": [
+        format!("connect:127.0.0.1:{port}"),
+        format!("read:{}", secret.display()),
+        format!("write:{}", outside.display()),
+        format!("write:{private}"),
+    ]});
+    for persistence in BOTH {
+        let plain = diag_job().persistence(persistence);
+        let results = run_jobs(&plain, std::slice::from_ref(&input), 1, None);
+        assert_eq!(
+            probes(&results[0]),
+            ["ok", "ok", "ok", "ok"],
+            "{persistence:?}"
+        );
+        std::fs::remove_file(&outside).expect("written outside");
+        std::fs::remove_file(&private).expect("written in /tmp");
+
+        let sandboxed = plain.sandbox(offload::Sandbox::new());
+        let results = run_jobs(&sandboxed, std::slice::from_ref(&input), 1, None);
+        let got = probes(&results[0]);
+        assert!(
+            got[0].starts_with("error"),
+            "{persistence:?}: network {got:?}"
+        );
+        assert!(got[1].starts_with("error"), "{persistence:?}: home {got:?}");
+        assert!(
+            got[2].starts_with("error"),
+            "{persistence:?}: system {got:?}"
+        );
+        assert_eq!(got[3], "ok", "{persistence:?}: its own /tmp is writable");
+        assert!(!outside.exists());
+        assert!(
+            !std::path::Path::new(&private).exists(),
+            "{persistence:?}: its /tmp is private"
+        );
+    }
+    std::fs::remove_file(&secret).expect("clean up");
+}
+
+#[test]
+fn a_processor_gives_the_same_results_sandboxed_and_its_crashes_are_still_signals() {
+    for persistence in BOTH {
+        let job = |sandboxed: bool| {
+            let job =
+                Job::new(Processor::at(common::bin("offload-mandelbrot"))).persistence(persistence);
+            if sandboxed {
+                job.sandbox(offload::Sandbox::new())
+            } else {
+                job
+            }
+        };
+        let tile = json!({"x0": -2.0, "y0": -1.0, "x1": 0.5, "y1": 1.0,
+                          "width": 48, "height": 32, "max_iter": 100});
+        let plain = run_jobs(&job(false), std::slice::from_ref(&tile), 1, None);
+        let boxed = run_jobs(&job(true), std::slice::from_ref(&tile), 1, None);
+        assert_eq!(
+            plain[0].result.as_ref().expect("renders"),
+            boxed[0].result.as_ref().expect("renders sandboxed"),
+            "{persistence:?}"
+        );
+        let crash = run_jobs(
+            &diag_job()
+                .persistence(persistence)
+                .sandbox(offload::Sandbox::new()),
+            &[json!({"fail": "segv"})],
+            1,
+            None,
+        );
+        let err = crash[0].result.as_ref().expect_err("crashes");
+        assert_eq!(
+            (err.kind, err.signal),
+            (offload::FailureKind::Killed, Some(libc::SIGSEGV)),
+            "{persistence:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn without_bubblewrap_the_sandbox_says_what_to_install() {
+    let mut command = std::process::Command::new(common::bin("offload"));
+    command
+        .env("PATH", "/nonexistent")
+        .arg("run")
+        .arg(common::bin("offload-diag"))
+        .args(["--sandbox", "--input", "-"]);
+    let out = common::run_with_input(command, br#"{"echo": 1}"#);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("a JSON line");
+    assert_eq!(line["error"]["kind"], "could_not_start", "{line}");
+    let message = line["error"]["message"].as_str().expect("text");
+    assert!(message.contains("apt install bubblewrap"), "{message}");
+}

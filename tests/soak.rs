@@ -1,6 +1,6 @@
 //! The soak test: 20,000 jobs, a tenth of them misbehaving at random in every way the
 //! reliability contract names; three in four run on persistent workers, the rest in a process
-//! each. Every healthy job's result must be present and right, every
+//! each; one in eight in the sandbox; all under a memory limit. Every healthy job's result must be present and right, every
 //! faulty job classified as expected, and afterwards the host must hold as many open file
 //! descriptors as before and have no child process.
 //!
@@ -125,8 +125,18 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         max_memory_bytes: Some(64 << 20),
         ..RunLimits::default()
     };
-    // Each kind of job in both modes: [persistent where it can, a process of its own].
-    let both = |job: Job| [job.clone(), job.persistence(Persistence::Never)];
+    // Each kind of job four ways: [persistent where it can, a process of its own], each
+    // outside and inside the sandbox. Every one runs under a memory limit (a cgroup where the
+    // system allows one).
+    let both = |job: Job| {
+        let sandboxed = job.clone().sandbox(offload::Sandbox::new());
+        [
+            job.clone(),
+            job.persistence(Persistence::Never),
+            sandboxed.clone(),
+            sandboxed.persistence(Persistence::Never),
+        ]
+    };
     let healthy = both(diag_job().limits(limits));
     let short = both(diag_job().limits(RunLimits {
         timeout: Some(Duration::from_millis(300)),
@@ -156,8 +166,8 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         let queue = Queue::with_max_running(8);
         let mut plan = Vec::with_capacity(count);
         for _ in 0..count {
-            // One job in four in a process of its own.
-            let mode = usize::from(rng.next() % 4 == 0);
+            // One job in four in a process of its own, one in eight in the sandbox.
+            let mode = usize::from(rng.next() % 4 == 0) + 2 * usize::from(rng.next() % 8 == 0);
             if rng.next() % 10 == 0 {
                 let fault = fault(&mut rng);
                 let job = match fault.runs {

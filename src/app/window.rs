@@ -114,6 +114,8 @@ mod imp {
         pub close_confirmed: Cell<bool>,
         pub screenshot_taken: Cell<bool>,
         pub actual_size: Cell<bool>,
+        /// New jobs run their processors in a sandbox.
+        pub sandboxed: Cell<bool>,
         pub tick: RefCell<Option<glib::SourceId>>,
         /// The window, weakly, for the result callbacks of all its jobs to share.
         pub weak_self: Rc<glib::WeakRef<super::Window>>,
@@ -141,6 +143,7 @@ mod imp {
             klass.install_action("win.clear-finished", None, |w, _, _| w.clear_finished());
             klass.install_property_action("win.pause", "paused");
             klass.install_property_action("win.actual-size", "actual-size");
+            klass.install_property_action("win.sandbox", "sandboxed");
             klass.install_action(
                 "win.set-parallel",
                 Some(glib::VariantTy::UINT32),
@@ -165,6 +168,7 @@ mod imp {
                 vec![
                     glib::ParamSpecBoolean::builder("paused").build(),
                     glib::ParamSpecBoolean::builder("actual-size").build(),
+                    glib::ParamSpecBoolean::builder("sandboxed").build(),
                 ]
             })
         }
@@ -176,6 +180,7 @@ mod imp {
                     self.obj().queue().set_paused(paused);
                     self.obj().refresh_status();
                 }
+                "sandboxed" => self.sandboxed.set(value.get().unwrap_or(false)),
                 "actual-size" => {
                     self.actual_size.set(value.get().unwrap_or(false));
                     self.mosaic_view.set_actual_size(self.actual_size.get());
@@ -193,6 +198,7 @@ mod imp {
                     .is_some_and(Queue::is_paused)
                     .to_value(),
                 "actual-size" => self.actual_size.get().to_value(),
+                "sandboxed" => self.sandboxed.get().to_value(),
                 _ => false.to_value(),
             }
         }
@@ -633,7 +639,10 @@ impl Window {
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
-        let job = Job::new(processor.clone()).nice(JOB_NICE);
+        let mut job = Job::new(processor.clone()).nice(JOB_NICE);
+        if imp.sandboxed.get() {
+            job = job.sandbox(crate::Sandbox::new());
+        }
         let record = JobRecord {
             processor,
             kind: kind.clone(),

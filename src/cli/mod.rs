@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a processor once per input; print one JSON line per job, in input order.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the processors offload finds, with their descriptions.
     List {
         /// Print one JSON object per processor instead of a table.
@@ -103,6 +103,13 @@ pub struct RunArgs {
     /// Seconds a persistent worker may take to start (its set-up included).
     #[arg(long, value_name = "SECS")]
     worker_start_timeout: Option<f64>,
+    /// Run the processors in a sandbox (bubblewrap): no network, a read-only system, a
+    /// private /tmp, no home directory.
+    #[arg(long)]
+    sandbox: bool,
+    /// With --sandbox: also show PATH, read-only (repeatable).
+    #[arg(long, value_name = "PATH", requires = "sandbox")]
+    sandbox_bind: Vec<PathBuf>,
 }
 
 /// A byte size: `1048576`, `512K`, `64M`, `2G` (powers of 1024).
@@ -192,7 +199,7 @@ pub struct DemoArgs {
 /// Runs the parsed command; `matches` tells where each flag stood on the command line.
 pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
+        Command::Run(args) => run::run(*args, matches.subcommand_matches("run")),
         Command::List { json } => list::list(json),
         Command::Demo(args) => demo::demo(args),
         #[cfg(feature = "gui")]

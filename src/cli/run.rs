@@ -144,6 +144,13 @@ fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
     for key in &args.inherit_env {
         job = job.inherit_env(key);
     }
+    if args.sandbox {
+        let sandbox = args
+            .sandbox_bind
+            .iter()
+            .fold(offload::Sandbox::new(), |sandbox, path| sandbox.bind(path));
+        job = job.sandbox(sandbox);
+    }
     if args.no_persistent {
         return Ok(job.persistence(Persistence::Never));
     }

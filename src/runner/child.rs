@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,9 +35,27 @@ pub(super) struct JobProcess {
     pub guard: libc::pid_t,
     /// The processor, which leads its own process group.
     pub processor: libc::pid_t,
+    /// Whether it runs in the sandbox (bwrap between the guard and the processor reports a
+    /// death by signal N as exit code 128 + N).
+    pub sandboxed: bool,
 }
 
 impl JobProcess {
+    /// The processor's end from the guard's wait status (which mirrors the processor, or in
+    /// the sandbox bwrap): its exit code or signal.
+    pub(super) fn ending(&self, status: libc::c_int) -> (Option<i32>, Option<i32>) {
+        let (code, signal) = if libc::WIFSIGNALED(status) {
+            (None, Some(libc::WTERMSIG(status)))
+        } else {
+            (Some(libc::WEXITSTATUS(status)), None)
+        };
+        if self.sandboxed {
+            super::sandbox::unwrap_status(code, signal)
+        } else {
+            (code, signal)
+        }
+    }
+
     /// Asks the processor to stop: SIGTERM to its group (the guard forwards it).
     pub(super) fn terminate(&self) {
         // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
@@ -91,6 +110,7 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         stderr: stderr.1.as_raw_fd(),
         status: status.1.as_raw_fd(),
         progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
+        info: None,
     };
     let settings = ChildSettings {
         nice: job.nice,
@@ -100,13 +120,63 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
-    let guard = crate::spawn::spawn(path, &args, &env, fds, &settings)
-        .map_err(|err| cannot_start(spawn_error_message(path, &err)))?;
+    // In the sandbox, the guard runs bwrap, which runs the processor and says its pid.
+    let info = match &job.sandbox {
+        Some(_) => Some(pipe().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?),
+        None => None,
+    };
+    if job.sandbox.is_some() {
+        // Inside, bwrap would only say so on stderr: tell a missing processor apart here.
+        let missing = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Some(io::ErrorKind::IsADirectory.into()),
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+                Some(io::Error::from(io::ErrorKind::PermissionDenied))
+            }
+            Ok(_) => None,
+            Err(err) => Some(err),
+        };
+        if let Some(err) = missing {
+            return Err(cannot_start(spawn_error_message(path, &err)));
+        }
+    }
+    let (program, args) = match (&job.sandbox, &info) {
+        (Some(sandbox), Some((_, write))) => {
+            super::sandbox::wrap(sandbox, path, &args, write.as_raw_fd()).map_err(cannot_start)?
+        }
+        _ => (path.to_path_buf(), args),
+    };
+    let fds = ChildFds {
+        info: info.as_ref().map(|(_, write)| write.as_raw_fd()),
+        ..fds
+    };
+    let guard = crate::spawn::spawn(&program, &args, &env, fds, &settings)
+        .map_err(|err| cannot_start(spawn_error_message(&program, &err)))?;
     // The child's ends close here; ours stay.
     drop(status.1);
+    let info = info.map(|(read, write)| {
+        drop(write);
+        read
+    });
     let mut status_pipe = File::from(status.0);
     let processor = match super::guard::first_status(&mut status_pipe, GUARD_START) {
-        Some(super::guard::Status::Running(pid)) => pid as libc::pid_t,
+        Some(super::guard::Status::Running(pid)) => match info {
+            None => pid as libc::pid_t,
+            Some(info) => match sandboxed_pid(info) {
+                Some(pid) => pid,
+                None => {
+                    // bwrap could not make the sandbox: it says why on stderr, as the job's.
+                    let _ = unsafe { libc::kill(guard, super::guard::KILL_JOB) };
+                    reap(guard);
+                    return Err(cannot_start(format!(
+                        "cannot start {} in its sandbox: bwrap did not start it{}",
+                        path.display(),
+                        drain_now(&stderr.0)
+                            .map(|text| format!(" ({})", text.trim()))
+                            .unwrap_or_default()
+                    )));
+                }
+            },
+        },
         Some(super::guard::Status::Failed(errno)) => {
             reap(guard);
             let err = io::Error::from_raw_os_error(errno);
@@ -131,7 +201,11 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         }
     };
     let spawned = Spawned {
-        job: JobProcess { guard, processor },
+        job: JobProcess {
+            guard,
+            processor,
+            sandboxed: job.sandbox.is_some(),
+        },
         status: OwnedFd::from(status_pipe),
         stdin: stdin.1,
         stdout: stdout.0,
@@ -155,6 +229,45 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     }
     Ok(spawned)
+}
+
+/// The processor's pid from bwrap's `--info-fd`: read until the JSON object is whole (or the
+/// pipe ends, as when bwrap fails), at most [`GUARD_START`].
+fn sandboxed_pid(info: OwnedFd) -> Option<libc::pid_t> {
+    let until = std::time::Instant::now() + GUARD_START;
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !text.contains(&b'}') && text.len() < 64 * 1024 {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let mut pollfd = libc::pollfd {
+            fd: info.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut pollfd, 1, ms) } <= 0 {
+            break;
+        }
+        // SAFETY: reading into a live buffer of its length.
+        let n = unsafe { libc::read(info.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        match usize::try_from(n) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+        }
+    }
+    super::sandbox::child_pid(&String::from_utf8_lossy(&text))
+        .and_then(|pid| libc::pid_t::try_from(pid).ok())
+}
+
+/// What can be read from `fd` now without waiting (a failed start's stderr).
+fn drain_now(fd: &OwnedFd) -> Option<String> {
+    set_nonblocking(fd.as_raw_fd());
+    let mut bytes = vec![0u8; 4096];
+    // SAFETY: reading into a live buffer of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+    let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
+    Some(String::from_utf8_lossy(&bytes[..n]).into_owned())
 }
 
 /// A duration in whole seconds, rounded up, as `RLIMIT_CPU` counts.

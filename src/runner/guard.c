@@ -5,7 +5,7 @@
  *
  * The host starts it (a vfork child of the host, its own process group, PR_SET_PDEATHSIG
  * SIGUSR2, stdio and the progress pipe in place) with the processor's environment. It forks
- * and execs PROGRAM in a new process group, then:
+ * and execs PROGRAM in a new session (and so a new process group), then:
  *
  *  - Forwards SIGTERM to the processor's group; SIGUSR2 (from the host, or as its parent-death
  *    signal when the host dies) SIGKILLs the processor's group.
@@ -260,9 +260,10 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
         exit_now(127);
     }
     if (child == 0) {
-        /* The processor: its own group, dead when the guard dies, nothing of the guard's. */
+        /* The processor: its own session and group (no controlling terminal to inject input
+         * into), dead when the guard dies, nothing of the guard's. */
         SYS(close, err[0], 0, 0, 0, 0, 0);
-        SYS(setpgid, 0, 0, 0, 0, 0, 0);
+        SYS(setsid, 0, 0, 0, 0, 0, 0);
         SYS(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
         if (SYS(getppid, 0, 0, 0, 0, 0, 0) != self)
             exit_now(127);

@@ -14,6 +14,7 @@ mod child;
 pub(crate) mod guard;
 mod memory;
 mod oneshot;
+mod sandbox;
 mod stop;
 mod worker;
 mod workers;

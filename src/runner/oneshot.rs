@@ -288,11 +288,7 @@ fn supervise(
     }
     drop(pidfd);
     let (status, usage) = reap(process.guard);
-    let (exit_code, signal) = if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (Some(libc::WEXITSTATUS(status)), None)
-    };
+    let (exit_code, signal) = process.ending(status);
     Ended {
         ending: watch.ending(
             exit_code,
@@ -322,6 +318,13 @@ fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
         return Err(failure);
     }
     let code = ended.ending.exit_code.unwrap_or(-1);
+    if let Some(why) = job
+        .sandbox
+        .as_ref()
+        .and_then(|_| super::sandbox::launch_failure(ended.ending.exit_code, tail))
+    {
+        return Err(ended.ending.fail(FailureKind::CouldNotStart, why, tail));
+    }
     if code != 0 {
         let limits = DecodeLimits {
             max_bytes: 1 << 20,

@@ -310,6 +310,10 @@ impl WorkerProcess {
         if let Some(why) = broken {
             return Err(ending.fail(FailureKind::BadOutput, not_ready(&why), &tail));
         }
+        let sandbox_failure = job
+            .sandbox
+            .as_ref()
+            .and_then(|_| super::sandbox::launch_failure(exit.code, &tail));
         Err(match ending.failure(&limits, &tail) {
             Some(mut error) => {
                 error.message = if watch.stopped() == Some(Stop::TimedOut) {
@@ -319,6 +323,11 @@ impl WorkerProcess {
                 };
                 error
             }
+            None if sandbox_failure.is_some() => ending.fail(
+                FailureKind::CouldNotStart,
+                sandbox_failure.unwrap_or_default(),
+                &tail,
+            ),
             None => {
                 let code = exit.code.unwrap_or(-1);
                 let reason = last_line(&tail)
@@ -651,9 +660,10 @@ impl WorkerProcess {
             let (status, usage) = reap(guard);
             self.reaped = true;
             self.exited = true;
+            let (code, signal) = self.job.ending(status);
             self.last_exit = Some(Exit {
-                code: (!libc::WIFSIGNALED(status)).then(|| libc::WEXITSTATUS(status)),
-                signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+                code,
+                signal,
                 cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
             });
             self.stdin = None;

@@ -101,6 +101,7 @@ struct WorkerKey {
     nice: i32,
     /// Jobs with a memory limit run on workers in a cgroup (or with an rlimit) of their own.
     memory_limited: bool,
+    sandbox: Option<crate::job::Sandbox>,
 }
 
 impl WorkerKey {
@@ -112,6 +113,7 @@ impl WorkerKey {
             inherit: job.inherit.clone(),
             nice: job.nice,
             memory_limited: job.limits.max_memory_bytes.is_some(),
+            sandbox: job.sandbox.clone(),
         }
     }
 }

@@ -39,6 +39,10 @@ struct DiagInput {
     /// Allocate and touch this many bytes, then free them and answer: a known peak.
     #[serde(default)]
     hold_bytes: usize,
+    /// Try each of these and say how it went, in `probes` (for sandbox tests):
+    /// `connect:HOST:PORT`, `read:PATH`, `write:PATH`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    probe: Vec<String>,
     /// Start a daemon (a `sleep 3600` that left the job's session with `setsid`, after a
     /// double fork) and answer with its pid (`daemon_pid`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -70,6 +74,9 @@ struct DiagOutput {
     /// With `daemon`: the daemon's pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     daemon_pid: Option<u32>,
+    /// With `probe`: "ok", or the error, for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    probes: Vec<String>,
 }
 
 /// The open file descriptors, found without opening any (so none is counted by mistake).
@@ -157,7 +164,27 @@ fn diag(input: DiagInput, ctx: &mut Context) -> Result<DiagOutput, Error> {
         env,
         filler: (input.output_bytes > 0).then(|| vec![b'f'; input.output_bytes]),
         daemon_pid,
+        probes: input.probe.iter().map(|p| probe(p)).collect(),
     })
+}
+
+/// Tries what `what` says: "ok", or why not.
+fn probe(what: &str) -> String {
+    let (action, target) = what.split_once(':').unwrap_or((what, ""));
+    let outcome = match action {
+        "connect" => target
+            .parse::<std::net::SocketAddr>()
+            .map_err(|err| err.to_string())
+            .and_then(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .map(drop)
+                    .map_err(|err| err.to_string())
+            }),
+        "read" => std::fs::read(target).map(drop).map_err(|e| e.to_string()),
+        "write" => std::fs::write(target, b"diag").map_err(|e| e.to_string()),
+        other => Err(format!("unknown probe {other:?}")),
+    };
+    outcome.map_or_else(|err| format!("error: {err}"), |()| "ok".to_owned())
 }
 
 /// Allocates and touches `size` bytes, then frees them.

@@ -48,6 +48,10 @@
 //!   (`--persistent-spawn-jobs`, 300); `offload-diag` echo, persistent against a process per
 //!   job; host CPU per job; the cold first job of a worker against warm ones. Targets: 1.0x
 //!   `ProcessPoolExecutor`, 10x a process per job.
+//! - `containment`: what a 256 MiB memory limit (a cgroup where the system allows one) and the
+//!   sandbox (bubblewrap) add per job, a process per job (`3 x --persistent-spawn-jobs`) and
+//!   on workers (`--persistent-jobs / 2`), against the plain case (which already runs below
+//!   the guard).
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -61,6 +65,8 @@ use clap::{Parser, ValueEnum};
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/containment.rs"]
+mod containment;
 #[path = "support/gui.rs"]
 mod gui;
 #[path = "support/overhead.rs"]
@@ -89,6 +95,7 @@ enum Suite {
     Scale,
     Startup,
     Persistent,
+    Containment,
     All,
 }
 
@@ -202,7 +209,7 @@ fn main() {
         if !args.bench {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
-                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, all)"
+                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, all)"
             );
             return;
         }
@@ -273,6 +280,17 @@ fn main() {
             &startup::Options {
                 jobs: args.startup_jobs,
                 rounds,
+            },
+        );
+    }
+    if wants(Suite::Containment) {
+        containment::run(
+            &env,
+            &containment::Options {
+                spawn_jobs: args.persistent_spawn_jobs * 3,
+                jobs: args.persistent_jobs / 2,
+                rounds,
+                parallel,
             },
         );
     }

@@ -136,6 +136,12 @@ pub enum MemoryLimitKind {
 }
 
 impl MemoryLimitKind {
+    /// What this system gives a job with a memory limit (detected once per process; see
+    /// RELIABILITY.md; `OFFLOAD_MEMORY_LIMIT=rlimit` chooses the rlimit).
+    pub fn detected() -> Self {
+        crate::runner::detected_memory_limit()
+    }
+
     /// How it reads in messages: "cgroup v2 memory.max".
     pub fn describe(self) -> &'static str {
         match self {

@@ -77,22 +77,22 @@ if __name__ == "__main__":
 "#;
 
 /// One way of running a batch, measured each round.
-struct Case {
-    name: String,
-    jobs: usize,
-    run: Box<dyn Fn() -> Sample>,
-    samples: Vec<Sample>,
+pub struct Case {
+    pub name: String,
+    pub jobs: usize,
+    pub run: Box<dyn Fn() -> Sample>,
+    pub samples: Vec<Sample>,
 }
 
 impl Case {
-    fn rates(&self) -> Vec<f64> {
+    pub fn rates(&self) -> Vec<f64> {
         self.samples
             .iter()
             .map(|s| self.jobs as f64 / s.secs())
             .collect()
     }
 
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         median(&self.rates())
     }
 }
@@ -319,7 +319,7 @@ pub fn run(env: &Env, options: &Options) {
 }
 
 /// Runs every case once per round, rotating which goes first.
-fn run_rounds(cases: &mut [Case], rounds: usize, what: &str) {
+pub fn run_rounds(cases: &mut [Case], rounds: usize, what: &str) {
     for round in 0..rounds {
         for k in 0..cases.len() {
             let case = &mut cases[(round + k) % cases.len()];
@@ -336,7 +336,7 @@ fn run_rounds(cases: &mut [Case], rounds: usize, what: &str) {
 
 /// `jobs` jobs through a fresh queue; the workers are ended and reaped within the sample, so
 /// their CPU time counts as the children's.
-fn engine_batch(
+pub fn engine_batch(
     job: &Job,
     jobs: usize,
     parallel: usize,

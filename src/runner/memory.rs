@@ -230,8 +230,8 @@ pub(crate) struct Enforcement {
     pub limit: u64,
     pub kind: MemoryLimitKind,
     pub cgroup: Option<JobCgroup>,
-    /// OOM kills in the cgroup before the current job.
-    oom_before: u64,
+    /// OOM kills in the cgroup already blamed on a job.
+    oom_seen: std::cell::Cell<u64>,
 }
 
 impl Enforcement {
@@ -244,13 +244,13 @@ impl Enforcement {
                 limit,
                 kind: mechanism.kind(),
                 cgroup: Some(cgroup),
-                oom_before: 0,
+                oom_seen: std::cell::Cell::new(0),
             },
             Err(_) => Self {
                 limit,
                 kind: MemoryLimitKind::Rlimit,
                 cgroup: None,
-                oom_before: 0,
+                oom_seen: std::cell::Cell::new(0),
             },
         }
     }
@@ -270,13 +270,13 @@ impl Enforcement {
         self.cgroup.is_none()
     }
 
-    /// A worker's next job: its own limit, and its own count of OOM kills.
+    /// A worker's next job, with its own limit. (Nothing is read per job: the OOM count is
+    /// read when a job fails, and compared with what earlier failures were blamed for.)
     pub(crate) fn next_job(&mut self, limit: u64) {
         if let Some(cgroup) = &self.cgroup {
             if limit != self.limit {
                 let _ = cgroup.set_limit(limit);
             }
-            self.oom_before = cgroup.oom_kills();
         }
         self.limit = limit;
     }
@@ -289,8 +289,9 @@ impl Enforcement {
             return error;
         }
         let limit = super::child::mib(self.limit);
+        let kills = self.cgroup.as_ref().map_or(0, JobCgroup::oom_kills);
         let message = match &self.cgroup {
-            Some(cgroup) if cgroup.oom_kills() > self.oom_before => format!(
+            Some(_) if kills > self.oom_seen.replace(kills) => format!(
                 "went over its memory limit of {limit} and was killed by the kernel ({})",
                 self.kind.describe()
             ),

@@ -20,6 +20,11 @@ mod worker;
 mod workers;
 
 pub use memory::MEMORY_LIMIT_ENV;
+
+/// What this process's jobs get for a memory limit.
+pub(crate) fn detected_memory_limit() -> crate::outcome::MemoryLimitKind {
+    memory::mechanism().kind()
+}
 pub use workers::WorkerSettings;
 pub(crate) use workers::Workers;
 

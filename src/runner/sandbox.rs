@@ -8,8 +8,8 @@
 //! process-ID namespace, so that its pid means the same to the host, and the guard above it
 //! still kills whatever it leaves behind.
 //!
-//! The processor's own directory stays visible when it lies in the hidden home, and so do the
-//! paths a job binds (`Sandbox::bind`), read-only.
+//! The processor's own directory stays visible when it lies in what the sandbox hides (the
+//! home, `/tmp`, ...), and so do the paths a job binds (`Sandbox::bind`), read-only.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -88,10 +88,21 @@ pub(crate) fn wrap(
     if let Some(home) = &home {
         out.extend(["--tmpfs".into(), home.clone().into_os_string()]);
     }
-    // What stays visible in the hidden home: the processor's directory, and the job's binds.
+    // What stays visible in what the sandbox hides (the home, /tmp, /var/tmp, /run): the
+    // processor's own directory, and the job's binds.
+    let hidden: Vec<PathBuf> = [Path::new("/tmp"), Path::new("/var/tmp"), Path::new("/run")]
+        .into_iter()
+        .map(Path::to_path_buf)
+        .chain(home.clone())
+        .collect();
     let mut binds: Vec<PathBuf> = sandbox.binds.clone();
-    if let Some(dir) = program.parent() {
-        if home.as_ref().is_some_and(|h| dir.starts_with(h)) {
+    if let Some(dir) = program
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+    {
+        if hidden.iter().any(|h| dir.starts_with(h)) {
             binds.push(dir.to_path_buf());
         }
     }

@@ -191,6 +191,8 @@ pub struct Job {
     pub(crate) nice: i32,
     pub(crate) persistence: Persistence,
     pub(crate) sandbox: Option<Sandbox>,
+    /// Where its processor runs; `None` on this machine.
+    pub(crate) launcher: Option<std::sync::Arc<crate::launcher::Launcher>>,
 }
 
 impl Job {
@@ -205,6 +207,7 @@ impl Job {
             nice: 0,
             persistence: Persistence::Auto,
             sandbox: None,
+            launcher: None,
         }
     }
 
@@ -279,6 +282,19 @@ impl Job {
     pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
         self.sandbox = Some(sandbox);
         self
+    }
+
+    /// Runs the processor through `launcher` (as Slurm job steps, or over ssh); a local
+    /// launcher is the same as none. Jobs that share a launcher share its hosts' slots and
+    /// its view of which hosts are down.
+    pub fn launcher(mut self, launcher: std::sync::Arc<crate::launcher::Launcher>) -> Self {
+        self.launcher = (!launcher.is_local()).then_some(launcher);
+        self
+    }
+
+    /// The launcher it runs through, if not this machine.
+    pub fn run_launcher(&self) -> Option<&crate::launcher::Launcher> {
+        self.launcher.as_deref()
     }
 
     /// The sandbox it runs in, if any.

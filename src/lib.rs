@@ -32,6 +32,7 @@
 pub mod app;
 pub mod inputs;
 pub mod job;
+pub mod launcher;
 pub mod mosaic;
 pub mod outcome;
 pub mod processor;
@@ -40,6 +41,7 @@ mod runner;
 mod spawn;
 
 pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
+pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;
 pub use outcome::{FailureKind, Finished, JobError, MemoryLimitKind, RunStats, WorkerRun};
 pub use processor::{LookupError, Processor};

@@ -31,6 +31,9 @@ pub enum FailureKind {
     CouldNotStart,
     /// The processor went over its memory or CPU-time limit and was killed.
     ResourceLimit,
+    /// The launcher could not start it: srun could not create the step, ssh could not reach
+    /// the host (or lost it while the job ran), or the host has no such processor.
+    LaunchFailed,
 }
 
 impl FailureKind {
@@ -44,6 +47,7 @@ impl FailureKind {
             Self::BadOutput => "bad_output",
             Self::CouldNotStart => "could_not_start",
             Self::ResourceLimit => "resource_limit",
+            Self::LaunchFailed => "launch_failed",
         }
     }
 }
@@ -165,7 +169,7 @@ impl MemoryLimitKind {
 /// });
 /// # Ok::<(), offload::SubmitError>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunStats {
     /// The processor's process id (a persistent worker's, for a job it ran).
     pub pid: Option<u32>,
@@ -184,6 +188,9 @@ pub struct RunStats {
     pub worker: Option<WorkerRun>,
     /// How its memory limit was enforced; `None` without one.
     pub memory_limit: Option<MemoryLimitKind>,
+    /// Where it ran, when a launcher ran it elsewhere (the Slurm node or the ssh host); `None`
+    /// on this machine. The CPU time and peak memory of such a job are unknown (0).
+    pub host: Option<String>,
 }
 
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.

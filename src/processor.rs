@@ -29,6 +29,8 @@ pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Processor {
     name: String,
+    /// Found by name (`blur`), so that a remote host looks it up by name too.
+    by_name: bool,
     path: PathBuf,
 }
 
@@ -120,7 +122,30 @@ impl Processor {
             .strip_prefix(EXECUTABLE_PREFIX)
             .unwrap_or(&file)
             .to_owned();
-        Self { name, path }
+        Self {
+            name,
+            path,
+            by_name: false,
+        }
+    }
+
+    /// A processor known by name only, to run through a launcher on hosts that have it
+    /// (looked up there as `offload-NAME`); it cannot run on this machine.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: PathBuf::from(format!("{EXECUTABLE_PREFIX}{name}")),
+            by_name: true,
+        }
+    }
+
+    /// What a remote host is told to run: the name it was found by, else its path.
+    pub(crate) fn remote_spec(&self) -> std::ffi::OsString {
+        if self.by_name {
+            self.name.clone().into()
+        } else {
+            self.path.clone().into_os_string()
+        }
     }
 
     /// Finds a processor: `wanted` is a path when it contains a `/`, else a name looked up as
@@ -144,7 +169,10 @@ impl Processor {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         for name in &names {
             if let Ok(path) = which::which_in(name, Some(&joined), &cwd) {
-                return Ok(Self::at(path));
+                return Ok(Self {
+                    by_name: true,
+                    ..Self::at(path)
+                });
             }
         }
         Err(LookupError {

@@ -687,7 +687,7 @@ impl State {
             self.succeeded += 1;
         }
         if let Some(deliver) = record.deliver.take() {
-            effects.deliveries.push((deliver, result, stats));
+            effects.deliveries.push((deliver, result, stats.clone()));
         }
         effects
             .events

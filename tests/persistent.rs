@@ -626,7 +626,7 @@ fn progress_frames_arrive_as_events_for_their_job() {
 fn a_jobs_stats_are_its_own_not_its_workers() {
     let results = run_all(&diag_job(), &[json!({"burn_ms": 300}), json!({"echo": 2})]);
     assert_eq!(pid_of(&results[0]), pid_of(&results[1]));
-    let (burn, echo) = (results[0].stats, results[1].stats);
+    let (burn, echo) = (results[0].stats.clone(), results[1].stats.clone());
     assert!(burn.cpu >= Duration::from_millis(250), "{burn:?}");
     assert!(echo.cpu < Duration::from_millis(100), "{echo:?}");
     assert!(echo.wall < Duration::from_millis(200), "{echo:?}");

@@ -769,7 +769,7 @@ impl Window {
                         .unwrap_or_default(),
                 );
                 job.update_record(|r| {
-                    r.stats = *stats;
+                    r.stats = stats.clone();
                     r.error = error.clone();
                 });
                 if error.is_some() {

@@ -110,6 +110,15 @@ pub struct RunArgs {
     /// With --sandbox: also show PATH, read-only (repeatable).
     #[arg(long, value_name = "PATH", requires = "sandbox")]
     sandbox_bind: Vec<PathBuf>,
+    /// Where the processors run: local; slurm (as job steps of the Slurm allocation offload
+    /// runs in, under salloc or sbatch); or ssh:HOST[,HOST...] (N/HOST gives a host N
+    /// slots, else the host is asked). -j defaults to the launcher's slots.
+    #[arg(long, value_name = "LAUNCHER", default_value = "local")]
+    launcher: String,
+    /// An argument for each srun or ssh (repeatable; --launcher-arg=-v for one that starts
+    /// with a dash).
+    #[arg(long = "launcher-arg", value_name = "ARG", allow_hyphen_values = true)]
+    launcher_args: Vec<String>,
 }
 
 /// A byte size: `1048576`, `512K`, `64M`, `2G` (powers of 1024).

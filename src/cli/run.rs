@@ -22,7 +22,19 @@ const EXIT_SOME_FAILED: u8 = 1;
 const EXIT_INTERRUPTED: u8 = 130;
 
 pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<ExitCode> {
-    let processor = Processor::find(&args.processor)?;
+    let launcher = offload::Launcher::parse(
+        &args.launcher,
+        args.launcher_args.iter().map(Into::into).collect(),
+    )?;
+    let processor = match Processor::find(&args.processor) {
+        Ok(processor) => processor,
+        // Not on this machine: the launcher's hosts may have it (they say so if not).
+        Err(_) if !launcher.is_local() && !args.processor.contains('/') => {
+            Processor::named(&args.processor)
+        }
+        Err(_) if !launcher.is_local() => Processor::at(&args.processor),
+        Err(err) => return Err(err.into()),
+    };
     let inputs = read_inputs(&args, matches)?;
     if inputs.is_empty() {
         bail!("no inputs: give --inputs FILE.jsonl or --input FILE (\"-\" reads standard input)");
@@ -30,10 +42,24 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let job = job_from_args(processor, &args)?;
+    let launcher = std::sync::Arc::new(launcher);
+    let job = job_from_args(processor, &args, &launcher)?;
+    let jobs = match args.jobs {
+        None if !launcher.is_local() => {
+            let slots = launcher.slots();
+            for (host, why) in launcher.down_hosts() {
+                eprintln!("offload: {host} is down and gets no jobs: {why}");
+            }
+            if slots == 0 {
+                bail!("no host of --launcher {} can be reached", args.launcher);
+            }
+            Some(slots)
+        }
+        jobs => jobs,
+    };
 
     let context = glib::MainContext::default();
-    let queue = super::queue(args.jobs);
+    let queue = super::queue(jobs);
     let mut settings = queue.worker_settings();
     if let Some(jobs) = args.worker_max_jobs {
         settings.max_jobs = jobs.max(1);
@@ -122,7 +148,11 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 /// The job that `args` describe: limits, environment, persistence.
-fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
+fn job_from_args(
+    processor: Processor,
+    args: &RunArgs,
+    launcher: &std::sync::Arc<offload::Launcher>,
+) -> anyhow::Result<Job> {
     let mut limits = offload::RunLimits {
         grace: seconds("--grace", args.grace)?,
         ..offload::RunLimits::default()
@@ -137,7 +167,10 @@ fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
         limits.max_output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     limits.max_memory_bytes = args.memory_limit;
-    let mut job = Job::new(processor).limits(limits);
+    let on_this_machine = processor.path().exists();
+    let mut job = Job::new(processor)
+        .limits(limits)
+        .launcher(launcher.clone());
     for (key, value) in &args.env {
         job = job.env(key, value);
     }
@@ -156,6 +189,10 @@ fn job_from_args(processor: Processor, args: &RunArgs) -> anyhow::Result<Job> {
     }
     if !args.persistent {
         return Ok(job);
+    }
+    if !on_this_machine {
+        // Only its hosts have it: a worker that cannot start says why.
+        return Ok(job.persistence(Persistence::Always));
     }
     // Say so now, not once per job, asking as the jobs will run it.
     let shown = job.processor().path().display().to_string();
@@ -192,6 +229,7 @@ fn report_line(
         "peak_rss_bytes": finished.stats.peak_rss_bytes,
         "worker": worker,
         "memory_limit": finished.stats.memory_limit,
+        "host": finished.stats.host,
     });
     match finished.result {
         Ok(value) => match output_dir {

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use offload_sdk::protocol::PROGRESS_FD_ENV;
 
+use std::sync::Arc;
+
+use super::remote::{Markers, Remote};
 use crate::job::Job;
 use crate::outcome::{FailureKind, JobError};
 use crate::spawn::{ChildFds, ChildSettings};
@@ -29,7 +32,7 @@ pub(super) struct Spawned {
 }
 
 /// A processor process and the guard it runs below (the host's child).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub(super) struct JobProcess {
     /// The guard: the host's child, which the host waits for and signals.
     pub guard: libc::pid_t,
@@ -38,6 +41,8 @@ pub(super) struct JobProcess {
     /// Whether it runs in the sandbox (bwrap between the guard and the processor reports a
     /// death by signal N as exit code 128 + N).
     pub sandboxed: bool,
+    /// Started through a launcher: `processor` is then the local srun or ssh.
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl JobProcess {
@@ -49,15 +54,21 @@ impl JobProcess {
         } else {
             (Some(libc::WEXITSTATUS(status)), None)
         };
-        if self.sandboxed {
+        if let Some(remote) = &self.remote {
+            remote.ending(code, signal)
+        } else if self.sandboxed {
             super::sandbox::unwrap_status(code, signal)
         } else {
             (code, signal)
         }
     }
 
-    /// Asks the processor to stop: SIGTERM to its group (the guard forwards it).
+    /// Asks the processor to stop: SIGTERM to its group (the guard forwards it), or to the
+    /// remote process through its launcher.
     pub(super) fn terminate(&self) {
+        if self.remote.as_ref().is_some_and(|r| r.terminate()) {
+            return;
+        }
         // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
         unsafe { libc::kill(self.guard, libc::SIGTERM) };
     }
@@ -66,6 +77,9 @@ impl JobProcess {
     pub(super) fn kill(&self) {
         // SAFETY: as above.
         unsafe { libc::kill(self.guard, super::guard::KILL_JOB) };
+        if let Some(remote) = &self.remote {
+            remote.kill();
+        }
     }
 }
 
@@ -91,16 +105,33 @@ pub(super) struct Launch<'a> {
 pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError> {
     let path = job.processor.path();
     let cannot_start = |message: String| JobError::new(FailureKind::CouldNotStart, message);
+    let remote = match &job.launcher {
+        Some(_) if job.sandbox.is_some() => {
+            return Err(cannot_start(
+                "the sandbox confines processors on this machine only; run remote jobs \
+                 without it"
+                    .into(),
+            ))
+        }
+        Some(launcher) => Some(Remote::place(launcher)?),
+        None => None,
+    };
     let pipes =
         || -> io::Result<[(OwnedFd, OwnedFd); 4]> { Ok([pipe()?, pipe()?, pipe()?, pipe()?]) };
     let [stdin, stdout, stderr, status] =
         pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
-    let progress = launch
-        .progress_pipe
+    let progress = (launch.progress_pipe && remote.is_none())
         .then(pipe)
         .transpose()
         .map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
-    let mut env = job.environment();
+    let mut env = match &remote {
+        // srun and ssh need the host's whole environment (the allocation, the agent).
+        Some(_) => std::env::vars_os()
+            .filter(|(k, _)| k != PROGRESS_FD_ENV)
+            .chain(job.env.iter().cloned())
+            .collect(),
+        None => job.environment(),
+    };
     if let Some((_, write)) = &progress {
         env.push((PROGRESS_FD_ENV.into(), write.as_raw_fd().to_string().into()));
     }
@@ -112,11 +143,13 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
         info: None,
     };
+    // The limits of this machine's kernel would hold srun or ssh, not the processor.
+    let local = remote.is_none();
     let settings = ChildSettings {
         nice: job.nice,
-        cpu_limit_secs: launch.cpu_limit.map(whole_seconds),
-        data_limit_bytes: launch.data_limit,
-        cgroup_procs: launch.cgroup.map(Path::to_path_buf),
+        cpu_limit_secs: launch.cpu_limit.filter(|_| local).map(whole_seconds),
+        data_limit_bytes: launch.data_limit.filter(|_| local),
+        cgroup_procs: launch.cgroup.filter(|_| local).map(Path::to_path_buf),
     };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
@@ -139,8 +172,9 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             return Err(cannot_start(spawn_error_message(path, &err)));
         }
     }
-    let (program, args) = match (&job.sandbox, &info) {
-        (Some(sandbox), Some((_, write))) => {
+    let (program, args) = match (&job.sandbox, &info, &remote) {
+        (_, _, Some(remote)) => remote.command(job, &args),
+        (Some(sandbox), Some((_, write)), None) => {
             super::sandbox::wrap(sandbox, path, &args, write.as_raw_fd()).map_err(cannot_start)?
         }
         _ => (path.to_path_buf(), args),
@@ -205,6 +239,7 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             guard,
             processor,
             sandboxed: job.sandbox.is_some(),
+            remote,
         },
         status: OwnedFd::from(status_pipe),
         stdin: stdin.1,
@@ -339,9 +374,11 @@ pub(crate) fn signal_name(signal: i32) -> String {
 }
 
 /// The last `cap` bytes of a stream, kept in bounded memory.
+/// For a process started through a launcher, the launch wrapper's own lines are taken out.
 pub(super) struct Tail {
     cap: usize,
     bytes: Vec<u8>,
+    markers: Option<Markers>,
 }
 
 impl Tail {
@@ -349,20 +386,42 @@ impl Tail {
         Self {
             cap,
             bytes: Vec::new(),
+            markers: None,
+        }
+    }
+
+    /// A tail of `process`'s stderr.
+    pub(super) fn of(process: &JobProcess, cap: usize) -> Self {
+        Self {
+            markers: process.remote.clone().map(Markers::new),
+            ..Self::new(cap)
         }
     }
 
     pub(super) fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > 2 * self.cap.max(1) {
-            let cut = self.bytes.len() - self.cap;
-            self.bytes.drain(..cut);
+        match self.markers.as_mut() {
+            Some(markers) => {
+                let (bytes, cap) = (&mut self.bytes, self.cap);
+                markers.push(chunk, |line| keep(bytes, cap, line));
+            }
+            None => keep(&mut self.bytes, self.cap, chunk),
         }
     }
 
     pub(super) fn text(&self) -> String {
+        let rest = self.markers.as_ref().map_or(&[][..], Markers::rest);
         let start = self.bytes.len().saturating_sub(self.cap);
-        String::from_utf8_lossy(&self.bytes[start..]).into_owned()
+        let mut text = String::from_utf8_lossy(&self.bytes[start..]).into_owned();
+        text.push_str(&String::from_utf8_lossy(rest));
+        text
+    }
+}
+
+fn keep(bytes: &mut Vec<u8>, cap: usize, chunk: &[u8]) {
+    bytes.extend_from_slice(chunk);
+    if bytes.len() > 2 * cap.max(1) {
+        let cut = bytes.len() - cap;
+        bytes.drain(..cut);
     }
 }
 
@@ -501,6 +560,14 @@ impl PeakMemory {
                 .write(true)
                 .open(format!("/proc/{pid}/clear_refs"))
                 .ok(),
+        }
+    }
+
+    /// Measures nothing (a process that is not on this machine).
+    pub(super) fn none() -> Self {
+        Self {
+            status: None,
+            clear_refs: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod child;
 pub(crate) mod guard;
 mod memory;
 mod oneshot;
+mod remote;
 mod sandbox;
 mod stop;
 mod worker;

@@ -40,7 +40,12 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
         events,
     } = request;
     let started = Instant::now();
-    let memory = job.limits.max_memory_bytes.map(Enforcement::new);
+    // A remote job's memory limit is the launcher's (Slurm's --mem), not this machine's.
+    let memory = job
+        .limits
+        .max_memory_bytes
+        .filter(|_| job.launcher.is_none())
+        .map(Enforcement::new);
     let procs = memory.as_ref().and_then(Enforcement::procs_file);
     let launch = Launch {
         trailing_args: &[],
@@ -49,32 +54,55 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
         data_limit: memory.as_ref().and_then(Enforcement::data_limit),
         cgroup: procs.as_deref(),
     };
-    let (result, stats) = match spawn(&job, &launch) {
-        Err(error) => (Err(error), RunStats::default()),
-        Ok(child) => {
-            let pid = child.job.processor as u32;
-            let _ = events.try_send(RunnerEvent::Started {
-                id,
-                pid,
-                worker: None,
-            });
-            let samples = memory.as_ref().is_none_or(Enforcement::samples);
-            let ended = supervise(id, &job, child, input, &control, &events, samples);
-            let stats = RunStats {
-                pid: Some(pid),
-                wall: started.elapsed(),
-                cpu: ended.ending.cpu,
-                peak_rss_bytes: ended.peak_rss_bytes,
-                worker: None,
-                memory_limit: memory.as_ref().map(|m| m.kind),
-            };
-            let result = classify(ended, &job, decode);
-            let result = match &memory {
-                Some(memory) => result.map_err(|error| memory.judge(error)),
-                None => result,
-            };
-            (result, stats)
+    let (result, stats) = loop {
+        let child = match spawn(&job, &launch) {
+            Err(error) => break (Err(error), RunStats::default()),
+            Ok(child) => child,
+        };
+        let pid = child.job.processor as u32;
+        let remote = child.job.remote.clone();
+        let _ = events.try_send(RunnerEvent::Started {
+            id,
+            pid,
+            worker: None,
+        });
+        let samples = memory.as_ref().is_none_or(Enforcement::samples) && remote.is_none();
+        let ended = supervise(id, &job, child, input.clone(), &control, &events, samples);
+        let launch_failure = remote
+            .as_ref()
+            .filter(|_| ended.ending.stop.is_none())
+            .and_then(|r| r.launch_failure(ended.ending.exit_code, &ended.stderr_tail));
+        if launch_failure.is_some() && remote.as_ref().is_some_and(|r| r.retry_elsewhere()) {
+            // That host is down: another one takes the job.
+            continue;
         }
+        let stats = RunStats {
+            pid: Some(pid),
+            wall: started.elapsed(),
+            // Of srun or ssh, not of the processor: unknown.
+            cpu: if remote.is_some() {
+                Duration::ZERO
+            } else {
+                ended.ending.cpu
+            },
+            peak_rss_bytes: if remote.is_some() {
+                0
+            } else {
+                ended.peak_rss_bytes
+            },
+            worker: None,
+            memory_limit: memory.as_ref().map(|m| m.kind),
+            host: remote.as_ref().map(|r| r.host()),
+        };
+        let result = match launch_failure {
+            Some(failure) => Err(failure),
+            None => classify(ended, &job, decode),
+        };
+        let result = match &memory {
+            Some(memory) => result.map_err(|error| memory.judge(error)),
+            None => result,
+        };
+        break (result, stats);
     };
     // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
     // reporting, so that a delivered result means the job holds no descriptor any more.
@@ -112,7 +140,7 @@ fn supervise(
         max_memory_bytes: limits.max_memory_bytes.filter(|_| sample_memory),
         ..limits
     };
-    let mut watch = Watch::new(id, process, watched, control, Instant::now());
+    let mut watch = Watch::new(id, process.clone(), watched, control, Instant::now());
 
     let mut stdin = Some(File::from(child.stdin));
     let mut stdout = Some(File::from(child.stdout));
@@ -124,7 +152,7 @@ fn supervise(
     let mut input = Some(input);
     let mut written = 0usize;
     let mut out = Vec::new();
-    let mut tail = Tail::new(limits.stderr_tail_bytes);
+    let mut tail = Tail::of(&process, limits.stderr_tail_bytes);
     let mut progress_parser = ProgressParser::default();
     let mut scratch = vec![0u8; 64 * 1024];
     let mut exited = false;

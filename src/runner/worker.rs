@@ -245,8 +245,30 @@ impl WorkerProcess {
         timeout: Duration,
         control: &Control,
     ) -> Result<Self, JobError> {
+        loop {
+            match Self::start_once(job, id, number, timeout, control) {
+                Err((error, true)) if error.kind == FailureKind::LaunchFailed => {}
+                Err((error, _)) => return Err(error),
+                Ok(worker) => return Ok(worker),
+            }
+        }
+    }
+
+    /// One try of [`WorkerProcess::start`]; on failure, also whether to try another host.
+    fn start_once(
+        job: &Job,
+        id: JobId,
+        number: u64,
+        timeout: Duration,
+        control: &Control,
+    ) -> Result<Self, (JobError, bool)> {
         let exe = FileId::of(job.processor.path());
-        let memory = job.limits.max_memory_bytes.map(Enforcement::new);
+        // A remote worker's memory limit is the launcher's (Slurm's --mem), not this machine's.
+        let memory = job
+            .limits
+            .max_memory_bytes
+            .filter(|_| job.launcher.is_none())
+            .map(Enforcement::new);
         let procs = memory.as_ref().and_then(Enforcement::procs_file);
         let launch = Launch {
             trailing_args: &[PERSISTENT_FLAG],
@@ -256,12 +278,13 @@ impl WorkerProcess {
             data_limit: None,
             cgroup: procs.as_deref(),
         };
-        let child = spawn(job, &launch)?;
+        let child = spawn(job, &launch).map_err(|error| (error, false))?;
         let process = child.job;
         let pid = process.processor;
+        let remote = process.remote.clone();
         let mut worker = Self {
             number,
-            job: process,
+            job: process.clone(),
             pid: pid as u32,
             // The guard: it ends once the worker and everything below it are gone.
             pidfd: pidfd_open(process.guard),
@@ -269,8 +292,13 @@ impl WorkerProcess {
             stdout: Some(File::from(child.stdout)),
             stderr: Some(File::from(child.stderr)),
             frames: SequenceBuffer::new(frame_limits(&job.limits)),
-            tail: Tail::new(job.limits.stderr_tail_bytes),
-            peak: PeakMemory::open(pid),
+            tail: Tail::of(&process, job.limits.stderr_tail_bytes),
+            // Of srun or ssh, for a remote worker: not measured.
+            peak: if remote.is_some() {
+                PeakMemory::none()
+            } else {
+                PeakMemory::open(pid)
+            },
             exe,
             jobs: 0,
             cpu_limited: false,
@@ -307,14 +335,21 @@ impl WorkerProcess {
         let exit = worker.end();
         let tail = worker.tail.text();
         let ending = watch.ending(exit.code, exit.signal, exit.cpu);
+        if let Some(remote) = remote.as_ref().filter(|_| watch.stopped().is_none()) {
+            if let Some(mut error) = remote.launch_failure(exit.code, &tail) {
+                error.message = not_ready(&error.message);
+                return Err((error, remote.retry_elsewhere()));
+            }
+        }
+        let fail = |error: JobError| Err((error, false));
         if let Some(why) = broken {
-            return Err(ending.fail(FailureKind::BadOutput, not_ready(&why), &tail));
+            return fail(ending.fail(FailureKind::BadOutput, not_ready(&why), &tail));
         }
         let sandbox_failure = job
             .sandbox
             .as_ref()
             .and_then(|_| super::sandbox::launch_failure(exit.code, &tail));
-        Err(match ending.failure(&limits, &tail) {
+        fail(match ending.failure(&limits, &tail) {
             Some(mut error) => {
                 error.message = if watch.stopped() == Some(Stop::TimedOut) {
                     not_ready(&format!("no hello within {timeout:?}"))
@@ -342,6 +377,11 @@ impl WorkerProcess {
                 ending.fail(kind, not_ready(&why), &tail)
             }
         })
+    }
+
+    /// Where it runs, when a launcher started it elsewhere.
+    pub(super) fn host(&self) -> Option<String> {
+        self.job.remote.as_ref().map(|r| r.host())
     }
 
     /// The worker's number.
@@ -396,10 +436,11 @@ impl WorkerProcess {
             };
         }
         self.jobs += 1;
-        self.tail = Tail::new(limits.stderr_tail_bytes);
+        self.tail = Tail::of(&self.job, limits.stderr_tail_bytes);
+        let local = self.job.remote.is_none();
         self.frames.set_limits(frame_limits(&limits));
         let cpu_start = cpu_time(pid).unwrap_or_default();
-        if limits.max_cpu_time.is_some() || self.cpu_limited {
+        if local && (limits.max_cpu_time.is_some() || self.cpu_limited) {
             // RLIMIT_CPU counts the process's whole life: this job's limit starts from now.
             let total = limits
                 .max_cpu_time
@@ -434,10 +475,10 @@ impl WorkerProcess {
         let watched = RunLimits {
             max_memory_bytes: limits
                 .max_memory_bytes
-                .filter(|_| self.memory.as_ref().is_none_or(Enforcement::samples)),
+                .filter(|_| local && self.memory.as_ref().is_none_or(Enforcement::samples)),
             ..limits
         };
-        let mut watch = Watch::new(id, self.job, watched, control, began);
+        let mut watch = Watch::new(id, self.job.clone(), watched, control, began);
         watch.announce_at(started, began + ANNOUNCE_AFTER);
         let exchange = self.exchange(&mut request, &mut expect, &mut watch, Some(events));
         // Whatever happens next, the queue hears that the job started before that it ended.
@@ -484,7 +525,9 @@ impl WorkerProcess {
             return JobEnd {
                 result: self.judge(result),
                 memory_limit: self.memory_limit(),
+                // Of srun or ssh, for a remote worker: unknown.
                 cpu: cpu_time(pid)
+                    .filter(|_| local)
                     .map(|now| now.saturating_sub(cpu_start))
                     .unwrap_or_default(),
                 peak_rss_bytes: self.peak.peak().unwrap_or(0),
@@ -511,6 +554,14 @@ impl WorkerProcess {
                 format!("the worker broke the frame protocol and was stopped: {why}"),
                 &tail,
             ))
+        } else if let Some(error) = self
+            .job
+            .remote
+            .as_ref()
+            .filter(|_| watch.stopped().is_none())
+            .and_then(|remote| remote.launch_failure(exit.code, &tail))
+        {
+            Err(error)
         } else if let Some(error) = ending.failure(&limits, &tail) {
             Err(error)
         } else {

@@ -102,6 +102,8 @@ struct WorkerKey {
     /// Jobs with a memory limit run on workers in a cgroup (or with an rlimit) of their own.
     memory_limited: bool,
     sandbox: Option<crate::job::Sandbox>,
+    /// The launcher that starts it (`Launcher::id`); `None` on this machine.
+    launcher: Option<u64>,
 }
 
 impl WorkerKey {
@@ -114,6 +116,7 @@ impl WorkerKey {
             nice: job.nice,
             memory_limited: job.limits.max_memory_bytes.is_some(),
             sandbox: job.sandbox.clone(),
+            launcher: job.launcher.as_ref().map(|l| l.id()),
         }
     }
 }
@@ -647,6 +650,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             control: &control,
             events: &events,
         };
+        let host = worker.host();
         let end = worker.run(order, &mut decode, announcement);
         if end.fate == Fate::Undelivered && !delivered_once {
             // It ended before reading any of the request: a fresh worker gets the job.
@@ -673,6 +677,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             peak_rss_bytes: end.peak_rss_bytes,
             worker: Some(run),
             memory_limit: end.memory_limit,
+            host,
         };
         return Served::Finished {
             event: RunnerEvent::Finished {

@@ -1,0 +1,426 @@
+//! Running a processor through a launcher (`crate::launcher`): the `srun` or `ssh` command
+//! that starts it on the remote side below `launch.sh`, what that wrapper says on stderr, how
+//! a graceful stop reaches the remote process, and how the launcher's own failures are told
+//! apart from the processor's.
+//!
+//! The local guard runs `srun` or `ssh` as it would run a processor, so the host's side is
+//! unchanged: the pipes, the poll loop, the hard kill (SIGKILL to srun or ssh) and what dies
+//! with the host. Only these differ:
+//! - a graceful stop: SIGTERM to srun would make it SIGKILL the task at once, and ssh forwards
+//!   no signal, so a stop sends `scancel --signal=TERM JOB.STEP` or `ssh HOST kill -TERM PID`
+//!   once the wrapper has said which step or pid it is (before that, it kills);
+//! - after a hard kill, Slurm kills a step whose srun died, and over ssh the wrapper's watcher
+//!   kills the processor's group once the connection is gone;
+//! - the peak memory and the resource limits of the host's kernel do not apply (Slurm gets
+//!   `--mem` for a memory limit; an ssh host gets none);
+//! - a launch that fails (no step, no connection, no processor on that host) is
+//!   [`FailureKind::LaunchFailed`], with srun's or ssh's words; a host that ssh cannot reach is
+//!   marked down, and the job runs on another.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::job::Job;
+use crate::launcher::{self, Launcher};
+use crate::outcome::{FailureKind, JobError};
+
+/// The remote-side wrapper, without its comment lines (they would travel with every job).
+fn script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        include_str!("launch.sh")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// What the wrapper's lines on stderr start with.
+const MARKER: &[u8] = b"offload-launch: ";
+
+/// How long a remote stop command (`scancel`, `ssh HOST kill`) may take.
+const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One process started through a launcher: its place, and what its wrapper said.
+pub(crate) struct Remote {
+    launcher: Arc<Launcher>,
+    host: usize,
+    host_name: String,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// "started HOST PID [JOB.STEP]".
+    started: Option<Started>,
+    /// "ended CODE" (ssh).
+    ended: Option<i32>,
+    /// "unavailable HOST: WHY".
+    unavailable: Option<String>,
+    /// The launch failed in a way that takes the host down.
+    host_down: bool,
+    /// srun's own last lines.
+    said: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Started {
+    host: String,
+    pid: String,
+    step: Option<String>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.launcher.release(self.host);
+    }
+}
+
+impl Remote {
+    /// Takes a place on one of the launcher's hosts, or says none is up.
+    pub(super) fn place(launcher: &Arc<Launcher>) -> Result<Arc<Self>, JobError> {
+        let Some((host, host_name)) = launcher.place() else {
+            return Err(JobError::new(
+                FailureKind::LaunchFailed,
+                launcher.all_down_message(),
+            ));
+        };
+        Ok(Arc::new(Self {
+            launcher: launcher.clone(),
+            host,
+            host_name,
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The command that runs `job`'s processor with `args` there: `srun` or `ssh`, its
+    /// arguments, and its environment (the host's own, which srun passes on to the step).
+    pub(super) fn command(&self, job: &Job, args: &[OsString]) -> (PathBuf, Vec<OsString>) {
+        let program = launcher::program(&self.launcher);
+        let processor = job.processor.remote_spec();
+        let mut out: Vec<OsString> = Vec::new();
+        if self.launcher.slurm_job().is_some() {
+            out.extend(["--exact", "-N1", "-n1", "--quiet", "--unbuffered"].map(OsString::from));
+            out.push(format!("--job-name=offload-{}", job.processor.name()).into());
+            if let Some(bytes) = job.limits.max_memory_bytes {
+                out.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)).into());
+            }
+            out.extend(self.launcher.args().iter().cloned());
+            out.extend(["sh", "-c", script(), "offload-launch", "slurm"].map(OsString::from));
+            out.push(processor);
+            out.extend(args.iter().cloned());
+            // srun passes its environment on to the step: the job's settings go there.
+            return (program, out);
+        }
+        out.extend(
+            [
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "ServerAliveInterval=10",
+                "-o",
+                "ServerAliveCountMax=3",
+            ]
+            .map(OsString::from),
+        );
+        out.extend(self.launcher.args().iter().cloned());
+        out.push("--".into());
+        out.push(self.host_name.clone().into());
+        // One string for the remote shell: exec env K=V... sh -c SCRIPT offload-launch ssh P A...
+        let mut remote: Vec<u8> = b"exec env".to_vec();
+        for (key, value) in &job.env {
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            remote.push(b' ');
+            remote.extend(quote(&pair));
+        }
+        remote.extend_from_slice(b" sh -c ");
+        remote.extend(quote(script().as_bytes()));
+        remote.extend_from_slice(b" offload-launch ssh ");
+        remote.extend(quote(processor.as_bytes()));
+        for arg in args {
+            remote.push(b' ');
+            remote.extend(quote(arg.as_bytes()));
+        }
+        out.push(OsString::from_vec(remote));
+        (program, out)
+    }
+
+    /// Takes one of the wrapper's stderr lines (without the marker).
+    fn note(&self, line: &str) {
+        let mut state = self.lock();
+        if let Some(rest) = line.strip_prefix("started ") {
+            let mut words = rest.split_whitespace();
+            let host = words.next().unwrap_or_default().to_owned();
+            let pid = words.next().unwrap_or_default().to_owned();
+            let step = words.next().filter(|s| *s != ".").map(str::to_owned);
+            state.started = Some(Started { host, pid, step });
+        } else if let Some(rest) = line.strip_prefix("ended ") {
+            state.ended = rest.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix("unavailable ") {
+            state.unavailable = Some(rest.trim().to_owned());
+        }
+    }
+
+    /// Takes one of srun's own lines.
+    fn said(&self, line: &str) {
+        let mut state = self.lock();
+        if state.said.len() >= 8 {
+            state.said.remove(0);
+        }
+        state.said.push(line.to_owned());
+    }
+
+    /// Where it ran: the ssh host as the caller named it, or the Slurm node the wrapper named.
+    pub(crate) fn host(&self) -> String {
+        if self.launcher.slurm_job().is_none() {
+            return self.host_name.clone();
+        }
+        self.lock()
+            .started
+            .as_ref()
+            .map(|s| s.host.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.host_name.clone())
+    }
+
+    /// Asks the remote processor to stop (SIGTERM there) from a thread of its own; false when
+    /// the wrapper has not said where it runs yet, and the caller should kill instead.
+    pub(super) fn terminate(&self) -> bool {
+        let Some(started) = self.lock().started.clone() else {
+            return false;
+        };
+        let mut command = match (&started.step, self.launcher.slurm_job()) {
+            (Some(step), Some(_)) => {
+                let mut c = Command::new("scancel");
+                c.args(["--quiet", "--signal=TERM", step]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(launcher::program(&self.launcher));
+                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+                    .args(self.launcher.args())
+                    .arg("--")
+                    .arg(&self.host_name)
+                    .arg(format!("kill -TERM {}", started.pid));
+                c
+            }
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::thread::Builder::new()
+            .name("offload-remote-stop".into())
+            .spawn(move || {
+                // Best effort: if it fails, the grace period ends in a kill all the same.
+                let _ = launcher::run_with_timeout(command, STOP_COMMAND_TIMEOUT);
+            })
+            .is_ok()
+    }
+
+    /// After a hard kill of srun: makes sure the step's processes get SIGKILL now, not after
+    /// Slurm's KillWait (over ssh, the wrapper's watcher does it once the connection is gone).
+    pub(super) fn kill(&self) {
+        let step = self.lock().started.as_ref().and_then(|s| s.step.clone());
+        if let (Some(step), Some(_)) = (step, self.launcher.slurm_job()) {
+            let mut command = Command::new("scancel");
+            command
+                .args(["--quiet", "--signal=KILL", &step])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let _ = std::thread::Builder::new()
+                .name("offload-remote-stop".into())
+                .spawn(move || {
+                    let _ = launcher::run_with_timeout(command, STOP_COMMAND_TIMEOUT);
+                });
+        }
+    }
+
+    /// The processor's exit code or signal, from what srun or ssh ended with (`code`,
+    /// `signal`) and what the wrapper said: over ssh, the wrapper's "ended" line is the
+    /// processor's; a code of 128 + N is taken as signal N, as a shell reports it.
+    pub(super) fn ending(
+        &self,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> (Option<i32>, Option<i32>) {
+        let ended = self.lock().ended;
+        match ended {
+            Some(rc) => super::sandbox::unwrap_status(Some(rc), None),
+            None => super::sandbox::unwrap_status(code, signal),
+        }
+    }
+
+    /// The launcher's own failure, if the launch failed: no step, no connection, no
+    /// processor on that host, or a connection lost while the job ran. Marks an ssh host
+    /// that could not be reached as down.
+    pub(super) fn launch_failure(&self, code: Option<i32>, stderr_tail: &str) -> Option<JobError> {
+        let slurm = self.launcher.slurm_job().is_some();
+        let mut state = self.lock();
+        let words = match state.said.last() {
+            Some(line) => format!(": {line}"),
+            None => launcher_words(stderr_tail),
+        };
+        let message = if let Some(why) = &state.unavailable {
+            format!("the processor cannot run on {why}")
+        } else if state.started.is_none() && slurm {
+            format!("srun could not start a job step{words}")
+        } else if state.started.is_none() {
+            if code == Some(255) {
+                state.host_down = true;
+            }
+            format!(
+                "ssh could not run the processor on {}{words}",
+                self.host_name
+            )
+        } else if !slurm && state.ended.is_none() && code == Some(255) {
+            state.host_down = true;
+            format!(
+                "the connection to {} was lost while the job ran{words}",
+                self.host_name
+            )
+        } else {
+            return None;
+        };
+        if state.host_down {
+            self.launcher.mark_down(self.host, &message);
+        }
+        Some(JobError {
+            kind: FailureKind::LaunchFailed,
+            message,
+            exit_code: code,
+            signal: None,
+            stderr_tail: state
+                .said
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                + stderr_tail,
+        })
+    }
+
+    /// Whether a failed launch should be tried again on another host: this one went down and
+    /// another is up.
+    pub(super) fn retry_elsewhere(&self) -> bool {
+        self.lock().host_down && self.launcher.any_up()
+    }
+}
+
+/// The last line of stderr as ": LINE", for a launcher's failure.
+fn launcher_words(stderr_tail: &str) -> String {
+    launcher::last_words(stderr_tail.as_bytes())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `bytes` quoted for a POSIX shell: in single quotes, each `'` as `'\''`.
+fn quote(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'\'');
+    for &b in bytes {
+        if b == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
+/// Splits a remote job's stderr into the wrapper's lines (to `remote`) and the processor's
+/// (kept): whole lines only, so a partial line waits for its end (at most `MAX_LINE` bytes).
+pub(super) struct Markers {
+    remote: Arc<Remote>,
+    line: Vec<u8>,
+}
+
+const MAX_LINE: usize = 4096;
+
+/// How srun's own messages start.
+const SRUN_SAYS: &[u8] = b"srun: ";
+
+impl Markers {
+    pub(super) fn new(remote: Arc<Remote>) -> Self {
+        Self {
+            remote,
+            line: Vec::new(),
+        }
+    }
+
+    /// Passes on what is the processor's to `keep`.
+    pub(super) fn push(&mut self, chunk: &[u8], mut keep: impl FnMut(&[u8])) {
+        let slurm = self.remote.launcher.slurm_job().is_some();
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            self.line.extend_from_slice(piece);
+            if !piece.ends_with(b"\n") && self.line.len() < MAX_LINE {
+                continue;
+            }
+            // srun's own words share the pipe with the task's stderr and may land in the
+            // middle of one of its lines: cut them out; the task's line goes on.
+            if let Some(at) = find(&self.line, SRUN_SAYS).filter(|_| slurm) {
+                let words = self.line.split_off(at);
+                self.remote.said(String::from_utf8_lossy(&words).trim_end());
+                continue;
+            }
+            // A processor's last words may lack their newline: the marker may follow them.
+            match find(&self.line, MARKER) {
+                Some(at) => {
+                    if at > 0 {
+                        keep(&self.line[..at]);
+                        keep(b"\n");
+                    }
+                    let rest = &self.line[at + MARKER.len()..];
+                    self.remote.note(String::from_utf8_lossy(rest).trim_end());
+                }
+                None => keep(&self.line),
+            }
+            self.line.clear();
+        }
+    }
+
+    /// What is left of a last line without its end.
+    pub(super) fn rest(&self) -> &[u8] {
+        &self.line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(quote(b"it's a b"), b"'it'\\''s a b'".to_vec());
+        let quoted = String::from_utf8(quote(b"a'b \"c\" $d")).unwrap_or_default();
+        let out = Command::new("sh")
+            .args(["-c", &format!("printf %s {quoted}")])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        assert_eq!(out, b"a'b \"c\" $d");
+    }
+
+    #[test]
+    fn the_script_has_no_comment_lines() {
+        assert!(script().lines().all(|l| !l.starts_with('#')));
+        assert!(script().contains("offload-launch: started"));
+    }
+}

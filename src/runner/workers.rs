@@ -405,6 +405,10 @@ impl Workers {
     /// A probe that timed out is not remembered: on a busy machine the next job asks again.
     fn supports_persistent(&self, job: &Job) -> Result<bool, DescribeError> {
         let path = job.processor.path();
+        if job.launcher.is_some() && !path.exists() {
+            // Only the launcher's hosts have it: asked for workers, its hello will tell.
+            return Ok(job.persistence == Persistence::Always);
+        }
         let file = FileId::of(path);
         if let Some((known, persistent)) = self.lock().modes.get(path) {
             if *known == file {

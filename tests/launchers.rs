@@ -1,0 +1,417 @@
+//! The engine's core behaviour through each launcher, with the real components a user's cluster
+//! has: a real single-node Slurm (jobs run inside a real `salloc` allocation, as job steps) and
+//! a real sshd on 127.0.0.1 (two host names for it, and one that refuses connections).
+//! `dev/cluster start` brings both up (as root; `dev/test` runs it). Everything goes through the
+//! `offload` command, as a user's script would.
+//!
+//! Each test tags its processors with an environment variable of its own, and afterwards looks
+//! for any process that still carries the tag: the remote side is this machine, so a process
+//! left behind by srun or ssh would be seen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{bin, bin_dir, root};
+use serde_json::{json, Value};
+
+/// Starts the cluster once per test binary.
+fn cluster() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new(root().join("dev/cluster"))
+            .arg("start")
+            .output()
+            .expect("run dev/cluster");
+        assert!(
+            out.status.success(),
+            "dev/cluster start failed (the launcher tests need root, slurm-wlm, munge and \
+             openssh-server: dev/setup installs them): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(
+            std::env::var("OFFLOAD_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/offload-cluster".into()),
+        )
+    })
+    .clone()
+}
+
+/// A unique tag for one test's processors.
+fn tag(name: &str) -> String {
+    format!("{name}-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// `offload run diag` through `launcher`, with the processors found by name on the remote side
+/// (OFFLOAD_PROCESSOR_PATH: srun passes its environment on; ssh sends it with SetEnv).
+fn run_command(launcher: &str, tag: &str, extra: &[&str]) -> Command {
+    run_processor(launcher, tag, "diag", extra)
+}
+
+fn run_processor(launcher: &str, tag: &str, processor: &str, extra: &[&str]) -> Command {
+    let dir = cluster();
+    let processors = bin_dir();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        processor.into(),
+        "--launcher".into(),
+        launcher.into(),
+        "--env".into(),
+        format!("OFFLOAD_TEST_TAG={tag}"),
+    ];
+    if launcher.starts_with("ssh:") {
+        args.push(format!(
+            "--launcher-arg=-F{}",
+            dir.join("ssh_config").display()
+        ));
+        args.push(format!(
+            "--launcher-arg=-oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
+            processors.display()
+        ));
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut command = if launcher == "slurm" {
+        // Inside a real allocation of 4 tasks, as `salloc -n 4 offload run ...`.
+        let mut c = Command::new("salloc");
+        c.args(["-n", "4", "--quiet"]).arg(bin("offload"));
+        c
+    } else {
+        Command::new(bin("offload"))
+    };
+    command
+        .args(args)
+        .env("OFFLOAD_PROCESSOR_PATH", &processors)
+        .env_remove("SLURM_JOB_ID");
+    command
+}
+
+fn write_inputs(dir: &Path, inputs: &[Value]) -> PathBuf {
+    let path = dir.join("inputs.jsonl");
+    let text: String = inputs.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&path, text).expect("write inputs");
+    path
+}
+
+fn run(launcher: &str, tag: &str, inputs: &[Value], extra: &[&str]) -> (Output, Vec<Value>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_inputs(dir.path(), inputs);
+    let mut args = vec!["--inputs", file.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let out = run_command(launcher, tag, &args)
+        .output()
+        .expect("run offload");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    (out, lines)
+}
+
+/// Processes (not zombies) whose environment holds `OFFLOAD_TEST_TAG=tag`.
+fn tagged(tag: &str) -> Vec<u32> {
+    let needle = format!("OFFLOAD_TEST_TAG={tag}");
+    common::processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Waits until no tagged process is left, up to `timeout`; returns what is left.
+fn wait_untagged(tag: &str, timeout: Duration) -> Vec<u32> {
+    let until = Instant::now() + timeout;
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() || Instant::now() > until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kind(line: &Value) -> &str {
+    line["error"]["kind"].as_str().unwrap_or("")
+}
+
+const LAUNCHERS: [&str; 2] = ["slurm", "ssh:2/offload-a,2/offload-b"];
+const MODES: [&str; 2] = ["--persistent", "--no-persistent"];
+
+#[test]
+fn results_and_their_order_are_the_same_as_locally() {
+    let inputs: Vec<Value> = (0..16)
+        .map(|i| json!({"echo": i, "sleep_ms": (16 - i) * 5}))
+        .collect();
+    let echoes = |lines: &[Value]| -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| json!([l["job"], l["status"], l["result"]["echo"]]))
+            .collect()
+    };
+    let local_tag = tag("local");
+    let (out, local) = run("local", &local_tag, &inputs, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for launcher in LAUNCHERS {
+        for mode in MODES {
+            let tag = tag("same");
+            let (out, lines) = run(launcher, &tag, &inputs, &[mode]);
+            assert!(
+                out.status.success(),
+                "{launcher} {mode}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(echoes(&lines), echoes(&local), "{launcher} {mode}");
+            let hosts: std::collections::BTreeSet<&str> = lines
+                .iter()
+                .filter_map(|l| l["stats"]["host"].as_str())
+                .collect();
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l["stats"]["host"].is_string())
+                    .count(),
+                16,
+                "{launcher} {mode}: every line says where it ran"
+            );
+            if launcher.starts_with("ssh:") {
+                assert_eq!(
+                    hosts.into_iter().collect::<Vec<_>>(),
+                    ["offload-a", "offload-b"],
+                    "{mode}: both hosts took jobs"
+                );
+            }
+            let persistent = lines.iter().filter(|l| l["stats"]["worker"].is_object());
+            if mode == "--persistent" {
+                assert_eq!(persistent.count(), 16, "{launcher}: all on workers");
+            } else {
+                assert_eq!(persistent.count(), 0, "{launcher}: a process per job");
+            }
+            assert!(
+                wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
+                "{launcher} {mode}: processes left behind"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_outcome_kind_and_a_graceful_stop_through_each_launcher() {
+    let inputs = vec![
+        json!({"echo": "first"}),
+        json!({"fail": "exit:3"}),
+        json!({"fail": "segv"}),
+        json!({"fail": "not_cbor"}),
+        // Stopped at its timeout: SIGTERM reaches it through scancel or ssh, and it obeys.
+        json!({"sleep_ms": 20000, "progress_steps": 200}),
+        // Ignores SIGTERM: killed after the grace period.
+        json!({"fail": "ignore_term"}),
+        json!({"echo": "last"}),
+    ];
+    for launcher in LAUNCHERS {
+        for mode in MODES {
+            let tag = tag("kinds");
+            let (_, lines) = run(
+                launcher,
+                &tag,
+                &inputs,
+                &[mode, "--timeout", "1.5", "--grace", "1.5"],
+            );
+            let context = format!("{launcher} {mode}: {lines:#?}");
+            assert_eq!(lines.len(), 7, "{context}");
+            assert_eq!(lines[0]["result"]["echo"], "first", "{context}");
+            assert_eq!(kind(&lines[1]), "failed", "{context}");
+            assert_eq!(lines[1]["error"]["exit_code"], 3, "{context}");
+            assert!(
+                lines[1]["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("offload-diag: exiting with code 3")),
+                "the processor's own words, srun's and the wrapper's taken out: {context}"
+            );
+            assert_eq!(kind(&lines[2]), "killed", "{context}");
+            assert_eq!(lines[2]["error"]["signal"], 11, "{context}");
+            assert_eq!(kind(&lines[3]), "bad_output", "{context}");
+            assert_eq!(kind(&lines[4]), "timed_out", "{context}");
+            let graceful = lines[4]["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                !graceful.contains("ignored SIGTERM"),
+                "the remote processor got SIGTERM and stopped within the grace period: {context}"
+            );
+            assert_eq!(kind(&lines[5]), "timed_out", "{context}");
+            assert!(
+                lines[5]["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("ignored SIGTERM")),
+                "{context}"
+            );
+            assert_eq!(lines[6]["result"]["echo"], "last", "{context}");
+            let left = wait_untagged(&tag, Duration::from_secs(10));
+            assert!(left.is_empty(), "{launcher} {mode}: left behind: {left:?}");
+        }
+    }
+}
+
+/// Interrupting `offload run` (Ctrl-C), or killing it outright, leaves nothing running on the
+/// remote side.
+#[test]
+fn interrupting_or_killing_offload_leaves_no_remote_process() {
+    let inputs: Vec<Value> = (0..4).map(|_| json!({"sleep_ms": 60000})).collect();
+    for launcher in LAUNCHERS {
+        for signal in [libc::SIGINT, libc::SIGKILL] {
+            let tag = tag("stop");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = write_inputs(dir.path(), &inputs);
+            let mut command = run_command(
+                launcher,
+                &tag,
+                &["--no-persistent", "--inputs", file.to_str().expect("utf-8")],
+            );
+            let mut child = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn");
+            // Wait until the processors run remotely.
+            let until = Instant::now() + Duration::from_secs(20);
+            let processors = || {
+                tagged(&tag)
+                    .into_iter()
+                    .filter(|pid| {
+                        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .is_ok_and(|c| c.starts_with("offload-diag"))
+                    })
+                    .count()
+            };
+            while processors() < 4 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(processors(), 4, "{launcher}: four processors running");
+            // The offload process itself (under salloc for slurm).
+            let offload = common::processes()
+                .into_iter()
+                .find(|p| {
+                    std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                        .is_ok_and(|c| c.trim() == "offload")
+                        && (p.parent == child.id() || p.pid == child.id())
+                })
+                .map(|p| p.pid)
+                .expect("the offload process");
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(offload as libc::pid_t, signal) };
+            let _ = child.wait();
+            let left = wait_untagged(&tag, Duration::from_secs(10));
+            assert!(
+                left.is_empty(),
+                "{launcher}, offload got signal {signal}: left behind: {left:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_host_is_a_launch_failure_and_its_jobs_go_to_the_others() {
+    let inputs: Vec<Value> = (0..8).map(|i| json!({"echo": i})).collect();
+    for mode in MODES {
+        let tag = tag("down");
+        // Slots given, so that the dead host is not found out before the jobs start.
+        let (out, lines) = run("ssh:2/offload-down,1/offload-a", &tag, &inputs, &[mode]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lines.len(), 8);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["status"] == "ok" && l["stats"]["host"] == "offload-a"),
+            "{mode}: {lines:#?}"
+        );
+    }
+    // With no host left, each job fails as a launch failure with ssh's words.
+    let tag = tag("alldown");
+    let (out, lines) = run(
+        "ssh:1/offload-down",
+        &tag,
+        &inputs[..2],
+        &["--no-persistent"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    for line in &lines {
+        assert_eq!(kind(line), "launch_failed", "{line:#}");
+        assert!(
+            line["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("offload-down") && m.contains("refused")),
+            "{line:#}"
+        );
+    }
+}
+
+#[test]
+fn a_step_that_cannot_start_and_a_missing_processor_are_launch_failures() {
+    let inputs = vec![json!({"echo": 1})];
+    for mode in MODES {
+        let tag = tag("nostep");
+        let (_, lines) = run(
+            "slurm",
+            &tag,
+            &inputs,
+            &[mode, "--launcher-arg=--nodelist=nosuchnode"],
+        );
+        assert_eq!(kind(&lines[0]), "launch_failed", "{mode}: {lines:#?}");
+        assert!(
+            lines[0]["error"]["message"].as_str().is_some_and(|m| m
+                .contains("srun could not start a job step")
+                && m.contains("srun: error")),
+            "{mode}: srun's words: {lines:#?}"
+        );
+    }
+    // A processor that the remote side does not have (nor this machine: it is sent by name).
+    for launcher in LAUNCHERS {
+        for mode in MODES {
+            let tag = tag("noproc");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = write_inputs(dir.path(), &inputs);
+            let out = run_processor(launcher, &tag, "surely-not-installed", &[mode])
+                .args(["--inputs", file.to_str().expect("utf-8")])
+                .output()
+                .expect("run");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line: Value =
+                serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
+            assert_eq!(kind(&line), "launch_failed", "{launcher} {mode}: {line:#}");
+            assert!(
+                line["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no executable processor surely-not-installed")),
+                "{launcher} {mode}: {line:#}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_slurm_launcher_outside_an_allocation_says_what_to_do() {
+    let out = Command::new(bin("offload"))
+        .args(["run", "diag", "--launcher", "slurm", "--inputs", "-"])
+        .env_remove("SLURM_JOB_ID")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SLURM_JOB_ID is not set") && err.contains("salloc"),
+        "{err}"
+    );
+}

@@ -52,6 +52,11 @@
 //!   sandbox (bubblewrap) add per job, a process per job (`3 x --persistent-spawn-jobs`) and
 //!   on workers (`--persistent-jobs / 2`), against the plain case (which already runs below
 //!   the guard).
+//! - `launchers`: `offload-diag` echoing 16 bytes at -j <cores> through each launcher: local,
+//!   Slurm job steps inside a real `salloc` of the single-node Slurm of `dev/cluster`, and ssh
+//!   to its loopback sshd; on persistent workers (`--persistent-jobs / 2`) and a process per
+//!   job (`--persistent-spawn-jobs`), against local persistent workers. Needs root (it runs
+//!   `dev/cluster start`). Target: persistent workers through srun and ssh at 0.8x or more.
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -69,6 +74,8 @@ mod common;
 mod containment;
 #[path = "support/gui.rs"]
 mod gui;
+#[path = "support/launchers.rs"]
+mod launchers;
 #[path = "support/overhead.rs"]
 mod overhead;
 #[path = "support/persistent.rs"]
@@ -96,6 +103,7 @@ enum Suite {
     Startup,
     Persistent,
     Containment,
+    Launchers,
     All,
 }
 
@@ -188,6 +196,10 @@ fn main() {
     let env = Env::new(args.bin_dir.clone());
     let parallel = args.parallel.first().copied().unwrap_or(env.cores);
     if let Some(child) = &args.child {
+        if let Some(spec) = child.strip_prefix("launchers:") {
+            launchers::child(&env, spec);
+            return;
+        }
         if let Some(spec) = child.strip_prefix("throughput:") {
             throughput::child(&env, spec, args.payload_mib);
             return;
@@ -289,6 +301,17 @@ fn main() {
             &containment::Options {
                 spawn_jobs: args.persistent_spawn_jobs * 3,
                 jobs: args.persistent_jobs / 2,
+                rounds,
+                parallel,
+            },
+        );
+    }
+    if wants(Suite::Launchers) {
+        launchers::run(
+            &env,
+            &launchers::Options {
+                jobs: args.persistent_jobs / 2,
+                spawn_jobs: args.persistent_spawn_jobs,
                 rounds,
                 parallel,
             },

@@ -552,3 +552,50 @@ fn the_sandbox_toggle_confines_the_processors_of_new_jobs() {
     assert!(!outside.exists(), "nothing written outside the sandbox");
     window.close();
 }
+
+/// The launcher setting (`offload gui --launcher`): new jobs run through it, here over ssh to
+/// the loopback sshd of dev/cluster, and the Worker column says where each ran.
+#[gtk::test]
+fn jobs_run_through_the_launcher_and_the_list_says_where() {
+    let started = std::process::Command::new(common::root().join("dev/cluster"))
+        .arg("start")
+        .output()
+        .expect("run dev/cluster");
+    assert!(
+        started.status.success(),
+        "dev/cluster start (root, openssh-server): {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let cluster =
+        std::env::var("OFFLOAD_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/offload-cluster".into());
+    let launcher = offload::Launcher::parse(
+        "ssh:2/offload-a",
+        vec![
+            format!("-F{cluster}/ssh_config").into(),
+            format!(
+                "-oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
+                common::bin_dir().display()
+            )
+            .into(),
+        ],
+    )
+    .expect("the ssh launcher");
+    let window = window(2);
+    window.set_launcher(Some(std::sync::Arc::new(launcher)));
+    window.add_jobs(
+        &diag(),
+        vec![
+            serde_json::json!({"echo": 1}),
+            serde_json::json!({"echo": 2}),
+        ],
+    );
+    assert!(run_until(Duration::from_secs(30), || window.is_idle()));
+    for job in rows(&window) {
+        let record = job.record().expect("a record");
+        assert!(record.error.is_none(), "{:?}", record.error);
+        assert_eq!(record.stats.host.as_deref(), Some("offload-a"));
+        let worker: String = job.property("worker");
+        assert!(worker.starts_with("offload-a"), "{worker:?}");
+    }
+    window.close();
+}

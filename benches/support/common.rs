@@ -233,7 +233,7 @@ fn timeval(tv: libc::timeval) -> Duration {
 }
 
 /// Busy CPU time of the whole machine (every core) since boot, from /proc/stat.
-fn busy_cpu() -> Duration {
+pub fn busy_cpu() -> Duration {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return Duration::ZERO;
     };

@@ -40,8 +40,10 @@ pub struct AppOptions {
     pub exit_when_done: bool,
     /// Print the main loop's stall figures on exit.
     pub stall_report: bool,
-    /// How many jobs run at once (default: the number of cores).
+    /// How many jobs run at once (default: the number of cores, or the launcher's slots).
     pub jobs: Option<usize>,
+    /// Where new jobs' processors run (`None`: on this machine).
+    pub launcher: Option<std::sync::Arc<crate::Launcher>>,
 }
 
 /// Runs the app until its window closes. Exit status 0, or 1 when unattended work had failures.
@@ -114,6 +116,7 @@ fn start_probe_after_first_frame(window: &Window, report: Rc<RefCell<Option<Stal
 
 fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>>) -> Window {
     let window = Window::new(Some(app), options.jobs);
+    window.set_launcher(options.launcher.clone());
     window.set_unattended(Unattended {
         screenshot: options.screenshot.clone(),
         screenshot_after: options.screenshot_after,

@@ -116,6 +116,8 @@ mod imp {
         pub actual_size: Cell<bool>,
         /// New jobs run their processors in a sandbox.
         pub sandboxed: Cell<bool>,
+        /// Where new jobs' processors run (`None`: on this machine).
+        pub launcher: RefCell<Option<std::sync::Arc<crate::Launcher>>>,
         pub tick: RefCell<Option<glib::SourceId>>,
         /// The window, weakly, for the result callbacks of all its jobs to share.
         pub weak_self: Rc<glib::WeakRef<super::Window>>,
@@ -303,6 +305,12 @@ impl Window {
     }
 
     /// Changes how many jobs run at once; takes effect at once.
+    /// Runs new jobs' processors through `launcher` (as Slurm job steps, or over ssh); the job
+    /// list's Worker column then says where each ran.
+    pub fn set_launcher(&self, launcher: Option<std::sync::Arc<crate::Launcher>>) {
+        self.imp().launcher.replace(launcher);
+    }
+
     pub fn set_max_running(&self, n: usize) {
         let n = n.max(1);
         self.queue().set_max_running(n);
@@ -643,6 +651,9 @@ impl Window {
         if imp.sandboxed.get() {
             job = job.sandbox(crate::Sandbox::new());
         }
+        if let Some(launcher) = imp.launcher.borrow().as_ref() {
+            job = job.launcher(launcher.clone());
+        }
         let record = JobRecord {
             processor,
             kind: kind.clone(),
@@ -759,6 +770,14 @@ impl Window {
                 self.set_state(&job, new);
                 if error.is_none() {
                     job.set_progress(1.0);
+                }
+                if let Some(host) = &stats.host {
+                    let worker = super::job_object::worker_label(stats.worker);
+                    job.set_worker(if worker.is_empty() {
+                        host.clone()
+                    } else {
+                        format!("{host} · {worker}")
+                    });
                 }
                 job.set_elapsed_ms(stats.wall.as_secs_f64() * 1000.0);
                 job.set_peak_rss(stats.peak_rss_bytes);

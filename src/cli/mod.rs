@@ -172,9 +172,15 @@ pub struct GuiArgs {
     /// Print the main loop's longest stall and p99 on exit (or set OFFLOAD_STALL_REPORT=1).
     #[arg(long)]
     stall_report: bool,
-    /// How many processors run at once (default: the number of cores).
+    /// How many processors run at once (default: the number of cores, or the launcher's slots).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,
+    /// Where the processors run: local, slurm or ssh:HOST[,HOST...], as for `offload run`.
+    #[arg(long, value_name = "LAUNCHER", default_value = "local")]
+    launcher: String,
+    /// An argument for each srun or ssh (repeatable).
+    #[arg(long = "launcher-arg", value_name = "ARG", allow_hyphen_values = true)]
+    launcher_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -212,25 +218,50 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::List { json } => list::list(json),
         Command::Demo(args) => demo::demo(args),
         #[cfg(feature = "gui")]
-        Command::Gui(args) => Ok(offload::app::run(offload::app::AppOptions {
-            demo: args.demo,
-            batch: args
-                .batch
-                .and_then(|b| Some((b.first()?.clone(), PathBuf::from(b.get(1)?)))),
-            screenshot: args.screenshot,
-            screenshot_after: args.screenshot_after,
-            mosaic: Mosaic {
-                max_iter: args.max_iter,
-                samples: args.samples,
-                ..Mosaic::default()
-            },
-            exit_when_done: args.exit_when_done,
-            stall_report: args.stall_report,
-            jobs: args.jobs,
-        })),
+        Command::Gui(args) => {
+            let launcher = offload::Launcher::parse(
+                &args.launcher,
+                args.launcher_args.iter().map(Into::into).collect(),
+            )?;
+            // Asked before the window opens: an ssh host without a slot count is asked over ssh.
+            let jobs = match args.jobs {
+                None if !launcher.is_local() => Some(launcher.slots().max(1)),
+                jobs => jobs,
+            };
+            for (host, why) in launcher.down_hosts() {
+                eprintln!("offload: {host} is down and gets no jobs: {why}");
+            }
+            let launcher = (!launcher.is_local()).then(|| std::sync::Arc::new(launcher));
+            gui(args, jobs, launcher)
+        }
         Command::Encode => codec::encode(),
         Command::Decode { seq, pretty } => codec::decode(seq, pretty),
     }
+}
+
+#[cfg(feature = "gui")]
+fn gui(
+    args: GuiArgs,
+    jobs: Option<usize>,
+    launcher: Option<std::sync::Arc<offload::Launcher>>,
+) -> anyhow::Result<ExitCode> {
+    Ok(offload::app::run(offload::app::AppOptions {
+        demo: args.demo,
+        batch: args
+            .batch
+            .and_then(|b| Some((b.first()?.clone(), PathBuf::from(b.get(1)?)))),
+        screenshot: args.screenshot,
+        screenshot_after: args.screenshot_after,
+        mosaic: Mosaic {
+            max_iter: args.max_iter,
+            samples: args.samples,
+            ..Mosaic::default()
+        },
+        exit_when_done: args.exit_when_done,
+        stall_report: args.stall_report,
+        jobs,
+        launcher,
+    }))
 }
 
 /// Builds a queue with `-j N` applied.

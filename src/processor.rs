@@ -139,12 +139,15 @@ impl Processor {
         }
     }
 
-    /// What a remote host is told to run: the name it was found by, else its path.
+    /// What a remote host is told to run: the name it was found by, else its path, made
+    /// absolute (the remote side starts in another directory).
     pub(crate) fn remote_spec(&self) -> std::ffi::OsString {
         if self.by_name {
             self.name.clone().into()
         } else {
-            self.path.clone().into_os_string()
+            std::path::absolute(&self.path)
+                .unwrap_or_else(|_| self.path.clone())
+                .into_os_string()
         }
     }
 

@@ -415,3 +415,54 @@ fn the_slurm_launcher_outside_an_allocation_says_what_to_do() {
         "{err}"
     );
 }
+
+/// A remote worker gets its next job's request while it runs one (pipelining): when the
+/// running job crashes the worker or is stopped, the job sent ahead still runs, once, on a
+/// fresh worker.
+#[test]
+fn a_job_sent_ahead_survives_the_end_of_the_worker_before_it() {
+    let inputs = vec![
+        json!({"echo": 0, "sleep_ms": 300}),
+        json!({"fail": "segv", "sleep_ms": 300}),
+        json!({"echo": 2, "sleep_ms": 300}),
+        json!({"fail": "exit:3", "sleep_ms": 300}),
+        json!({"sleep_ms": 20000, "progress_steps": 200}),
+        json!({"echo": 5}),
+        json!({"echo": 6}),
+    ];
+    for launcher in ["slurm", "ssh:1/offload-a"] {
+        let tag = tag("ahead");
+        let (_, lines) = run(
+            launcher,
+            &tag,
+            &inputs,
+            &[
+                "--persistent",
+                "-j",
+                "1",
+                "--timeout",
+                "1.5",
+                "--grace",
+                "1",
+            ],
+        );
+        let context = format!("{launcher}: {lines:#?}");
+        let kinds: Vec<&str> = lines.iter().map(|l| kind(l)).collect();
+        assert_eq!(
+            kinds,
+            ["", "killed", "", "failed", "timed_out", "", ""],
+            "{context}"
+        );
+        for (i, line) in lines.iter().enumerate() {
+            if kinds[i].is_empty() {
+                assert_eq!(line["result"]["echo"], i, "{context}");
+            }
+        }
+        // The job after the crash ran on a new worker, as its first job.
+        assert_eq!(lines[2]["stats"]["worker"]["job"], 1, "{context}");
+        assert!(
+            wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
+            "{launcher}"
+        );
+    }
+}

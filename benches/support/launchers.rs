@@ -6,7 +6,8 @@
 //! `dev/cluster`). Each run is a child process of its own (this binary, re-executed, under
 //! `salloc` for Slurm): it warms the workers up with 4 jobs per slot, then times the batch,
 //! so the rate is the steady per-job rate; worker start-up is reported apart. Ratios are per
-//! round against the local persistent run.
+//! round against the local persistent run. Remote workers run pipelined (the next request
+//! written while a job runs) and, for comparison, not.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -84,6 +85,16 @@ pub fn run(env: &Env, options: &Options) {
             cpus: Vec::new(),
         });
     }
+    for launcher in ["slurm", "ssh"] {
+        cases.push(Case {
+            launcher,
+            mode: "persistent, not pipelined",
+            jobs: options.jobs,
+            rates: Vec::new(),
+            warmups: Vec::new(),
+            cpus: Vec::new(),
+        });
+    }
     for launcher in ["local", "slurm", "ssh"] {
         cases.push(Case {
             launcher,
@@ -148,7 +159,15 @@ fn child_run(
     options: &Options,
 ) -> (f64, f64, f64) {
     let me = std::env::current_exe().or_die("this bench's path");
-    let spec = format!("launchers:{launcher}:{mode}:{jobs}:{}", options.parallel);
+    let mode_word = match mode {
+        "persistent" => "persistent",
+        "one-shot" => "one-shot",
+        _ => "serial",
+    };
+    let spec = format!(
+        "launchers:{launcher}:{mode_word}:{jobs}:{}",
+        options.parallel
+    );
     let mut command = if launcher == "slurm" {
         let mut c = Command::new("salloc");
         c.args(["-n", &options.parallel.to_string(), "--quiet"])
@@ -195,10 +214,10 @@ pub fn child(env: &Env, spec: &str) {
         .or_die("the ssh launcher"),
         other => die(format!("unknown launcher {other:?}")),
     };
-    let persistence = if mode == "persistent" {
-        Persistence::Always
-    } else {
+    let persistence = if mode == "one-shot" {
         Persistence::Never
+    } else {
+        Persistence::Always
     };
     let job = Job::new(Processor::at(env.exe("offload-diag")))
         .persistence(persistence)
@@ -209,6 +228,10 @@ pub fn child(env: &Env, spec: &str) {
     .or_die("encoding the echo input");
     let result = on_fresh_context(|| async {
         let queue = Queue::with_max_running(parallel);
+        let mut settings = queue.worker_settings();
+        // "serial": one request in flight per worker, as before pipelining.
+        settings.pipeline = mode != "serial";
+        queue.set_worker_settings(settings);
         let batch = |n: usize| {
             let handles: Result<Vec<_>, _> = (0..n)
                 .map(|_| queue.submit::<_, ciborium::Value>(&job, &input))

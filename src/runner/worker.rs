@@ -31,7 +31,7 @@ use super::child::{
 use super::memory::Enforcement;
 use super::oneshot::poll_timeout;
 use super::stop::{Stop, Watch};
-use super::{Control, Decoder, RawResult, RunnerEvent};
+use super::{Control, Decoder, RawResult, RunRequest, RunnerEvent};
 use crate::job::{Job, JobId, RunLimits};
 use crate::outcome::{FailureKind, JobError};
 
@@ -216,6 +216,33 @@ pub(super) struct WorkerProcess {
     reaped: bool,
     last_exit: Option<Exit>,
     scratch: Vec<u8>,
+    /// Where the next job comes from while this one runs, for a worker that pipelines.
+    pipeline: Option<Pipeline>,
+    /// The next job, whose request is written while the current one runs (see [`Pipeline`]).
+    ahead: Option<Ahead>,
+}
+
+/// Pipelining, for a worker behind a launcher: while a job runs, the job on deck at the
+/// worker's slot is taken and its request written behind the running one's, so that the
+/// worker finds it in its stdin when it answers, instead of waiting for a round trip through
+/// srun or ssh. The worker still runs one job at a time, in order.
+pub(super) struct Pipeline {
+    /// Readable when a job was put on deck.
+    pub wake: RawFd,
+    /// Empties `wake`.
+    pub clear: Box<dyn Fn() + Send>,
+    /// Takes the job on deck, if any.
+    pub take: Box<dyn Fn() -> Option<RunRequest> + Send>,
+    /// No job goes ahead once the worker has run this many (it retires after them).
+    pub max_jobs: u64,
+}
+
+/// A job whose request went (or is going) out ahead of its turn.
+struct Ahead {
+    id: JobId,
+    out: Outgoing,
+    /// Until the worker thread takes it, to run it next.
+    request: Option<RunRequest>,
 }
 
 fn frame_limits(limits: &RunLimits) -> DecodeLimits {
@@ -308,6 +335,8 @@ impl WorkerProcess {
             reaped: false,
             last_exit: None,
             scratch: vec![0u8; 64 * 1024],
+            pipeline: None,
+            ahead: None,
         };
         let limits = RunLimits {
             timeout: Some(timeout),
@@ -379,6 +408,44 @@ impl WorkerProcess {
         })
     }
 
+    /// Lets this worker take the job on deck while a job runs (see [`Pipeline`]).
+    pub(super) fn set_pipeline(&mut self, pipeline: Pipeline) {
+        self.pipeline = Some(pipeline);
+    }
+
+    /// Takes the job on deck to write its request ahead, unless one is ahead already or the
+    /// worker retires after the running job.
+    fn take_ahead(&mut self) {
+        let Some(pipeline) = self.pipeline.as_ref() else {
+            return;
+        };
+        if self.ahead.is_some() || self.exited || self.jobs >= pipeline.max_jobs {
+            return;
+        }
+        if let Some(request) = (pipeline.take)() {
+            self.ahead = Some(Ahead {
+                id: request.id,
+                out: Outgoing::new(frame::job_head(request.id.0), Some(request.input.clone())),
+                request: Some(request),
+            });
+        }
+    }
+
+    /// The job whose request went ahead, to run next (its request stays with this worker).
+    pub(super) fn next_ahead(&mut self) -> Option<RunRequest> {
+        self.ahead.as_mut().and_then(|a| a.request.take())
+    }
+
+    /// Whether it may take jobs ahead.
+    pub(super) fn pipelines(&self) -> bool {
+        self.pipeline.is_some()
+    }
+
+    /// Whether a job's request went ahead to this worker.
+    pub(super) fn has_ahead(&self) -> bool {
+        self.ahead.is_some()
+    }
+
     /// Where it runs, when a launcher started it elsewhere.
     pub(super) fn host(&self) -> Option<String> {
         self.job.remote.as_ref().map(|r| r.host())
@@ -422,7 +489,15 @@ impl WorkerProcess {
         } = order;
         let pid = self.pid as libc::pid_t;
         let limits = job.limits;
-        if control.is_cancelled() {
+        // Its request went out ahead (while the job before it ran): it runs whatever happens.
+        let sent_ahead = match self.ahead.take() {
+            Some(ahead) if ahead.id == id => Some(ahead.out),
+            other => {
+                self.ahead = other;
+                None
+            }
+        };
+        if control.is_cancelled() && sent_ahead.is_none() {
             // Cancelled before its request went out: the worker stays out of it.
             return JobEnd {
                 result: Err(JobError::new(
@@ -461,7 +536,8 @@ impl WorkerProcess {
                 set_soft_limit(pid, libc::RLIMIT_DATA, data).is_ok() && data.is_some();
         }
         self.peak.reset();
-        let mut request = Outgoing::new(frame::job_head(id.0), Some(input));
+        let mut request =
+            sent_ahead.unwrap_or_else(|| Outgoing::new(frame::job_head(id.0), Some(input)));
         let mut expect = Expect::Answer {
             id: id.0,
             decode: decode.take(),
@@ -544,7 +620,9 @@ impl WorkerProcess {
                 .stdin
                 .as_ref()
                 .and_then(|stdin| unread_bytes(stdin.as_raw_fd()))
-                .is_some_and(|unread| unread == request.sent);
+                .is_some_and(|unread| {
+                    unread == request.sent + self.ahead.as_ref().map_or(0, |a| a.out.sent)
+                });
         let exit = self.end();
         let tail = self.tail.text();
         let ending = watch.ending(exit.code, exit.signal, exit.cpu.saturating_sub(cpu_start));
@@ -753,13 +831,24 @@ impl WorkerProcess {
             if let Some(events) = events {
                 watch.send_progress(now, events);
             }
-            let writing = out.pending() && self.stdin.is_some();
+            let answering = matches!(expect, Expect::Answer { .. });
+            if answering && !out.pending() {
+                self.take_ahead();
+            }
+            let ahead_pending = self.ahead.as_ref().is_some_and(|a| a.out.pending());
+            let writing = (out.pending() || ahead_pending) && self.stdin.is_some();
+            let pipeline_wake = self
+                .pipeline
+                .as_ref()
+                .filter(|_| answering && self.ahead.is_none())
+                .map_or(-1, |p| p.wake);
             let mut fds = [
                 pollfd(raw(self.stdin.as_ref().filter(|_| writing))),
                 pollfd(raw(self.stdout.as_ref())),
                 pollfd(raw(self.stderr.as_ref())),
                 pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
                 pollfd(watch.control_fd()),
+                pollfd(pipeline_wake),
             ];
             fds[0].events = libc::POLLOUT;
             let wake_at = [
@@ -772,7 +861,7 @@ impl WorkerProcess {
             .flatten()
             .min();
             // SAFETY: fds is a valid array of pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 5, poll_timeout(wake_at, now)) };
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 6, poll_timeout(wake_at, now)) };
             if ready < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -788,6 +877,16 @@ impl WorkerProcess {
                         // EPIPE: the worker closed stdin; it is judged by what it does next.
                         out.refused = true;
                     }
+                    if let Some(ahead) = self.ahead.as_mut().filter(|_| !out.pending()) {
+                        if ahead.out.write_to(stdin.as_raw_fd()).is_err() {
+                            ahead.out.refused = true;
+                        }
+                    }
+                }
+            }
+            if fds[5].revents != 0 {
+                if let Some(pipeline) = &self.pipeline {
+                    (pipeline.clear)();
                 }
             }
             if fds[2].revents != 0 {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::oneshot::{self, poll_timeout};
-use super::worker::{Fate, FileId, Idle, Order, WorkerProcess};
+use super::worker::{Fate, FileId, Idle, Order, Pipeline, WorkerProcess};
 use super::{RunRequest, RunnerEvent};
 use crate::job::{Job, Persistence};
 use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
@@ -62,6 +62,10 @@ pub struct WorkerSettings {
     /// How long a worker may take from its start to its hello, set-up included (default
     /// 30 s); past it, the job it was started for fails as timed out.
     pub start_timeout: Duration,
+    /// Whether a worker behind a launcher (Slurm, ssh) gets its next job's request while it
+    /// runs one (default true), which hides the round trip through srun or ssh; local
+    /// workers never do (a local round trip costs less than the wake-up it needs).
+    pub pipeline: bool,
 }
 
 impl Default for WorkerSettings {
@@ -71,6 +75,7 @@ impl Default for WorkerSettings {
             max_memory_bytes: physical_memory().map(|bytes| bytes / 4),
             idle_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(30),
+            pipeline: true,
         }
     }
 }
@@ -316,6 +321,10 @@ impl Workers {
         match candidate {
             Some(entry) => {
                 entry.slot.inbox().deck = Some(request);
+                if key.launcher.is_some() && state.settings.pipeline {
+                    // A remote worker takes it at once, to pipeline it (worker.rs, Pipeline).
+                    entry.slot.wake();
+                }
                 None
             }
             None => Some(request),
@@ -374,6 +383,14 @@ impl Workers {
             entry.last_used = Instant::now();
         }
         next
+    }
+
+    /// A job ended on `slot` and the next one is already there (sent ahead): it stays busy.
+    fn keep_busy(&self, slot: &Arc<Slot>) {
+        if let Some(entry) = self.lock().entry(slot) {
+            entry.busy = true;
+            entry.last_used = Instant::now();
+        }
     }
 
     /// Removes `slot`, and gives the job on deck there, if any: nothing can be put on deck
@@ -455,8 +472,13 @@ impl PoolState {
 
 /// What became of a job given to a worker thread.
 enum Served {
-    /// It ran (or failed to); report this. `retire`: end the worker once reported.
-    Finished { event: RunnerEvent, retire: bool },
+    /// It ran (or failed to); report this. `retire`: end the worker once reported. `ahead`:
+    /// the job whose request went out while this one ran, to run next.
+    Finished {
+        event: RunnerEvent,
+        retire: bool,
+        ahead: Option<Box<RunRequest>>,
+    },
     /// Its processor runs one job per process.
     OneShot(RunRequest),
 }
@@ -476,10 +498,20 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
             let events = request.events.clone();
             grace = request.job.limits.grace;
             match serve(workers, &mut process, request) {
-                Served::Finished { mut event, retire } => {
-                    // Take the job on deck, or count as idle, before the queue hears of the
-                    // end: its next job may come at once.
-                    on_deck = workers.finished_job(slot);
+                Served::Finished {
+                    mut event,
+                    retire,
+                    ahead,
+                } => {
+                    // Take the job on deck (or the one sent ahead), or count as idle, before
+                    // the queue hears of the end: its next job may come at once.
+                    on_deck = match ahead {
+                        Some(request) => {
+                            workers.keep_busy(slot);
+                            Some(*request)
+                        }
+                        None => workers.finished_job(slot),
+                    };
                     if let RunnerEvent::Finished { next, .. } = &mut event {
                         *next = on_deck.as_ref().map(|r| r.id);
                     }
@@ -487,6 +519,13 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
                     if retire {
                         if let Some(worker) = process.take() {
                             worker.retire(grace);
+                        }
+                    }
+                    if let Some(worker) = process.as_mut().filter(|w| !w.pipelines()) {
+                        let settings = workers.settings();
+                        let remote = on_deck.as_ref().is_some_and(|r| r.job.launcher.is_some());
+                        if remote && settings.pipeline {
+                            worker.set_pipeline(pipeline(slot, settings.max_jobs));
                         }
                     }
                 }
@@ -538,6 +577,17 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
     }
 }
 
+/// Lets a remote worker take the job on deck at `slot` while it runs a job.
+fn pipeline(slot: &Arc<Slot>, max_jobs: u64) -> Pipeline {
+    let (clear, take) = (slot.clone(), slot.clone());
+    Pipeline {
+        wake: slot.wake_fd(),
+        clear: Box::new(move || clear.clear_wake()),
+        take: Box::new(move || take.inbox().deck.take()),
+        max_jobs,
+    }
+}
+
 /// Waits for `fd` to be readable until `until`.
 fn wait_readable(fd: RawFd, until: Instant) -> Idle {
     loop {
@@ -563,7 +613,10 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
     let started = Instant::now();
     let settings = workers.settings();
     let path = request.job.processor.path();
-    if process.as_ref().is_some_and(|w| w.executable_changed(path)) {
+    if process
+        .as_ref()
+        .is_some_and(|w| !w.has_ahead() && w.executable_changed(path))
+    {
         // Rebuilt or replaced on disk: the next jobs get the new one.
         if let Some(worker) = process.take() {
             worker.retire(request.job.limits.grace);
@@ -593,6 +646,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                 next: None,
             },
             retire: true,
+            ahead: None,
         };
     }
     let RunRequest {
@@ -605,6 +659,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
     } = request;
     let mut decode = Some(decode);
     let mut delivered_once = false;
+    let mut ahead = None;
     loop {
         let mut startup = None;
         if process.is_none() {
@@ -629,6 +684,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                     return Served::Finished {
                         event,
                         retire: false,
+                        ahead,
                     };
                 }
             }
@@ -656,6 +712,9 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
         };
         let host = worker.host();
         let end = worker.run(order, &mut decode, announcement);
+        // The job whose request went out behind this one's: it runs next, on this worker if
+        // it still serves (its request is there already), else on a fresh one.
+        ahead = ahead.or_else(|| worker.next_ahead().map(Box::new));
         if end.fate == Fate::Undelivered && !delivered_once {
             // It ended before reading any of the request: a fresh worker gets the job.
             delivered_once = true;
@@ -663,6 +722,8 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             continue;
         }
         let retire = match end.fate {
+            // Not with a request ahead in its stdin: it retires after that job.
+            Fate::Serving if worker.has_ahead() => false,
             Fate::Serving => {
                 worker.jobs() >= settings.max_jobs
                     || settings
@@ -691,6 +752,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                 next: None,
             },
             retire,
+            ahead,
         };
     }
 }

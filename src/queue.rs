@@ -526,19 +526,31 @@ impl Inner {
             let mut state = self.state.borrow_mut();
             // Only at the limit exactly: above it (the limit was lowered), a worker that ends a
             // job must leave its slot free.
-            if state.paused
-                || state.running != state.max_running
-                || state.decked >= state.max_running
-            {
+            if state.paused || state.running != state.max_running {
                 return;
             }
             let Some(&id) = state.pending.front() else {
                 return;
             };
+            let max_running = state.max_running;
+            let decked = state.decked;
             let Some(record) = state.jobs.get_mut(&id) else {
                 state.pending.pop_front();
                 continue;
             };
+            // One per worker; two per pipelining (remote) worker: offer_deck says where.
+            let depth = if record
+                .start
+                .as_ref()
+                .is_some_and(|s| s.job.launcher.is_some())
+            {
+                2
+            } else {
+                1
+            };
+            if decked >= depth * max_running {
+                return;
+            }
             if !record
                 .start
                 .as_ref()

@@ -447,7 +447,7 @@ fn a_job_sent_ahead_survives_the_end_of_the_worker_before_it() {
             ],
         );
         let context = format!("{launcher}: {lines:#?}");
-        let kinds: Vec<&str> = lines.iter().map(|l| kind(l)).collect();
+        let kinds: Vec<&str> = lines.iter().map(kind).collect();
         assert_eq!(
             kinds,
             ["", "killed", "", "failed", "timed_out", "", ""],

@@ -13,13 +13,14 @@
 //! Whether a processor supports persistent mode is asked of it once (`--describe`, on the
 //! worker thread, never on the main context) and remembered per executable file.
 //!
-//! A busy worker may hold one more job **on deck** ([`Workers::offer_deck`]), which it starts
-//! the moment its current job ends, without waiting for the main context to hand it over:
+//! A busy worker may hold one more job **on deck** ([`Workers::offer_deck`]; two for a worker
+//! that pipelines), which it starts the moment its current job ends, without waiting for the
+//! main context to hand it over:
 //! `ProcessPoolExecutor` queues a call ahead per worker for the same reason. The queue still
 //! owns the job: it stays queued until a worker takes it, and the queue can pull it back
 //! ([`Workers::undeck`]) to cancel it or to pause.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -159,8 +160,9 @@ struct Slot {
 #[derive(Default)]
 struct Inbox {
     request: Option<RunRequest>,
-    /// The job to start when the current one ends (only while busy).
-    deck: Option<RunRequest>,
+    /// The jobs to start when the current one ends, in order (only while busy): one, or
+    /// for a pipelining worker two, so that it finds its next job without a wake-up.
+    deck: VecDeque<RunRequest>,
     retire: Option<Retire>,
 }
 
@@ -307,22 +309,26 @@ impl Workers {
         Ok(())
     }
 
-    /// Puts `request` on deck at a busy worker of its key that has none, the one whose job
+    /// Puts `request` on deck at a busy worker of its key that has room (one job, two for a
+    /// worker that pipelines), the one with the fewest on deck and whose job started first;
     /// started first; gives it back when there is no such worker.
     pub(crate) fn offer_deck(&self, request: RunRequest) -> Option<RunRequest> {
         let key = WorkerKey::of(&request.job);
         let state = self.lock();
+        let pipelines = key.launcher.is_some() && state.settings.pipeline;
+        let depth = if pipelines { 2 } else { 1 };
         let candidate = state
             .slots
             .iter()
             .filter(|e| e.busy && !e.retiring && e.slot.key == key)
-            .filter(|e| e.slot.inbox().deck.is_none())
-            .min_by_key(|e| e.last_used);
+            .map(|e| (e, e.slot.inbox().deck.len()))
+            .filter(|(_, decked)| *decked < depth)
+            .min_by_key(|(e, decked)| (*decked, e.last_used));
         match candidate {
-            Some(entry) => {
-                entry.slot.inbox().deck = Some(request);
-                if key.launcher.is_some() && state.settings.pipeline {
-                    // A remote worker takes it at once, to pipeline it (worker.rs, Pipeline).
+            Some((entry, decked)) => {
+                entry.slot.inbox().deck.push_back(request);
+                if pipelines && decked == 0 {
+                    // The worker may be waiting for it, to pipeline it (worker.rs, Pipeline).
                     entry.slot.wake();
                 }
                 None
@@ -336,11 +342,8 @@ impl Workers {
         let state = self.lock();
         state.slots.iter().find_map(|e| {
             let mut inbox = e.slot.inbox();
-            if inbox.deck.as_ref().is_some_and(|r| r.id == id) {
-                inbox.deck.take()
-            } else {
-                None
-            }
+            let at = inbox.deck.iter().position(|r| r.id == id)?;
+            inbox.deck.remove(at)
         })
     }
 
@@ -350,7 +353,7 @@ impl Workers {
         state
             .slots
             .iter()
-            .filter_map(|e| e.slot.inbox().deck.take())
+            .flat_map(|e| std::mem::take(&mut e.slot.inbox().deck))
             .collect()
     }
 
@@ -377,7 +380,7 @@ impl Workers {
     /// idle.
     fn finished_job(&self, slot: &Arc<Slot>) -> Option<RunRequest> {
         let mut state = self.lock();
-        let next = slot.inbox().deck.take();
+        let next = slot.inbox().deck.pop_front();
         if let Some(entry) = state.entry(slot) {
             entry.busy = next.is_some();
             entry.last_used = Instant::now();
@@ -393,12 +396,12 @@ impl Workers {
         }
     }
 
-    /// Removes `slot`, and gives the job on deck there, if any: nothing can be put on deck
+    /// Removes `slot`, and gives the jobs on deck there: nothing can be put on deck
     /// there any more.
-    fn remove_taking_deck(&self, slot: &Arc<Slot>) -> Option<RunRequest> {
+    fn remove_taking_deck(&self, slot: &Arc<Slot>) -> VecDeque<RunRequest> {
         let mut state = self.lock();
         state.slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
-        let deck = slot.inbox().deck.take();
+        let deck = std::mem::take(&mut slot.inbox().deck);
         deck
     }
 
@@ -531,10 +534,10 @@ fn worker_thread(workers: &Arc<Workers>, slot: &Arc<Slot>) {
                 }
                 Served::OneShot(request) => {
                     // This key's jobs run one process each: leave the pool, then run this
-                    // one, and the job on deck if one came meanwhile, a process each.
+                    // one, and the jobs on deck if some came meanwhile, a process each.
                     let mut next = workers.remove_taking_deck(slot);
                     let mut event = oneshot::run(request);
-                    while let Some(request) = next.take() {
+                    while let Some(request) = next.pop_front() {
                         if let RunnerEvent::Finished { next, .. } = &mut event {
                             *next = Some(request.id);
                         }
@@ -583,7 +586,7 @@ fn pipeline(slot: &Arc<Slot>, max_jobs: u64) -> Pipeline {
     Pipeline {
         wake: slot.wake_fd(),
         clear: Box::new(move || clear.clear_wake()),
-        take: Box::new(move || take.inbox().deck.take()),
+        take: Box::new(move || take.inbox().deck.pop_front()),
         max_jobs,
     }
 }

@@ -235,6 +235,15 @@ pub(crate) struct Enforcement {
 }
 
 impl Enforcement {
+    /// How `job`'s memory limit holds on this machine, if it has one; `None` for a job that
+    /// runs through a launcher (its limit is the launcher's, Slurm's `--mem`).
+    pub(crate) fn for_job(job: &crate::job::Job) -> Option<Self> {
+        job.limits
+            .max_memory_bytes
+            .filter(|_| job.launcher.is_none())
+            .map(Self::new)
+    }
+
     /// The best this system allows for a limit of `limit` bytes: a cgroup of its own where
     /// one can be made, else `RLIMIT_DATA`.
     pub(crate) fn new(limit: u64) -> Self {

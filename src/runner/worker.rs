@@ -290,12 +290,7 @@ impl WorkerProcess {
         control: &Control,
     ) -> Result<Self, (JobError, bool)> {
         let exe = FileId::of(job.processor.path());
-        // A remote worker's memory limit is the launcher's (Slurm's --mem), not this machine's.
-        let memory = job
-            .limits
-            .max_memory_bytes
-            .filter(|_| job.launcher.is_none())
-            .map(Enforcement::new);
+        let memory = Enforcement::for_job(job);
         let procs = memory.as_ref().and_then(Enforcement::procs_file);
         let launch = Launch {
             trailing_args: &[PERSISTENT_FLAG],

@@ -34,6 +34,8 @@ pub struct Launcher {
     hosts: Mutex<Vec<HostState>>,
     /// Tells launchers apart (persistent workers serve jobs of one launcher only).
     id: u64,
+    /// How it was written (`ssh:host1,4/host2`), for showing it.
+    spec: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +86,34 @@ fn next_id() -> u64 {
 
 impl Launcher {
     fn new(kind: Kind, args: Vec<OsString>, hosts: Vec<HostState>) -> Self {
+        let spec = match &kind {
+            Kind::Local => "local".to_owned(),
+            Kind::Slurm { .. } => "slurm".to_owned(),
+            Kind::Ssh => {
+                let hosts: Vec<String> = hosts
+                    .iter()
+                    .map(|h| match h.slots {
+                        Some(n) => format!("{n}/{}", h.name),
+                        None => h.name.clone(),
+                    })
+                    .collect();
+                format!("ssh:{}", hosts.join(","))
+            }
+        };
         Self {
             kind,
             args,
             hosts: Mutex::new(hosts),
             id: next_id(),
+            spec,
         }
+    }
+
+    /// How it is written for `--launcher`, followed by its srun or ssh arguments.
+    pub fn spec(&self) -> String {
+        let mut words = vec![self.spec.clone()];
+        words.extend(self.args.iter().map(|a| a.to_string_lossy().into_owned()));
+        words.join(" ")
     }
 
     /// Processes on this machine.

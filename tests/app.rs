@@ -553,10 +553,10 @@ fn the_sandbox_toggle_confines_the_processors_of_new_jobs() {
     window.close();
 }
 
-/// The launcher setting (`offload gui --launcher`): new jobs run through it, here over ssh to
-/// the loopback sshd of dev/cluster, and the Worker column says where each ran.
+/// The "Run On" entry (and `offload gui --launcher`): new jobs run through the launcher, here
+/// over ssh to the loopback sshd of dev/cluster, and the Worker column says where each ran.
 #[gtk::test]
-fn jobs_run_through_the_launcher_and_the_list_says_where() {
+fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
     let started = std::process::Command::new(common::root().join("dev/cluster"))
         .arg("start")
         .output()
@@ -568,20 +568,23 @@ fn jobs_run_through_the_launcher_and_the_list_says_where() {
     );
     let cluster =
         std::env::var("OFFLOAD_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/offload-cluster".into());
-    let launcher = offload::Launcher::parse(
-        "ssh:2/offload-a",
-        vec![
-            format!("-F{cluster}/ssh_config").into(),
-            format!(
-                "-oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
-                common::bin_dir().display()
-            )
-            .into(),
-        ],
-    )
-    .expect("the ssh launcher");
-    let window = window(2);
-    window.set_launcher(Some(std::sync::Arc::new(launcher)));
+    let window = window(1);
+    let entry: gtk::Entry = window.launcher_entry();
+    // A mistake first: it is shown on the entry, and nothing changes.
+    entry.set_text("kubernetes");
+    entry.emit_activate();
+    assert!(run_until(Duration::from_secs(5), || entry.has_css_class("error")));
+    assert!(window.launcher().is_none());
+    entry.set_text(&format!(
+        "ssh:2/offload-a -F{cluster}/ssh_config -oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
+        common::bin_dir().display()
+    ));
+    entry.emit_activate();
+    assert!(run_until(Duration::from_secs(10), || window
+        .launcher()
+        .is_some()));
+    assert!(!entry.has_css_class("error"));
+    assert_eq!(window.queue().max_running(), 2, "the launcher's slots");
     window.add_jobs(
         &diag(),
         vec![

@@ -281,3 +281,75 @@ fn demo_renders_a_mosaic_png() {
         "{black} black pixels"
     );
 }
+
+/// `--input FILE.cbor` hands a processor exactly one well-formed item, or refuses the file with
+/// the reason, before any job runs.
+#[test]
+fn a_cbor_input_file_must_hold_exactly_one_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("empty.cbor", b"", "no CBOR data item (empty input)"),
+        ("garbage.cbor", b"\xff\xfe not cbor", "not valid CBOR"),
+        (
+            "trailing.cbor",
+            b"\x01\x02\x03",
+            "2 trailing bytes after the CBOR item",
+        ),
+        ("truncated.cbor", b"\x63ab", "truncated CBOR"),
+    ];
+    for (name, bytes, reason) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let out = offload()
+            .args(["run", "diag", "--input"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(reason) && err.contains(name), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}: no job ran");
+    }
+    let good = dir.path().join("good.cbor");
+    std::fs::write(&good, b"\xa1\x64echo\x07").expect("write"); // {"echo": 7}
+    let out = offload()
+        .args(["run", "diag", "--input"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(lines(&out)[0]["result"]["echo"], 7);
+}
+
+/// A file over the input limit is refused by its size, before it is read (a sparse 3 GiB file
+/// of zeros would otherwise be read whole, then refused for its trailing bytes), and the error
+/// says how to raise the limit.
+#[test]
+fn an_input_file_over_the_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.cbor");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(3 << 30).expect("a sparse file");
+    let out = offload()
+        .args(["run", "diag", "--input"])
+        .arg(&big)
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("3221225472 bytes, over the input limit of 1073741824 bytes")
+            && err.contains("--max-input"),
+        "{err}"
+    );
+    // And the limit can be raised (here lowered, to keep the test small).
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, r#"{"echo": "0123456789"}"#).expect("write");
+    let out = offload()
+        .args(["run", "diag", "--max-input", "8", "--input"])
+        .arg(&small)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("over the input limit of 8 bytes"));
+}

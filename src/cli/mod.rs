@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// The largest result accepted (bytes; K, M, G suffixes allowed). Default 1G.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_output: Option<u64>,
+    /// The largest input accepted (bytes; K, M, G suffixes allowed). Default 1G. A file over
+    /// it is refused before it is read.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_input: Option<u64>,
     /// Kill a job whose processor's resident memory exceeds SIZE (K, M, G suffixes allowed).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory_limit: Option<u64>,
@@ -275,9 +279,44 @@ fn queue(jobs: Option<usize>) -> offload::Queue {
 /// A progress bar on stderr; hidden when stderr is not a terminal.
 fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    let template = format!("{{bar:40.cyan/blue}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}");
+    let template = format!("{{bar:40.cyan/blue}} {{pos}}/{{len}} {unit} {{rate}} eta {{eta}}");
     if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        // indicatif's own {per_sec} prints "444.7935/s".
+        let style = style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&rate_text(state.per_sec()));
+            },
+        );
         bar.set_style(style);
     }
     bar
+}
+
+/// A rate for people: "445/s", "12.5/s", "0.25/s".
+fn rate_text(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "-/s".to_owned();
+    }
+    let digits = if per_sec >= 100.0 {
+        0
+    } else if per_sec >= 1.0 {
+        1
+    } else {
+        2
+    };
+    format!("{per_sec:.digits$}/s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn rates_are_rounded_for_people() {
+        assert_eq!(rate_text(444.7935), "445/s");
+        assert_eq!(rate_text(12.46), "12.5/s");
+        assert_eq!(rate_text(0.2468), "0.25/s");
+        assert_eq!(rate_text(f64::NAN), "-/s");
+    }
 }

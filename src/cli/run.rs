@@ -166,6 +166,9 @@ fn job_from_args(
     if let Some(bytes) = args.max_output {
         limits.max_output_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
+    if let Some(bytes) = args.max_input {
+        limits.max_input_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
     limits.max_memory_bytes = args.memory_limit;
     let on_this_machine = processor.path().exists();
     let mut job = Job::new(processor)
@@ -264,6 +267,9 @@ fn write_atomically(dir: &Path, index: usize, value: &Value) -> anyhow::Result<P
 /// Reads every input, in command-line order, as encoded CBOR items.
 fn read_inputs(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut inputs = Vec::new();
+    let max_input = args
+        .max_input
+        .unwrap_or(offload_sdk::decode::DEFAULT_MAX_BYTES as u64);
     // Keep the order of --inputs and --input as given, whichever flag came first.
     let positions = |id: &str| -> Vec<usize> {
         matches
@@ -289,10 +295,35 @@ fn read_inputs(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Re
         if is_lines {
             read_lines(path, &mut inputs)?;
         } else {
-            inputs.push(read_single(path)?);
+            inputs.push(read_single(path, max_input)?);
         }
     }
     Ok(inputs)
+}
+
+/// `bytes` if they are exactly one well-formed CBOR item, as a processor must get; else why not.
+fn one_item(bytes: Vec<u8>, path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>> {
+    use offload_sdk::decode::{DecodeError, DecodeLimits};
+    let limits = DecodeLimits {
+        max_bytes: usize::try_from(max_input).unwrap_or(usize::MAX),
+        ..DecodeLimits::default()
+    };
+    let why = if bytes.is_empty() {
+        DecodeError::Empty
+    } else {
+        match offload_sdk::sequence::item_len(&bytes, limits) {
+            Ok(Some(len)) if len == bytes.len() => return Ok(bytes),
+            Ok(Some(len)) => DecodeError::TrailingBytes {
+                extra: bytes.len() - len,
+            },
+            Ok(None) => DecodeError::Truncated,
+            Err(err) => err,
+        }
+    };
+    bail!(
+        "{}: {why}; a processor's input must be exactly one CBOR item",
+        path.display()
+    )
 }
 
 fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
@@ -310,18 +341,38 @@ fn read_lines(path: &Path, inputs: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_single(path: &Path) -> anyhow::Result<Vec<u8>> {
+fn read_single(path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>> {
+    let shown = path.display();
+    let over = |size: u64| {
+        anyhow::anyhow!(
+            "{shown} is {size} bytes{}, over the input limit of {max_input} bytes: raise it \
+             with --max-input SIZE (K, M, G allowed)",
+            if size > max_input { "" } else { " or more" }
+        )
+    };
+    // Refuse a file that is too large before reading it.
+    if path != Path::new("-") {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.is_file() && meta.len() > max_input {
+                return Err(over(meta.len()));
+            }
+        }
+    }
     let mut bytes = Vec::new();
     open(path)?
+        .take(max_input.saturating_add(1))
         .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .with_context(|| format!("cannot read {shown}"))?;
+    if bytes.len() as u64 > max_input {
+        return Err(over(bytes.len() as u64));
+    }
     if path.extension().is_some_and(|e| e == "cbor") {
-        return Ok(bytes);
+        return one_item(bytes, path, max_input);
     }
     match serde_json::from_slice(&bytes) {
         Ok(json) => encode_json(json).with_context(|| path.display().to_string()),
         // From standard input, anything that is not JSON is passed on as CBOR.
-        Err(_) if path == Path::new("-") => Ok(bytes),
+        Err(_) if path == Path::new("-") => one_item(bytes, path, max_input),
         Err(err) => Err(err).with_context(|| {
             format!(
                 "{}: not valid JSON (name CBOR files *.cbor)",

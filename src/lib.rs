@@ -43,7 +43,9 @@ mod spawn;
 pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;
-pub use outcome::{FailureKind, Finished, JobError, MemoryLimitKind, RunStats, WorkerRun};
+pub use outcome::{
+    FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats, WorkerRun,
+};
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
 pub use runner::{WorkerSettings, MEMORY_LIMIT_ENV};

@@ -77,6 +77,21 @@ pub struct JobError {
     pub signal: Option<i32>,
     /// The last bytes the processor wrote to stderr (lossy UTF-8).
     pub stderr_tail: String,
+    /// What the processor itself reported (PROTOCOL.md section 7.1: its error report, or a
+    /// worker's `error` frame): its message and its own kind (`invalid_input`, ...), kept
+    /// apart from offload's `kind`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Box<Reported>>,
+}
+
+/// A processor's own account of its failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reported {
+    /// Its message.
+    pub error: String,
+    /// Its kind, if it gave one (`invalid_input`, `failed`, or its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl JobError {
@@ -88,6 +103,7 @@ impl JobError {
             exit_code: None,
             signal: None,
             stderr_tail: String::new(),
+            reported: None,
         }
     }
 }

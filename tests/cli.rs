@@ -353,3 +353,30 @@ fn an_input_file_over_the_limit_is_refused_before_it_is_read() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("over the input limit of 8 bytes"));
 }
+
+/// A processor's own error report (exit 65, `{"error": ..., "kind": "invalid_input"}`, or a
+/// worker's error frame) reaches the line as `error.reported`, apart from offload's kind.
+#[test]
+fn a_processors_own_error_report_is_kept_with_its_kind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_lines(dir.path(), "in.jsonl", &[serde_json::json!({"bogus": 1})]);
+    for mode in ["--persistent", "--no-persistent"] {
+        let out = offload()
+            .args(["run", "diag", mode, "--inputs"])
+            .arg(&inputs)
+            .output()
+            .expect("run");
+        let line = &lines(&out)[0];
+        assert_eq!(line["error"]["kind"], "failed", "{mode}: {line}");
+        assert_eq!(
+            line["error"]["reported"]["kind"], "invalid_input",
+            "{mode}: {line}"
+        );
+        assert!(
+            line["error"]["reported"]["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("bogus")),
+            "{mode}: {line}"
+        );
+    }
+}

@@ -849,7 +849,13 @@ impl Window {
                 job.set_reason(
                     error
                         .as_ref()
-                        .map(|e| e.message.clone())
+                        .map(
+                            |e| match e.reported.as_ref().and_then(|r| r.kind.as_ref()) {
+                                // The processor's own kind, apart from offload's.
+                                Some(kind) => format!("{} ({kind})", e.message),
+                                None => e.message.clone(),
+                            },
+                        )
                         .unwrap_or_default(),
                 );
                 job.update_record(|r| {

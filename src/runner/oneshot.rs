@@ -353,17 +353,25 @@ fn classify(ended: Ended, job: &Job, decode: Decoder) -> RawResult {
             max_bytes: 1 << 20,
             max_depth: 16,
         };
-        let reason = decode_one::<ErrorReport>(&ended.stdout, limits)
-            .map(|report| report.error)
-            .ok()
+        let report = decode_one::<ErrorReport>(&ended.stdout, limits).ok();
+        let reason = report
+            .as_ref()
+            .map(|report| report.error.clone())
             .or_else(|| last_line(tail))
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        return Err(ended.ending.fail(
+        let mut error = ended.ending.fail(
             FailureKind::Failed,
             format!("exited with code {code}{reason}"),
             tail,
-        ));
+        );
+        error.reported = report.map(|report| {
+            Box::new(crate::outcome::Reported {
+                error: report.error,
+                kind: report.kind,
+            })
+        });
+        return Err(error);
     }
     let limits = DecodeLimits {
         max_bytes: limits.max_output_bytes,

@@ -311,6 +311,7 @@ impl Remote {
                 .map(|l| format!("{l}\n"))
                 .collect::<String>()
                 + stderr_tail,
+            reported: None,
         })
     }
 

@@ -230,6 +230,7 @@ impl Ending {
             exit_code: self.exit_code,
             signal: self.signal,
             stderr_tail: stderr_tail.to_owned(),
+            reported: None,
         }
     }
 

@@ -81,7 +81,7 @@ enum Expect {
 enum Exchange {
     Hello(u64),
     Result(Result<Box<dyn Any + Send>, String>),
-    Error(String),
+    Error(crate::outcome::Reported),
     /// The frame stream is unusable: why.
     Broken(String),
     /// The process exited (it is not reaped yet).
@@ -569,8 +569,10 @@ impl WorkerProcess {
             Exchange::Result(Err(why)) => {
                 (Some(Err(JobError::new(FailureKind::BadOutput, why))), None)
             }
-            Exchange::Error(message) => {
-                (Some(Err(JobError::new(FailureKind::Failed, message))), None)
+            Exchange::Error(reported) => {
+                let mut error = JobError::new(FailureKind::Failed, reported.error.clone());
+                error.reported = Some(Box::new(reported));
+                (Some(Err(error)), None)
             }
             Exchange::Broken(why) => (None, Some(why)),
             Exchange::Hello(_) => (None, Some("a second hello".to_owned())),
@@ -981,7 +983,11 @@ impl WorkerProcess {
                             .ok()
                             .flatten()
                             .unwrap_or_else(|| "the processor reported an error".into());
-                        return Some(Exchange::Error(message));
+                        let kind = frame.field::<String>("kind", small()).ok().flatten();
+                        return Some(Exchange::Error(crate::outcome::Reported {
+                            error: message,
+                            kind,
+                        }));
                     }
                     let Expect::Answer { decode, limits, .. } = expect else {
                         return None;

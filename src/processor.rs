@@ -38,7 +38,7 @@ pub struct Processor {
 ///
 /// ```
 /// let err = offload::Processor::find("surely-not-installed").unwrap_err();
-/// assert_eq!(err.tried_names, ["offload-surely-not-installed", "surely-not-installed"]);
+/// assert_eq!(err.tried_names, ["offload-surely-not-installed"]);
 /// assert!(err.to_string().contains("OFFLOAD_PROCESSOR_PATH"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +67,14 @@ impl fmt::Display for LookupError {
             .collect();
         write!(
             f,
-            "processor {:?} not found: looked for {} in {} (add its directory to {PROCESSOR_PATH_ENV})",
+            "processor {:?} not found: looked for {} in {} (add its directory to \
+             {PROCESSOR_PATH_ENV}; to run a program that is not named offload-NAME, give its \
+             path, such as ./{} or /usr/bin/{})",
             self.wanted,
             self.tried_names.join(" and "),
-            dirs.join(", ")
+            dirs.join(", "),
+            self.wanted,
+            self.wanted
         )
     }
 }
@@ -152,7 +156,7 @@ impl Processor {
     }
 
     /// Finds a processor: `wanted` is a path when it contains a `/`, else a name looked up as
-    /// `offload-<name>` (then `<name>`) in [`Processor::search_path`].
+    /// `offload-<name>` in [`Processor::search_path`] (PROTOCOL.md section 3).
     pub fn find(wanted: &str) -> Result<Self, LookupError> {
         if wanted.contains('/') {
             let path = PathBuf::from(wanted);
@@ -329,11 +333,13 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: Duration) {
     unsafe { libc::poll(&mut pollfd, 1, ms) };
 }
 
+/// The executable a name stands for: `offload-NAME` only (PROTOCOL.md section 3), so that
+/// `offload run cat` does not quietly run `/bin/cat`; a name given with its prefix is kept.
 fn candidate_names(wanted: &str) -> Vec<String> {
     if wanted.starts_with(EXECUTABLE_PREFIX) {
         vec![wanted.to_owned()]
     } else {
-        vec![format!("{EXECUTABLE_PREFIX}{wanted}"), wanted.to_owned()]
+        vec![format!("{EXECUTABLE_PREFIX}{wanted}")]
     }
 }
 

@@ -380,3 +380,20 @@ fn a_processors_own_error_report_is_kept_with_its_kind() {
         );
     }
 }
+
+/// A name means `offload-NAME` only (PROTOCOL.md section 3): `offload run cat` does not run
+/// `/bin/cat`, and says how to run a program by its path.
+#[test]
+fn a_name_is_looked_up_with_its_prefix_only() {
+    let out = offload()
+        .args(["run", "cat", "--inputs", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("looked for offload-cat in") && err.contains("/usr/bin/cat"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 # offload's remote launch wrapper (src/runner/remote.rs): run as
 #   sh -c SCRIPT offload-launch MODE PROCESSOR ARG...
 # on the remote side, by srun (MODE slurm) or by ssh (MODE ssh). It finds PROCESSOR (a path,
-# or a name looked up as offload-NAME in OFFLOAD_PROCESSOR_PATH, then PATH, then NAME), says
+# or a name looked up as offload-NAME in OFFLOAD_PROCESSOR_PATH, then PATH), says
 # on stderr that it started (or why it cannot), and runs it on the same stdin and stdout.
 # Its lines on stderr start with "offload-launch: " and the host strips them from the job's.
 #
@@ -21,7 +21,7 @@ case $p in
         if [ -n "$d" ] && [ -f "$d/offload-$p" ] && [ -x "$d/offload-$p" ]; then q=$d/offload-$p; break; fi
     done
     unset IFS
-    [ -n "$q" ] || q=$(command -v "offload-$p") || q=$(command -v "$p") || q=
+    [ -n "$q" ] || q=$(command -v "offload-$p") || q=
     ;;
 esac
 if [ -z "$q" ] || [ ! -f "$q" ] || [ ! -x "$q" ]; then

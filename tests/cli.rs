@@ -397,3 +397,83 @@ fn a_name_is_looked_up_with_its_prefix_only() {
         "{err}"
     );
 }
+
+/// `--retries N` runs a failed job again, up to N more times, and the line says how many
+/// tries it took; an input the processor called invalid is not tried again.
+#[test]
+fn retries_run_a_failed_job_again_and_say_how_many_tries() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Fails (exit 1) until it has run NEEDED times for an input, then answers 1 (CBOR 0x01).
+    let flaky = dir.path().join("offload-flaky");
+    std::fs::write(
+        &flaky,
+        "#!/bin/sh\n\
+         key=$(od -An -tx1 | tr -d ' \\n')\n\
+         count=\"$OFFLOAD_TEST_DIR/count-$key\"\n\
+         n=$(cat \"$count\" 2>/dev/null || echo 0)\n\
+         n=$((n + 1))\n\
+         echo $n > \"$count\"\n\
+         [ $n -ge $OFFLOAD_TEST_NEEDED ] || { echo \"try $n fails\" >&2; exit 1; }\n\
+         printf '\\001'\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let inputs = write_lines(
+        dir.path(),
+        "in.jsonl",
+        &[serde_json::json!(1), serde_json::json!(2)],
+    );
+    let run = |retries: &str, needed: u32| {
+        for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            if entry.file_name().to_string_lossy().starts_with("count-") {
+                std::fs::remove_file(entry.path()).expect("reset");
+            }
+        }
+        let out = offload()
+            .arg("run")
+            .arg(&flaky)
+            .args(["--retries", retries, "--inputs"])
+            .arg(&inputs)
+            .args([
+                "--env",
+                &format!("OFFLOAD_TEST_DIR={}", dir.path().display()),
+            ])
+            .args(["--env", &format!("OFFLOAD_TEST_NEEDED={needed}")])
+            .output()
+            .expect("run");
+        (out.status.code(), lines(&out))
+    };
+    // Needs 3 tries; 2 retries allow them.
+    let (code, lines_ok) = run("2", 3);
+    assert_eq!(code, Some(0), "{lines_ok:?}");
+    for line in &lines_ok {
+        assert_eq!(line["status"], "ok", "{line}");
+        assert_eq!(line["tries"], 3, "{line}");
+    }
+    // Needs 3 tries; 1 retry is not enough: the last failure is reported, after 2 tries.
+    let (code, lines_failed) = run("1", 3);
+    assert_eq!(code, Some(1));
+    for line in &lines_failed {
+        assert_eq!(line["error"]["kind"], "failed", "{line}");
+        assert_eq!(line["tries"], 2, "{line}");
+        assert!(line["error"]["stderr_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("try 2 fails")));
+    }
+    // An input the processor calls invalid is not tried again.
+    let bad = write_lines(dir.path(), "bad.jsonl", &[serde_json::json!({"bogus": 1})]);
+    let out = offload()
+        .args([
+            "run",
+            "diag",
+            "--no-persistent",
+            "--retries",
+            "3",
+            "--inputs",
+        ])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(lines(&out)[0]["tries"], 1);
+}

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Write each result to DIR/<job>.cbor (atomically) instead of printing it.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Run a job that failed (exited non-zero, crashed, timed out, or could not be launched)
+    /// up to N more times; each line then says how many tries it took ("tries").
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: u32,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     grace: f64,

@@ -11,7 +11,7 @@ use ciborium::Value;
 use offload::inputs::{encode_json, read_json_lines};
 use offload::processor::DESCRIBE_TIMEOUT;
 use offload::sdk::json::cbor_to_json;
-use offload::{Finished, Job, Persistence, Processor, QueueEvent};
+use offload::{FailureKind, Finished, Job, Persistence, Processor, QueueEvent};
 use serde_json::json;
 
 use super::RunArgs;
@@ -93,25 +93,42 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     }
     let mut handles = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
+        // Kept for a retry only when there may be one.
+        let input = std::sync::Arc::new(input);
         let handle = queue
-            .submit_cbor::<Value>(&job, input)
+            .submit_cbor::<Value>(&job, input.clone())
             .with_context(|| format!("input {index}"))?;
-        handles.push(handle);
+        handles.push((handle, (args.retries > 0).then_some(input)));
     }
 
     let started = Instant::now();
     let output_dir = args.output_dir.clone();
+    let retries = args.retries;
+    let retry_bar = bar.clone();
     let (ok, failed) = context.block_on(async move {
         let mut stdout = std::io::stdout().lock();
         let (mut ok, mut failed) = (0usize, 0usize);
-        for (index, handle) in handles.into_iter().enumerate() {
-            let finished = handle.finished().await;
+        for (index, (handle, input)) in handles.into_iter().enumerate() {
+            let mut finished = handle.finished().await;
+            let mut tries = 1;
+            while tries <= retries && finished.result.as_ref().is_err_and(worth_retrying) {
+                let Some(input) = &input else { break };
+                let Ok(again) = queue.submit_cbor::<Value>(&job, input.clone()) else {
+                    break;
+                };
+                retry_bar.inc_length(1);
+                finished = again.finished().await;
+                tries += 1;
+            }
             if finished.result.is_ok() {
                 ok += 1;
             } else {
                 failed += 1;
             }
-            let line = report_line(index, finished, output_dir.as_deref());
+            let mut line = report_line(index, finished, output_dir.as_deref());
+            if retries > 0 {
+                line["tries"] = tries.into();
+            }
             if writeln!(stdout, "{line}")
                 .and_then(|()| stdout.flush())
                 .is_err()
@@ -137,6 +154,25 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether a failure may go away when the job runs again: a crash, a non-zero exit, a timeout
+/// or a launcher's failure may; a cancel, a processor that cannot start, a resource limit, bad
+/// output and an input the processor called invalid will not.
+fn worth_retrying(error: &offload::JobError) -> bool {
+    let invalid_input = error
+        .reported
+        .as_ref()
+        .and_then(|r| r.kind.as_deref())
+        .is_some_and(|kind| kind == "invalid_input");
+    !invalid_input
+        && matches!(
+            error.kind,
+            FailureKind::Failed
+                | FailureKind::Killed
+                | FailureKind::TimedOut
+                | FailureKind::LaunchFailed
+        )
 }
 
 /// A number of seconds given for `flag`.

@@ -178,7 +178,7 @@ fn input_files_json_and_cbor_keep_command_line_order() {
 }
 
 #[test]
-fn bad_inputs_and_unknown_processors_are_refused_before_anything_runs() {
+fn bad_inputs_stop_the_reading_and_unknown_processors_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.jsonl");
     std::fs::write(&path, "{\"echo\": 1}\n{oops\n").expect("write");
@@ -187,13 +187,15 @@ fn bad_inputs_and_unknown_processors_are_refused_before_anything_runs() {
         .arg(&path)
         .output()
         .expect("run");
+    // Inputs are read as jobs run (streaming): the job read before the bad line ran and
+    // was printed; reading stopped at the bad line, and the exit status says so.
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("line 2"),
         "{}",
         text(&out.stderr)
     );
-    assert!(out.stdout.is_empty());
+    assert_eq!(lines(&out).len(), 1);
 
     let out = offload()
         .args(["run", "no-such-processor", "--input", "-"])
@@ -476,4 +478,339 @@ fn retries_run_a_failed_job_again_and_say_how_many_tries() {
         .output()
         .expect("run");
     assert_eq!(lines(&out)[0]["tries"], 1);
+}
+
+/// Jobs start as input lines arrive: the first result is out before the producer is done.
+#[test]
+fn results_stream_out_before_the_producer_is_done() {
+    use std::io::BufRead;
+    let mut child = offload()
+        .args(["run", "diag", "--inputs", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    writeln!(stdin, "{{\"echo\": 1}}").expect("write");
+    stdin.flush().expect("flush");
+    // The producer has not finished (stdin is open): the first line must come anyway.
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    let first: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(first["result"]["echo"], 1);
+    writeln!(stdin, "{{\"echo\": 2}}").expect("write");
+    drop(stdin);
+    let mut second = String::new();
+    stdout.read_line(&mut second).expect("read");
+    let second: serde_json::Value = serde_json::from_str(&second).expect("JSON");
+    assert_eq!(second["result"]["echo"], 2);
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn unordered_output_prints_each_job_as_it_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_lines(
+        dir.path(),
+        "in.jsonl",
+        &[
+            serde_json::json!({"echo": 0, "sleep_ms": 600}),
+            serde_json::json!({"echo": 1}),
+        ],
+    );
+    let out = offload()
+        .args(["run", "diag", "-j", "2", "--unordered", "--inputs"])
+        .arg(&inputs)
+        .output()
+        .expect("run");
+    let jobs: Vec<_> = lines(&out).iter().map(|l| l["job"].clone()).collect();
+    assert_eq!(jobs, [1, 0]);
+}
+
+/// While a slow first job holds up the ordered output, offload stops reading once a bounded
+/// number of jobs wait (the running ones plus 256): a producer of 600 KB of lines gets only
+/// that far (plus the pipe's and the reader's buffers), and every job still runs, in order.
+#[test]
+fn a_slow_first_job_stops_the_reading_not_the_memory_bound() {
+    let mut child = offload()
+        .args(["run", "diag", "-j", "2", "--inputs", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = 20_000;
+    let writer = {
+        let written = written.clone();
+        std::thread::spawn(move || {
+            let first = "{\"echo\": 0, \"sleep_ms\": 3000}\n".to_owned();
+            let _ = stdin.write_all(first.as_bytes());
+            for i in 1..count {
+                // 30 bytes a line.
+                let line = format!("{{\"echo\": {i:>18}}}\n");
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+                written.fetch_add(line.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let so_far = written.load(std::sync::atomic::Ordering::SeqCst);
+    // 258 lines of 30 bytes, the reader's 8 KiB and the pipe's 64 KiB: about 80 KB.
+    assert!(
+        so_far < 150_000,
+        "{so_far} bytes read while the first job ran (of {})",
+        30 * count
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read");
+    writer.join().expect("writer");
+    assert!(child.wait().expect("wait").success());
+    let jobs: Vec<u64> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["job"].as_u64())
+        .collect();
+    assert_eq!(jobs, (0..count as u64).collect::<Vec<_>>());
+}
+
+/// The job log: one JSON line per job, with its number, input digest, status and kind, start,
+/// times, exit code or signal, and tries.
+#[test]
+fn the_job_log_has_one_entry_per_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_lines(
+        dir.path(),
+        "in.jsonl",
+        &[
+            serde_json::json!({"echo": 0}),
+            serde_json::json!({"fail": "exit:3"}),
+            serde_json::json!({"fail": "segv"}),
+        ],
+    );
+    let log = dir.path().join("jobs.log");
+    let out = offload()
+        .args(["run", "diag", "--no-persistent", "--inputs"])
+        .arg(&inputs)
+        .arg("--joblog")
+        .arg(&log)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("the log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(entries.len(), 3);
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["job"], i);
+        assert_eq!(entry["input"].as_str().map(str::len), Some(16), "{entry}");
+        assert!(
+            entry["start"].as_f64().is_some_and(|t| t > 1.7e9),
+            "{entry}"
+        );
+        assert!(entry["wall_ms"].as_f64().is_some(), "{entry}");
+        assert_eq!(entry["tries"], 1);
+    }
+    assert_eq!(entries[0]["status"], "ok");
+    assert_eq!(entries[0]["exit_code"], 0);
+    assert_eq!(entries[1]["kind"], "failed");
+    assert_eq!(entries[1]["exit_code"], 3);
+    assert_eq!(entries[2]["kind"], "killed");
+    assert_eq!(entries[2]["signal"], 11);
+}
+
+/// After `kill -9` of `offload run` mid-batch, a rerun with --resume runs only the jobs not
+/// done, and the two outputs together hold every job exactly once; --resume-failed runs the
+/// failed ones again, and a changed input runs again.
+#[test]
+fn resume_after_kill_9_runs_each_job_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let count = 30;
+    let inputs: Vec<_> = (0..count)
+        .map(|i| serde_json::json!({"echo": i, "sleep_ms": 100}))
+        .collect();
+    let file = write_lines(dir.path(), "in.jsonl", &inputs);
+    let log = dir.path().join("jobs.log");
+    let first_out = dir.path().join("first.out");
+    let child = offload()
+        .args(["run", "diag", "-j", "2", "--inputs"])
+        .arg(&file)
+        .arg("--joblog")
+        .arg(&log)
+        .stdout(std::fs::File::create(&first_out).expect("create"))
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: killing a process this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let mut child = child;
+    let _ = child.wait();
+    let jobs_of = |text: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| l["job"].as_u64())
+            .collect()
+    };
+    let first = jobs_of(&std::fs::read_to_string(&first_out).expect("first output"));
+    assert!(
+        !first.is_empty() && first.len() < count,
+        "killed mid-batch: {first:?}"
+    );
+    let out = offload()
+        .args(["run", "diag", "-j", "2", "--resume", "--inputs"])
+        .arg(&file)
+        .arg("--joblog")
+        .arg(&log)
+        .output()
+        .expect("rerun");
+    assert!(out.status.success());
+    let second = jobs_of(&text(&out.stdout));
+    let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..count as u64).collect::<Vec<_>>(),
+        "every job exactly once"
+    );
+
+    // Everything is done now: another --resume runs nothing.
+    let out = offload()
+        .args(["run", "diag", "--resume", "--inputs"])
+        .arg(&file)
+        .arg("--joblog")
+        .arg(&log)
+        .output()
+        .expect("rerun");
+    assert!(out.status.success() && out.stdout.is_empty());
+
+    // A failed job: --resume keeps it done, --resume-failed runs it again; a changed input
+    // runs again under --resume.
+    let file = write_lines(
+        dir.path(),
+        "in2.jsonl",
+        &[
+            serde_json::json!({"fail": "exit:3"}),
+            serde_json::json!({"echo": 1}),
+        ],
+    );
+    let log = dir.path().join("jobs2.log");
+    let run = |flag: Option<&str>, file: &std::path::Path| {
+        let mut command = offload();
+        command.args(["run", "diag", "--inputs"]).arg(file);
+        command.arg("--joblog").arg(&log);
+        if let Some(flag) = flag {
+            command.arg(flag);
+        }
+        jobs_of(&text(&command.output().expect("run").stdout))
+    };
+    assert_eq!(run(None, &file), [0, 1]);
+    assert_eq!(run(Some("--resume"), &file), Vec::<u64>::new());
+    assert_eq!(run(Some("--resume-failed"), &file), [0]);
+    let changed = write_lines(
+        dir.path(),
+        "in3.jsonl",
+        &[
+            serde_json::json!({"fail": "exit:3"}),
+            serde_json::json!({"echo": 2}),
+        ],
+    );
+    assert_eq!(run(Some("--resume"), &changed), [1]);
+}
+
+/// Runs diag over `inputs` at -j 2 with `--halt HALT`: exit status, lines, stderr, seconds.
+fn run_halting(
+    halt: &str,
+    inputs: &[serde_json::Value],
+) -> (Option<i32>, Vec<serde_json::Value>, String, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_lines(dir.path(), "in.jsonl", inputs);
+    let started = std::time::Instant::now();
+    let out = offload()
+        .args([
+            "run",
+            "diag",
+            "-j",
+            "2",
+            &format!("--halt={halt}"),
+            "--inputs",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let took = started.elapsed().as_secs_f64();
+    (out.status.code(), lines(&out), text(&out.stderr), took)
+}
+
+#[test]
+fn halt_soon_lets_the_running_jobs_end_and_starts_no_more() {
+    use serde_json::json;
+    // Job 0 runs for 1.5 s; job 1 fails at once; 20 more 1.5 s jobs would take 15 s at -j 2.
+    let mut inputs = vec![
+        json!({"sleep_ms": 1500, "echo": 0}),
+        json!({"fail": "exit"}),
+    ];
+    inputs.extend((2..22).map(|i| json!({"sleep_ms": 1500, "echo": i})));
+    let (code, lines, stderr, took) = run_halting("soon,fail=1", &inputs);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("halted by --halt soon,fail=1"), "{stderr}");
+    // The running job ended as usual: not cancelled.
+    assert_eq!(lines[0]["status"], "ok", "{lines:?}");
+    assert_eq!(lines[0]["result"]["echo"], 0);
+    assert_eq!(lines[1]["error"]["kind"], "failed");
+    // At most the job that took job 1's slot before the failure was seen also ran.
+    assert!(lines.len() <= 3, "{} lines: {lines:?}", lines.len());
+    assert!(
+        lines.iter().all(|l| l["status"] == "ok" || l["job"] == 1),
+        "{lines:?}"
+    );
+    assert!(took < 6.0, "took {took:.1} s");
+}
+
+#[test]
+fn halt_now_cancels_the_running_jobs() {
+    use serde_json::json;
+    // Job 0 would run for 20 s; job 1 fails after 300 ms.
+    let mut inputs = vec![
+        json!({"sleep_ms": 20_000, "echo": 0}),
+        json!({"sleep_ms": 300, "fail": "exit"}),
+    ];
+    inputs.extend((2..10).map(|i| json!({"sleep_ms": 20_000, "echo": i})));
+    let (code, lines, stderr, took) = run_halting("now,fail=1", &inputs);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(lines[0]["error"]["kind"], "cancelled", "{lines:?}");
+    assert_eq!(lines[1]["error"]["kind"], "failed", "{lines:?}");
+    assert!(lines.len() <= 3, "{lines:?}");
+    assert!(
+        took < 10.0,
+        "took {took:.1} s: the running job was not cancelled"
+    );
+
+    // A percentage of the inputs: 2 failures of 10 reach 20%, 1 does not.
+    let mut inputs: Vec<_> = (0..10).map(|i| json!({"echo": i})).collect();
+    inputs[3] = json!({"fail": "exit"});
+    let (code, lines, stderr, _) = run_halting("soon,fail=20%", &inputs);
+    assert_eq!((code, lines.len()), (Some(1), 10), "{stderr}");
+    inputs[4] = json!({"fail": "exit"});
+    let (code, _, stderr, _) = run_halting("soon,fail=20%", &inputs);
+    assert_eq!(code, Some(3), "{stderr}");
+
+    // `now,success=1`: the first success ends the batch, and the jobs it cancels are not
+    // failures of their own (exit status 0).
+    let mut inputs = vec![json!({"echo": 0})];
+    inputs.extend((1..6).map(|i| json!({"sleep_ms": 20_000, "echo": i})));
+    let (code, lines, stderr, took) = run_halting("now,success=1", &inputs);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines[0]["status"], "ok");
+    assert!(took < 10.0, "took {took:.1} s");
+
+    // A bad value is refused before anything runs.
+    let (code, lines, stderr, _) = run_halting("later,fail=1", &inputs);
+    assert_eq!((code, lines.len()), (Some(2), 0));
+    assert!(stderr.contains("soon|now"), "{stderr}");
 }

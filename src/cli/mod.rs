@@ -2,6 +2,9 @@
 
 mod codec;
 mod demo;
+mod feed;
+mod halt;
+mod joblog;
 mod list;
 mod run;
 
@@ -67,10 +70,31 @@ pub struct RunArgs {
     /// Write each result to DIR/<job>.cbor (atomically) instead of printing it.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Print each line as soon as its job ends, not in input order.
+    #[arg(long)]
+    unordered: bool,
+    /// Append one JSON line per finished job to FILE (job number, input digest, status and
+    /// kind, start time, wall and CPU time, exit code or signal, tries), flushed as it goes.
+    #[arg(long, value_name = "FILE")]
+    joblog: Option<PathBuf>,
+    /// With --joblog: skip the jobs the log shows done (same job number, same input), as after
+    /// an interrupted run; their lines are not printed again.
+    #[arg(long, requires = "joblog")]
+    resume: bool,
+    /// Like --resume, but run the jobs the log shows failed again.
+    #[arg(long, requires = "joblog", conflicts_with = "resume")]
+    resume_failed: bool,
     /// Run a job that failed (exited non-zero, crashed, timed out, or could not be launched)
     /// up to N more times; each line then says how many tries it took ("tries").
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
+    /// Stop the batch early, as GNU parallel's --halt: WHEN,WHY=N where WHEN is soon (start
+    /// no more jobs) or now (also cancel the running ones), WHY is fail, success or done, and
+    /// N a count or a percentage of the inputs read so far (soon,fail=1; now,fail=10%). Also
+    /// 0/never, 1 (soon,fail=1), 2 (now,fail=1), -1, -2 and N%. Exit status 3 after a halt on
+    /// failures.
+    #[arg(long, value_name = "WHEN,WHY=N", value_parser = halt::parse_arg, allow_hyphen_values = true)]
+    halt: Option<halt::HaltArg>,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     grace: f64,

@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use ciborium::Value;
-use offload::inputs::{encode_json, read_json_lines};
+use offload::inputs::encode_json;
 use offload::processor::DESCRIBE_TIMEOUT;
 use offload::sdk::json::cbor_to_json;
-use offload::{FailureKind, Finished, Job, Persistence, Processor, QueueEvent};
+use offload::{FailureKind, Finished, Job, Persistence, Processor};
 use serde_json::json;
 
+use super::feed::{Fed, Source};
 use super::RunArgs;
 
 /// Exit status when some job failed.
 const EXIT_SOME_FAILED: u8 = 1;
+/// Exit status when `--halt ...,fail=...` stopped the batch.
+const EXIT_HALTED: u8 = 3;
 /// Exit status after SIGINT or SIGTERM.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -35,10 +38,23 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         Err(_) if !launcher.is_local() => Processor::at(&args.processor),
         Err(err) => return Err(err.into()),
     };
-    let inputs = read_inputs(&args, matches)?;
-    if inputs.is_empty() {
+    let sources = sources(&args, matches);
+    if sources.is_empty() {
         bail!("no inputs: give --inputs FILE.jsonl or --input FILE (\"-\" reads standard input)");
     }
+    let max_input = args
+        .max_input
+        .unwrap_or(offload_sdk::decode::DEFAULT_MAX_BYTES as u64);
+    let logged = match (&args.joblog, args.resume || args.resume_failed) {
+        (Some(path), true) => super::joblog::read(path)?,
+        (None, true) => bail!("--resume and --resume-failed need --joblog FILE"),
+        _ => Default::default(),
+    };
+    let mut joblog = args
+        .joblog
+        .as_deref()
+        .map(super::joblog::JobLog::open)
+        .transpose()?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -71,7 +87,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         settings.start_timeout = seconds("--worker-start-timeout", secs)?;
     }
     queue.set_worker_settings(settings);
-    let bar = super::progress_bar(inputs.len() as u64, "jobs");
+    let bar = super::progress_bar(0, "jobs");
     let interrupted = Rc::new(std::cell::Cell::new(false));
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let queue = queue.clone();
@@ -83,62 +99,253 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
             glib::ControlFlow::Continue
         });
     }
+    // Jobs between being read and being printed: the running ones, and up to
+    // ORDERED_BACKLOG finished ones waiting for an earlier job's line (or, unordered, for
+    // stdout). Inputs are read only as far as that allows.
+    let window = queue.max_running() + ORDERED_BACKLOG;
+    let (credit, credits) = std::sync::mpsc::channel::<()>();
+    for _ in 0..window {
+        let _ = credit.send(());
+    }
+    let (tx, rx) = async_channel::unbounded::<Msg>();
     {
-        let bar = bar.clone();
-        queue.connect_events(move |event| {
-            if let QueueEvent::Finished { .. } = event {
-                bar.inc(1);
-            }
+        let tx = tx.clone();
+        super::feed::start(sources, max_input, credits, move |fed| {
+            tx.send_blocking(Msg::Fed(fed)).is_ok()
         });
     }
-    let mut handles = Vec::with_capacity(inputs.len());
-    for (index, input) in inputs.into_iter().enumerate() {
-        // Kept for a retry only when there may be one.
-        let input = std::sync::Arc::new(input);
-        let handle = queue
-            .submit_cbor::<Value>(&job, input.clone())
-            .with_context(|| format!("input {index}"))?;
-        handles.push((handle, (args.retries > 0).then_some(input)));
+    {
+        let tx = tx.clone();
+        let interrupted = interrupted.clone();
+        // On SIGINT/SIGTERM: stop reading (the reader may wait on a producer forever).
+        glib::timeout_add_local(Duration::from_millis(50), move || {
+            if interrupted.get() {
+                let _ = tx.try_send(Msg::Stop);
+                return glib::ControlFlow::Break;
+            }
+            glib::ControlFlow::Continue
+        });
     }
 
     let started = Instant::now();
     let output_dir = args.output_dir.clone();
     let retries = args.retries;
-    let retry_bar = bar.clone();
-    let (ok, failed) = context.block_on(async move {
-        let mut stdout = std::io::stdout().lock();
-        let (mut ok, mut failed) = (0usize, 0usize);
-        for (index, (handle, input)) in handles.into_iter().enumerate() {
-            let mut finished = handle.finished().await;
-            let mut tries = 1;
-            while tries <= retries && finished.result.as_ref().is_err_and(worth_retrying) {
-                let Some(input) = &input else { break };
-                let Ok(again) = queue.submit_cbor::<Value>(&job, input.clone()) else {
-                    break;
-                };
-                retry_bar.inc_length(1);
-                finished = again.finished().await;
-                tries += 1;
+    let ordered = !args.unordered;
+    let skip = |index: usize, digest: &str| {
+        logged.get(&index).is_some_and(|(logged_digest, ok)| {
+            logged_digest == digest && (*ok || !args.resume_failed)
+        })
+    };
+    let halt = args.halt.and_then(|arg| arg.0);
+    // Submits input `index`; the job's id while it is in the queue.
+    let submit = |index: usize, input: std::sync::Arc<Vec<u8>>, tries: u32| {
+        let tx = tx.clone();
+        match queue.submit_cbor::<Value>(&job, input.clone()) {
+            Ok(handle) => {
+                let id = handle.id();
+                handle.on_finished(move |finished| {
+                    let _ = tx.try_send(Msg::Done {
+                        index,
+                        finished: Box::new(finished),
+                        input,
+                        tries,
+                    });
+                });
+                Some(id)
             }
-            if finished.result.is_ok() {
-                ok += 1;
-            } else {
-                failed += 1;
-            }
-            let mut line = report_line(index, finished, output_dir.as_deref());
-            if retries > 0 {
-                line["tries"] = tries.into();
-            }
-            if writeln!(stdout, "{line}")
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                // Nobody reads our output any more: stop the rest.
-                queue.cancel_all();
+            Err(err) => {
+                let _ = tx.try_send(Msg::Refused(index, err.to_string()));
+                None
             }
         }
-        (ok, failed)
+    };
+    let outcome = context.block_on(async {
+        let mut stdout = std::io::stdout().lock();
+        let mut tally = Tally::default();
+        // Finished lines waiting for their turn (ordered): None for a job skipped by --resume.
+        let mut waiting: std::collections::BTreeMap<usize, Option<Printed>> = Default::default();
+        let mut next = 0usize;
+        let mut total: Option<usize> = None;
+        let mut read = 0usize;
+        let mut bad: Option<String> = None;
+        // Jobs in the queue, by input number; and those a --halt cancelled before they
+        // started (not run, so not printed: a --resume runs them).
+        let mut outstanding: std::collections::HashMap<usize, offload::JobId> = Default::default();
+        let mut not_started: std::collections::HashSet<usize> = Default::default();
+        let mut ended = super::halt::Ended::default();
+        let mut emit =
+            |printed: Option<Printed>, tally: &mut Tally, stdout: &mut std::io::StdoutLock<'_>| {
+                let _ = credit.send(());
+                tally.ended += 1;
+                let Some(printed) = printed else { return };
+                if printed.line["status"] == "ok" {
+                    tally.ok += 1;
+                } else if tally.halted.is_some() && printed.line["error"]["kind"] == "cancelled" {
+                    // Stopped by `--halt now`: printed, but not a failure of its own.
+                    tally.halt_cancelled += 1;
+                } else {
+                    tally.failed += 1;
+                }
+                if writeln!(stdout, "{}", printed.line)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    // Nobody reads our output any more: stop the rest.
+                    tally.broken = true;
+                    queue.cancel_all();
+                }
+                if let Some(log) = joblog.as_mut() {
+                    log.append(
+                        &printed.line,
+                        &printed.digest,
+                        printed.started,
+                        printed.tries,
+                    );
+                }
+            };
+        while let Ok(msg) = rx.recv().await {
+            match msg {
+                Msg::Fed(Fed::Input(index, bytes)) => {
+                    read += 1;
+                    if total.is_some() {
+                        continue;
+                    }
+                    let digest = super::joblog::digest(&bytes);
+                    if skip(index, &digest) {
+                        // Done in an earlier run: not run, not printed again.
+                        if ordered {
+                            waiting.insert(index, None);
+                        } else {
+                            emit(None, &mut tally, &mut stdout);
+                        }
+                        tally.skipped += 1;
+                    } else {
+                        bar.inc_length(1);
+                        if let Some(id) = submit(index, std::sync::Arc::new(bytes), 1) {
+                            outstanding.insert(index, id);
+                        }
+                    }
+                }
+                Msg::Fed(Fed::Bad(count, why)) => {
+                    bad = Some(why);
+                    total.get_or_insert(count);
+                }
+                Msg::Fed(Fed::End(count)) => {
+                    if count == 0 {
+                        bad = Some("no inputs: the input files hold none".to_owned());
+                    }
+                    total.get_or_insert(count);
+                }
+                Msg::Stop => {
+                    total.get_or_insert(read);
+                }
+                Msg::Done {
+                    index,
+                    finished,
+                    input,
+                    tries,
+                } => {
+                    outstanding.remove(&index);
+                    let cancelled = finished
+                        .result
+                        .as_ref()
+                        .is_err_and(|err| err.kind == FailureKind::Cancelled);
+                    if cancelled && not_started.remove(&index) {
+                        // Halted before it started: not run, not printed.
+                        bar.inc(1);
+                        tally.not_run += 1;
+                        if ordered {
+                            waiting.insert(index, None);
+                        } else {
+                            emit(None, &mut tally, &mut stdout);
+                        }
+                        continue;
+                    }
+                    if tries <= retries
+                        && finished.result.as_ref().is_err_and(worth_retrying)
+                        && !interrupted.get()
+                        && tally.halted.is_none()
+                    {
+                        if let Some(id) = submit(index, input, tries + 1) {
+                            outstanding.insert(index, id);
+                        }
+                        continue;
+                    }
+                    bar.inc(1);
+                    if finished.result.is_ok() {
+                        ended.succeeded += 1;
+                    } else {
+                        ended.failed += 1;
+                    }
+                    let digest = super::joblog::digest(&input);
+                    let finished = *finished;
+                    let started = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .saturating_sub(finished.stats.wall)
+                        .as_secs_f64();
+                    let mut line = report_line(index, finished, output_dir.as_deref());
+                    if retries > 0 {
+                        line["tries"] = tries.into();
+                    }
+                    let printed = Printed {
+                        line,
+                        digest,
+                        started,
+                        tries,
+                    };
+                    if ordered {
+                        waiting.insert(index, Some(printed));
+                    } else {
+                        emit(Some(printed), &mut tally, &mut stdout);
+                    }
+                }
+                Msg::Refused(index, why) => {
+                    bar.inc(1);
+                    ended.failed += 1;
+                    let line = json!({"job": index, "status": "failed", "error": {
+                        "kind": "could_not_start", "message": why,
+                        "exit_code": null, "signal": null, "stderr_tail": "",
+                    }});
+                    let printed = Printed {
+                        line,
+                        digest: String::new(),
+                        started: 0.0,
+                        tries: 1,
+                    };
+                    if ordered {
+                        waiting.insert(index, Some(printed));
+                    } else {
+                        emit(Some(printed), &mut tally, &mut stdout);
+                    }
+                }
+            }
+            if let Some(halt) = halt.filter(|h| tally.halted.is_none() && h.reached(ended, read)) {
+                // Start no more jobs (and, `now`, cancel the running ones); read no more.
+                tally.halted = Some(halt);
+                total.get_or_insert(read);
+                for (&index, &id) in &outstanding {
+                    if queue.job_state(id) == Some(offload::JobState::Queued) {
+                        not_started.insert(index);
+                    }
+                }
+                match halt.when {
+                    super::halt::When::Soon => queue.cancel_queued(),
+                    super::halt::When::Now => queue.cancel_all(),
+                }
+            }
+            while let Some(printed) = waiting.remove(&next) {
+                emit(printed, &mut tally, &mut stdout);
+                next += 1;
+            }
+            if total.is_some_and(|total| tally.ended >= total.min(read)) {
+                break;
+            }
+        }
+        (tally, bad)
     });
+    let (tally, bad) = outcome;
+    let (ok, failed) = (tally.ok, tally.failed);
     bar.finish_and_clear();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
@@ -147,6 +354,27 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
             started.elapsed().as_secs_f64()
         );
     }
+    if tally.skipped > 0 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "offload: {} jobs done in an earlier run, skipped",
+            tally.skipped
+        );
+    }
+    if let Some(halt) = tally.halted.filter(|_| !interrupted.get()) {
+        let (not_run, cancelled) = (tally.not_run, tally.halt_cancelled);
+        eprintln!(
+            "offload: halted by --halt {halt}: {ok} ok, {failed} failed, {cancelled} cancelled, \
+             {not_run} not started"
+        );
+        if halt.why == super::halt::Why::Fail {
+            return Ok(ExitCode::from(EXIT_HALTED));
+        }
+    }
+    if let Some(why) = bad.filter(|_| !interrupted.get()) {
+        // Jobs read before it ran and were printed; the rest of the inputs were not read.
+        eprintln!("offload: {why}");
+        return Ok(ExitCode::from(2));
+    }
     Ok(if interrupted.get() {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if failed > 0 {
@@ -154,6 +382,48 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Finished jobs that wait for an earlier one's line, at most (ordered output), beyond the
+/// running ones: the bound on what `offload run` holds, however many inputs there are.
+const ORDERED_BACKLOG: usize = 256;
+
+/// What the run's loop hears: from the reader, from finished jobs, from a signal.
+enum Msg {
+    Fed(Fed),
+    Done {
+        index: usize,
+        finished: Box<Finished<Value>>,
+        input: std::sync::Arc<Vec<u8>>,
+        tries: u32,
+    },
+    /// The queue refused input `.0` (over the input limit, ...).
+    Refused(usize, String),
+    /// Stop reading inputs (SIGINT, SIGTERM).
+    Stop,
+}
+
+/// A job's line, ready to print, and what its job log entry needs.
+struct Printed {
+    line: serde_json::Value,
+    digest: String,
+    started: f64,
+    tries: u32,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    failed: usize,
+    skipped: usize,
+    /// Jobs printed or skipped.
+    ended: usize,
+    broken: bool,
+    /// Jobs a --halt cancelled before they started, and while they ran.
+    not_run: usize,
+    halt_cancelled: usize,
+    /// The --halt condition that stopped the batch.
+    halted: Option<super::halt::Halt>,
 }
 
 /// Whether a failure may go away when the job runs again: a crash, a non-zero exit, a timeout
@@ -300,41 +570,32 @@ fn write_atomically(dir: &Path, index: usize, value: &Value) -> anyhow::Result<P
     Ok(path)
 }
 
-/// Reads every input, in command-line order, as encoded CBOR items.
-fn read_inputs(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut inputs = Vec::new();
-    let max_input = args
-        .max_input
-        .unwrap_or(offload_sdk::decode::DEFAULT_MAX_BYTES as u64);
-    // Keep the order of --inputs and --input as given, whichever flag came first.
+/// Where the inputs come from, in command-line order (`--inputs` and `--input` as given,
+/// whichever came first).
+fn sources(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> Vec<Source> {
     let positions = |id: &str| -> Vec<usize> {
         matches
             .and_then(|m| m.indices_of(id))
             .map(Iterator::collect)
             .unwrap_or_default()
     };
-    let mut files: Vec<(usize, bool, &PathBuf)> = Vec::new();
+    let mut files: Vec<(usize, Source)> = Vec::new();
     let lines_at = positions("inputs");
     let single_at = positions("input");
     for (i, path) in args.inputs.iter().enumerate() {
-        files.push((lines_at.get(i).copied().unwrap_or(i), true, path));
+        files.push((
+            lines_at.get(i).copied().unwrap_or(i),
+            Source::Lines(path.clone()),
+        ));
     }
     for (i, path) in args.input.iter().enumerate() {
         files.push((
             single_at.get(i).copied().unwrap_or(usize::MAX / 2 + i),
-            false,
-            path,
+            Source::Single(path.clone()),
         ));
     }
-    files.sort_by_key(|(at, _, _)| *at);
-    for (_, is_lines, path) in files {
-        if is_lines {
-            read_lines(path, &mut inputs)?;
-        } else {
-            inputs.push(read_single(path, max_input)?);
-        }
-    }
-    Ok(inputs)
+    files.sort_by_key(|(at, _)| *at);
+    files.into_iter().map(|(_, source)| source).collect()
 }
 
 /// `bytes` if they are exactly one well-formed CBOR item, as a processor must get; else why not.
@@ -362,7 +623,7 @@ fn one_item(bytes: Vec<u8>, path: &Path, max_input: u64) -> anyhow::Result<Vec<u
     )
 }
 
-fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+pub(super) fn open(path: &Path) -> anyhow::Result<Box<dyn Read + Send>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdin()));
     }
@@ -371,13 +632,7 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     Ok(Box::new(file))
 }
 
-fn read_lines(path: &Path, inputs: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
-    let reader = std::io::BufReader::new(open(path)?);
-    inputs.extend(read_json_lines(reader, &path.display().to_string())?);
-    Ok(())
-}
-
-fn read_single(path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_single(path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>> {
     let shown = path.display();
     let over = |size: u64| {
         anyhow::anyhow!(

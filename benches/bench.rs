@@ -57,6 +57,11 @@
 //!   to its loopback sshd; on persistent workers (`--persistent-jobs / 2`) and a process per
 //!   job (`--persistent-spawn-jobs`), against local persistent workers. Needs root (it runs
 //!   `dev/cluster start`). Target: persistent workers through srun and ssh at 0.8x or more.
+//! - `pipeline`: `offload run` as a whole process (JSON Lines in, JSON lines out): per-job
+//!   overhead with a process per job (`--jobs / 2`) against the floor and GNU parallel, and on
+//!   persistent workers (`--persistent-jobs`); peak RSS for `--pipeline-inputs` (10,000 to
+//!   1,000,000) inputs streamed through a pipe (target: independent of N, under 64 MB); the
+//!   latency from an input line to its result line.
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -80,6 +85,8 @@ mod launchers;
 mod overhead;
 #[path = "support/persistent.rs"]
 mod persistent;
+#[path = "support/pipeline.rs"]
+mod pipeline;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "support/scaling.rs"]
@@ -104,6 +111,7 @@ enum Suite {
     Persistent,
     Containment,
     Launchers,
+    Pipeline,
     All,
 }
 
@@ -175,6 +183,9 @@ struct Args {
     /// persistent: jobs per run with a process per job.
     #[arg(long, default_value_t = 300)]
     persistent_spawn_jobs: usize,
+    /// pipeline: input counts of the memory runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pipeline_inputs: Vec<usize>,
     /// Before each measured run, wait up to this many seconds for the rest of the machine to
     /// be quiet (under 0.3 cores busy); 0: do not wait.
     #[arg(long, default_value_t = 0)]
@@ -221,7 +232,8 @@ fn main() {
         if !args.bench {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
-                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, all)"
+                 SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, \
+                 launchers, pipeline, all)"
             );
             return;
         }
@@ -312,6 +324,18 @@ fn main() {
             &launchers::Options {
                 jobs: args.persistent_jobs / 2,
                 spawn_jobs: args.persistent_spawn_jobs,
+                rounds,
+                parallel,
+            },
+        );
+    }
+    if wants(Suite::Pipeline) {
+        pipeline::run(
+            &env,
+            &pipeline::Options {
+                spawn_jobs: args.jobs / 2,
+                jobs: args.persistent_jobs,
+                inputs: args.pipeline_inputs.clone(),
                 rounds,
                 parallel,
             },

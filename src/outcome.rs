@@ -60,10 +60,15 @@ impl fmt::Display for FailureKind {
 
 /// A failed job: what kind of failure, a message a person can act on, and the evidence.
 ///
+/// It displays as its message alone, which already says what happened ("exited with code
+/// 65", "killed by SIGSEGV", "ran longer than 5 s"), so that `format!("job failed: {err}")`
+/// does not say "failed" twice; [`JobError::kind`] is the category to match on.
+///
 /// ```
 /// use offload::{FailureKind, JobError};
 /// let err = JobError::new(FailureKind::TimedOut, "ran longer than 5 s");
-/// assert_eq!(err.to_string(), "timed_out: ran longer than 5 s");
+/// assert_eq!(err.to_string(), "ran longer than 5 s");
+/// assert_eq!(err.kind.as_str(), "timed_out");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobError {
@@ -110,7 +115,7 @@ impl JobError {
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
+        f.write_str(&self.message)
     }
 }
 

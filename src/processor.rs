@@ -158,6 +158,19 @@ impl Processor {
     /// Finds a processor: `wanted` is a path when it contains a `/`, else a name looked up as
     /// `offload-<name>` in [`Processor::search_path`] (PROTOCOL.md section 3).
     pub fn find(wanted: &str) -> Result<Self, LookupError> {
+        Self::find_in(wanted, &Self::search_path())
+    }
+
+    /// Finds a processor in `dirs` only: the explicit lookup for an app that ships its
+    /// processors in a directory of its own (say, `/app/libexec/myapp`), unaffected by the
+    /// user's `PATH`. `wanted` is a path when it contains a `/`.
+    ///
+    /// ```no_run
+    /// let dir = std::path::Path::new("/usr/libexec/myapp");
+    /// let blur = offload::Processor::find_in("blur", &[dir])?; // /usr/libexec/myapp/offload-blur
+    /// # Ok::<(), offload::LookupError>(())
+    /// ```
+    pub fn find_in(wanted: &str, dirs: &[impl AsRef<Path>]) -> Result<Self, LookupError> {
         if wanted.contains('/') {
             let path = PathBuf::from(wanted);
             return if path.exists() {
@@ -170,7 +183,7 @@ impl Processor {
                 })
             };
         }
-        let dirs = Self::search_path();
+        let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.as_ref().to_path_buf()).collect();
         let names = candidate_names(wanted);
         let joined = std::env::join_paths(&dirs).unwrap_or_default();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -189,9 +202,10 @@ impl Processor {
         })
     }
 
-    /// The directories searched for processors, in order: those built with offload (beside the
-    /// running executable, and the source tree's Python processors), then
-    /// `OFFLOAD_PROCESSOR_PATH`, then `PATH`.
+    /// The directories [`Processor::find`] and [`Processor::list`] search, in order: beside the
+    /// running executable (where cargo puts the processors built with it), then
+    /// `OFFLOAD_PROCESSOR_PATH`, then `PATH`. Nothing is baked in at build time; an app that
+    /// knows where its processors are uses [`Processor::find_in`].
     pub fn search_path() -> Vec<PathBuf> {
         let mut dirs = builtin_dirs();
         for var in [PROCESSOR_PATH_ENV, "PATH"] {
@@ -206,9 +220,14 @@ impl Processor {
 
     /// Every `offload-*` executable on the search path; the first of each name wins.
     pub fn list() -> Vec<Self> {
+        Self::list_in(&Self::search_path())
+    }
+
+    /// Every `offload-*` executable in `dirs`; the first of each name wins.
+    pub fn list_in(dirs: &[impl AsRef<Path>]) -> Vec<Self> {
         let mut found: Vec<Self> = Vec::new();
-        for dir in Self::search_path() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir.as_ref()) else {
                 continue;
             };
             let mut here: Vec<Self> = entries
@@ -348,7 +367,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Where processors built with offload live: beside the running executable (and beside its
-/// parent for test and example binaries), and the source tree's Python ones.
+/// parent for test and example binaries).
 fn builtin_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::current_exe()
@@ -363,11 +382,6 @@ fn builtin_dirs() -> Vec<PathBuf> {
             }
         }
         dirs.push(dir);
-    }
-    let python: OsString = concat!(env!("CARGO_MANIFEST_DIR"), "/processors/python").into();
-    let python = PathBuf::from(python);
-    if python.is_dir() {
-        dirs.push(python);
     }
     dirs
 }

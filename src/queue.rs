@@ -27,6 +27,13 @@ use crate::runner::{
 
 /// What observers of a queue are told, on the main context, in the order it happened.
 ///
+/// Observers and result callbacks run from the queue's own dispatch on the main context,
+/// never from inside a call the caller made: `submit` returns before observers hear `Queued`,
+/// and `cancel`, `cancel_queued`, `cancel_all`, `set_paused`, `set_max_running` and
+/// `shutdown` return before anything they caused is told. A `RefCell` borrowed across any of
+/// these calls is therefore safe. Per job the order is `Queued`, `Started`, `Progress`..., the
+/// result to its handle, then `Finished`.
+///
 /// ```no_run
 /// use offload::{Queue, QueueEvent};
 ///
@@ -66,8 +73,8 @@ pub enum QueueEvent {
         /// The processor's message, if any.
         message: Option<String>,
     },
-    /// A job ended. Its result, if any, goes to its [`JobHandle`], after observers have seen
-    /// this event.
+    /// A job ended. Its result has gone to its [`JobHandle`] just before: a callback given to
+    /// [`JobHandle::on_finished`] has run, a future awaiting it has been woken.
     Finished {
         /// Which job.
         id: JobId,
@@ -167,6 +174,11 @@ pub struct Queue {
 
 struct Inner {
     state: RefCell<State>,
+    /// Effects of the caller's own calls (`submit`, `cancel*`, `set_*`, `shutdown`), carried
+    /// out from the main context after the call returned, before anything newer.
+    deferred: RefCell<Effects>,
+    /// Whether a dispatch of `deferred` is on its way.
+    dispatch_scheduled: std::cell::Cell<bool>,
     observers: RefCell<Vec<(ObserverId, Observer)>>,
     events: async_channel::Sender<RunnerEvent>,
     workers: Arc<Workers>,
@@ -231,11 +243,24 @@ impl Start {
     }
 }
 
-/// What a state change asks for once the state is no longer borrowed.
+/// What a state change asks for once the state is no longer borrowed, in the order it
+/// happened.
 #[derive(Default)]
 struct Effects {
-    deliveries: Vec<(Deliver, RawResult, RunStats)>,
-    events: Vec<QueueEvent>,
+    steps: Vec<Effect>,
+}
+
+enum Effect {
+    /// Tell every observer.
+    Tell(QueueEvent),
+    /// Hand a job's result to its handle.
+    Deliver(Deliver, RawResult, RunStats),
+}
+
+impl Effects {
+    fn tell(&mut self, event: QueueEvent) {
+        self.steps.push(Effect::Tell(event));
+    }
 }
 
 impl Default for Queue {
@@ -267,6 +292,8 @@ impl Queue {
                 succeeded: 0,
                 failed: 0,
             }),
+            deferred: RefCell::new(Effects::default()),
+            dispatch_scheduled: std::cell::Cell::new(false),
             observers: RefCell::new(Vec::new()),
             events: sender,
             workers: Workers::new(),
@@ -334,9 +361,9 @@ impl Queue {
             id
         };
         let mut effects = Effects::default();
-        effects.events.push(QueueEvent::Queued { id });
+        effects.tell(QueueEvent::Queued { id });
         self.inner.schedule(&mut effects);
-        self.inner.apply(effects);
+        self.defer(effects);
         Ok(JobHandle { id, slot })
     }
 
@@ -352,7 +379,7 @@ impl Queue {
         self.inner.recall_decks();
         self.inner.state.borrow_mut().max_running = max_running;
         self.inner.workers.trim(max_running);
-        self.inner.schedule_and_apply();
+        self.schedule_and_defer();
     }
 
     /// When persistent workers are replaced or ended (see [`WorkerSettings`]).
@@ -382,7 +409,7 @@ impl Queue {
             self.inner.recall_decks();
         }
         self.inner.state.borrow_mut().paused = paused;
-        self.inner.schedule_and_apply();
+        self.schedule_and_defer();
     }
 
     /// Jobs by state. Finished jobs are counted, not kept.
@@ -407,7 +434,7 @@ impl Queue {
         let mut effects = Effects::default();
         let found = self.inner.cancel_one(id, &mut effects);
         self.inner.schedule(&mut effects);
-        self.inner.apply(effects);
+        self.defer(effects);
         found
     }
 
@@ -419,7 +446,7 @@ impl Queue {
         for id in ids {
             self.inner.cancel_one(id, &mut effects);
         }
-        self.inner.apply(effects);
+        self.defer(effects);
     }
 
     /// Cancels every job, queued or running.
@@ -462,6 +489,29 @@ impl Queue {
             .observers
             .borrow_mut()
             .retain(|(other, _)| *other != id);
+    }
+
+    fn schedule_and_defer(&self) {
+        let mut effects = Effects::default();
+        self.inner.schedule(&mut effects);
+        self.defer(effects);
+    }
+
+    /// Carries out the effects of a caller's call from the main context, after the call: no
+    /// observer or callback runs inside `submit`, `cancel*`, `set_*` or `shutdown`.
+    fn defer(&self, effects: Effects) {
+        if effects.steps.is_empty() {
+            return;
+        }
+        self.inner.deferred.borrow_mut().steps.extend(effects.steps);
+        if !self.inner.dispatch_scheduled.replace(true) {
+            let weak = Rc::downgrade(&self.inner);
+            glib::MainContext::ref_thread_default().spawn_local(async move {
+                if let Some(inner) = weak.upgrade() {
+                    inner.apply(Effects::default());
+                }
+            });
+        }
     }
 }
 
@@ -602,12 +652,6 @@ impl Inner {
         }
     }
 
-    fn schedule_and_apply(&self) {
-        let mut effects = Effects::default();
-        self.schedule(&mut effects);
-        self.apply(effects);
-    }
-
     fn cancel_one(&self, id: JobId, effects: &mut Effects) -> bool {
         let mut state = self.state.borrow_mut();
         let Some(record) = state.jobs.get(&id) else {
@@ -634,9 +678,9 @@ impl Inner {
     fn handle(&self, event: RunnerEvent, effects: &mut Effects) {
         match event {
             RunnerEvent::Started { id, pid, worker } => {
-                effects.events.push(QueueEvent::Started { id, pid, worker })
+                effects.tell(QueueEvent::Started { id, pid, worker })
             }
-            RunnerEvent::Progress { id, item } => effects.events.push(QueueEvent::Progress {
+            RunnerEvent::Progress { id, item } => effects.tell(QueueEvent::Progress {
                 id,
                 fraction: item.fraction,
                 message: item.message,
@@ -665,24 +709,30 @@ impl Inner {
         }
     }
 
-    /// Tells observers, then delivers results, with no state borrowed: an observer has seen
-    /// a job's `Finished` event by the time its handle gets the result.
+    /// Carries out the deferred effects of the caller's calls, then `effects`, in order and
+    /// with no state borrowed. Only ever called from the main context's own dispatch (the
+    /// event loop future, a deferred dispatch), never from inside a caller's call.
     fn apply(&self, effects: Effects) {
-        if !effects.events.is_empty() {
-            let observers: Vec<Observer> = self
-                .observers
-                .borrow()
-                .iter()
-                .map(|(_, o)| o.clone())
-                .collect();
-            for event in &effects.events {
-                for observer in &observers {
-                    observer(event);
+        self.dispatch_scheduled.set(false);
+        let mut steps = std::mem::take(&mut self.deferred.borrow_mut().steps);
+        steps.extend(effects.steps);
+        let mut observers: Option<Vec<Observer>> = None;
+        for step in steps {
+            match step {
+                Effect::Tell(event) => {
+                    let observers = observers.get_or_insert_with(|| {
+                        self.observers
+                            .borrow()
+                            .iter()
+                            .map(|(_, o)| o.clone())
+                            .collect()
+                    });
+                    for observer in observers.iter() {
+                        observer(&event);
+                    }
                 }
+                Effect::Deliver(deliver, result, stats) => deliver.send(result, stats),
             }
-        }
-        for (deliver, result, stats) in effects.deliveries {
-            deliver.send(result, stats);
         }
     }
 }
@@ -698,12 +748,15 @@ impl State {
         } else {
             self.succeeded += 1;
         }
+        // The result first: by the time observers hear `Finished`, the job's callback has run
+        // (a future awaiting it has been woken), so an observer that sees the last job end
+        // sees every result delivered.
         if let Some(deliver) = record.deliver.take() {
-            effects.deliveries.push((deliver, result, stats.clone()));
+            effects
+                .steps
+                .push(Effect::Deliver(deliver, result, stats.clone()));
         }
-        effects
-            .events
-            .push(QueueEvent::Finished { id, error, stats });
+        effects.tell(QueueEvent::Finished { id, error, stats });
     }
 }
 

@@ -268,35 +268,141 @@ fn a_callback_attached_after_the_result_arrived_still_runs_once() {
 }
 
 #[test]
-fn observers_see_a_jobs_end_before_its_handle_gets_the_result() {
-    let seen_first = on_main_context(|| async {
+fn a_jobs_result_reaches_its_handle_before_observers_hear_it_finished() {
+    let (seen_first, all_done_results) = on_main_context(|| async {
         let queue = Queue::with_max_running(2);
         let ended: Rc<RefCell<Vec<JobId>>> = Rc::default();
-        let sink = ended.clone();
-        queue.connect_events(move |event| {
-            if let QueueEvent::Finished { id, .. } = event {
-                sink.borrow_mut().push(*id);
-            }
-        });
+        let results: Rc<RefCell<usize>> = Rc::default();
+        // What the observer saw when the queue said the last job had ended: how many results
+        // had arrived by then ("all done" in an observer sees every result).
+        let all_done_results: Rc<RefCell<Option<usize>>> = Rc::default();
+        {
+            let (ended, results, all_done) =
+                (ended.clone(), results.clone(), all_done_results.clone());
+            let queue_ref = queue.clone();
+            queue.connect_events(move |event| {
+                if let QueueEvent::Finished { id, .. } = event {
+                    ended.borrow_mut().push(*id);
+                    let counts = queue_ref.counts();
+                    if counts.queued + counts.running == 0 {
+                        *all_done.borrow_mut() = Some(*results.borrow());
+                    }
+                }
+            });
+        }
         let job = diag_job();
         let seen_first: Rc<RefCell<Vec<bool>>> = Rc::default();
         for i in 0..20 {
             let handle = queue
                 .submit::<_, Value>(&job, &json!({"echo": i}))
                 .expect("submit");
-            let (ended, seen_first) = (ended.clone(), seen_first.clone());
+            let (ended, seen_first, results) = (ended.clone(), seen_first.clone(), results.clone());
             handle.on_finished(move |finished| {
                 let seen = ended.borrow().contains(&finished.id);
                 seen_first.borrow_mut().push(seen);
+                *results.borrow_mut() += 1;
             });
         }
-        while seen_first.borrow().len() < 20 {
+        while ended.borrow().len() < 20 {
             common::sleep(Duration::from_millis(10)).await;
         }
         let seen_first = seen_first.borrow().clone();
-        seen_first
+        let all_done = *all_done_results.borrow();
+        (seen_first, all_done)
     });
-    assert_eq!(seen_first, vec![true; 20]);
+    // No callback found its job's Finished already told.
+    assert_eq!(seen_first, vec![false; 20]);
+    assert_eq!(all_done_results, Some(20));
+}
+
+#[test]
+fn no_observer_or_callback_runs_inside_a_call_the_caller_made() {
+    let log = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        // The app's own state, held mutably across every call below: an observer or a
+        // callback run from inside one of them would find it borrowed and panic.
+        let app: Rc<RefCell<Vec<String>>> = Rc::default();
+        {
+            let app = app.clone();
+            queue.connect_events(move |event| {
+                let what = match event {
+                    QueueEvent::Queued { id } => format!("queued {}", id.0),
+                    QueueEvent::Started { id, .. } => format!("started {}", id.0),
+                    QueueEvent::Progress { .. } => return,
+                    QueueEvent::Finished { id, error, .. } => format!(
+                        "finished {} {}",
+                        id.0,
+                        error.as_ref().map_or("ok".into(), |e| e.kind.to_string())
+                    ),
+                };
+                app.borrow_mut().push(what);
+            });
+        }
+        let job = diag_job();
+        let submit = |input: serde_json::Value| {
+            let mut held = app.borrow_mut();
+            let handle = queue.submit::<_, Value>(&job, &input).expect("submit");
+            held.push(format!("submitted {}", handle.id().0));
+            drop(held);
+            let app = app.clone();
+            handle.on_finished(move |finished| {
+                app.borrow_mut().push(format!("result {}", finished.id.0));
+            });
+        };
+        submit(json!({"sleep_ms": 10_000}));
+        submit(json!({"echo": 1}));
+        submit(json!({"echo": 2}));
+        while !app.borrow().iter().any(|l| l.starts_with("started")) {
+            common::sleep(Duration::from_millis(5)).await;
+        }
+        for call in ["set_max_running", "set_paused", "cancel", "cancel_queued"] {
+            let mut held = app.borrow_mut();
+            match call {
+                "set_max_running" => queue.set_max_running(1),
+                "set_paused" => queue.set_paused(true),
+                "cancel" => {
+                    queue.cancel(JobId(1));
+                }
+                _ => queue.cancel_queued(),
+            }
+            held.push(format!("called {call}"));
+        }
+        {
+            let mut held = app.borrow_mut();
+            queue.cancel_all();
+            held.push("called cancel_all".into());
+        }
+        {
+            let mut held = app.borrow_mut();
+            queue.shutdown();
+            held.push("called shutdown".into());
+        }
+        while queue.counts().running + queue.counts().queued > 0
+            || !app.borrow().iter().any(|l| l == "finished 0 cancelled")
+        {
+            common::sleep(Duration::from_millis(5)).await;
+        }
+        let log = app.borrow().clone();
+        log
+    });
+    let position = |line: &str| {
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {log:?}"))
+    };
+    // Each job: queued after its submit returned, then its result, then Finished.
+    for id in 0..3 {
+        assert!(position(&format!("submitted {id}")) < position(&format!("queued {id}")));
+        assert!(position(&format!("result {id}")) < position(&format!("finished {id} cancelled")));
+    }
+    assert!(
+        position("called cancel") < position("finished 1 cancelled"),
+        "{log:?}"
+    );
+    assert!(
+        position("called cancel_queued") < position("finished 2 cancelled"),
+        "{log:?}"
+    );
 }
 
 #[test]

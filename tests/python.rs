@@ -190,8 +190,15 @@ fn histogram_refuses_bad_input_in_one_line_without_a_traceback() {
 fn histogram_runs_in_the_engine_with_progress() {
     require_python!();
     let (result, progress) = on_main_context(|| async {
-        // Found by name: the source tree's Python processors are on the search path.
-        let processor = Processor::find("histogram").expect("found");
+        // Found by name where the app says its processors are (the library bakes no path in).
+        let dirs = [root().join("processors/python")];
+        let processor = Processor::find_in("histogram", &dirs).expect("found");
+        assert!(
+            Processor::list_in(&dirs)
+                .iter()
+                .any(|p| p.name() == "lookup"),
+            "list_in lists the directory"
+        );
         let queue = Queue::new();
         let fractions = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let sink = fractions.clone();

@@ -590,7 +590,7 @@ impl Window {
     }
 
     /// Adds one job per encoded input, a slice per main-loop turn sized by a [`Pacer`] (at
-    /// most [`SUBMIT_SLICE`] jobs, about [`SUBMIT_BUDGET`] of work), so that adding a hundred
+    /// most `SUBMIT_SLICE` jobs, about `SUBMIT_BUDGET` of work), so that adding a hundred
     /// thousand jobs never freezes the window.
     pub fn add_encoded_jobs(&self, processor: &Processor, inputs: Vec<super::EncodedInput>) {
         if inputs.is_empty() {
@@ -874,6 +874,12 @@ impl Window {
                     .borrow_mut()
                     .push_back(Instant::now());
                 self.maybe_screenshot_midway();
+                // The queue hands a job's result over before it tells `Finished`: the last
+                // job's end is where the window finds itself idle.
+                if self.is_idle() {
+                    self.refresh_status();
+                    self.when_idle();
+                }
             }
         }
     }

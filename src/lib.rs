@@ -30,6 +30,7 @@
 
 #[cfg(feature = "gui")]
 pub mod app;
+pub mod batch;
 pub mod inputs;
 pub mod job;
 pub mod launcher;
@@ -40,6 +41,7 @@ pub mod queue;
 mod runner;
 mod spawn;
 
+pub use batch::{Batch, BatchCounts, BatchResult};
 pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;

@@ -1,9 +1,12 @@
-//! Embedding offload's queue in a GTK app: a button starts eight jobs, a label counts results.
-//! Run it with `cargo run --example gtk_embed` (add `-- --auto` to click and quit by itself).
+//! Embedding offload in a GTK app: a column view bound to offload's job model, a progress bar
+//! bound to its overall fraction, a batch of 16 jobs and a Cancel button.
+//! Run it with `cargo run --example gtk_embed` (add `-- --auto` to run and quit by itself).
 
 use gtk::prelude::*;
-use gtk::{glib, Application, ApplicationWindow, Button, Label, Orientation};
-use offload::{Job, Processor, Queue, QueueEvent};
+use gtk::{glib, Application, ApplicationWindow, Button, ColumnView, ColumnViewColumn};
+use gtk::{Label, ListItem, NoSelection, Orientation, ProgressBar, SignalListItemFactory};
+use offload::model::{JobList, JobObject};
+use offload::{Batch, Job, Processor, Queue};
 
 fn main() -> glib::ExitCode {
     let auto = std::env::args().any(|a| a == "--auto");
@@ -14,65 +17,82 @@ fn main() -> glib::ExitCode {
     app.run_with_args::<&str>(&[])
 }
 
+/// A column whose cells are `widget`s with their `target` bound to each job's `property`.
+fn column<W: IsA<gtk::Widget> + Default>(
+    title: &str,
+    property: &'static str,
+    target: &'static str,
+) -> ColumnViewColumn {
+    let factory = SignalListItemFactory::new();
+    factory.connect_setup(move |_, item| {
+        let item = item
+            .downcast_ref::<ListItem>()
+            .expect("a column view's item");
+        let widget: gtk::Widget = W::default().upcast();
+        item.property_expression("item")
+            .chain_property::<JobObject>(property)
+            .bind(&widget, target, gtk::Widget::NONE);
+        item.set_child(Some(&widget));
+    });
+    let column = ColumnViewColumn::new(Some(title), Some(factory));
+    column.set_expand(true);
+    column
+}
+
 fn build(app: &Application, auto: bool) {
-    let label = Label::new(Some("Press the button"));
-    let button = Button::with_label("Run 8 jobs");
-    let content = gtk::Box::new(Orientation::Vertical, 12);
-    content.append(&button);
-    content.append(&label);
+    // One queue for the app, on the GTK thread, and the model of its jobs that widgets bind to.
+    let queue = Queue::new();
+    let jobs = JobList::new(&queue);
+    let view = ColumnView::new(Some(NoSelection::new(Some(jobs.clone()))));
+    view.append_column(&column::<Label>("State", "state", "label"));
+    view.append_column(&column::<ProgressBar>("Progress", "progress", "fraction"));
+    view.append_column(&column::<Label>("Worker", "worker", "label"));
+    let bar = ProgressBar::new();
+    jobs.bind_property("fraction", &bar, "fraction").build();
+    let cancel = Button::with_label("Cancel");
+    let content = gtk::Box::new(Orientation::Vertical, 6);
+    let scrolled = gtk::ScrolledWindow::builder()
+        .child(&view)
+        .vexpand(true)
+        .build();
+    content.append(&scrolled);
+    content.append(&bar);
+    content.append(&cancel);
     let window = ApplicationWindow::builder()
         .application(app)
+        .default_width(480)
+        .default_height(480)
         .child(&content)
         .build();
+    window.present();
 
-    // One queue for the app, on the GTK thread; it runs one job per core at once.
-    let queue = Queue::new();
-    queue.connect_events(glib::clone!(
+    let job = match Processor::find("diag") {
+        Ok(processor) => Job::new(processor),
+        Err(err) => return eprintln!("{err}"),
+    };
+    // The 16 jobs as one batch, with its own cancel and end.
+    let batch: Batch<u32, ciborium::Value> = Batch::new(&queue);
+    for i in 0..16 {
+        let input = serde_json::json!({"sleep_ms": 300, "progress_steps": 3, "echo": i});
+        if let Err(err) = batch.submit(&job, &input, i) {
+            eprintln!("job {i}: {err}");
+        }
+    }
+    let batch = std::rc::Rc::new(batch);
+    cancel.connect_clicked(glib::clone!(
+        #[strong]
+        batch,
+        move |_| batch.cancel()
+    ));
+    glib::spawn_future_local(glib::clone!(
         #[weak]
-        label,
-        move |event| {
-            if let QueueEvent::Started { id, pid, .. } = event {
-                label.set_text(&format!("job {id} runs as process {pid}"));
+        window,
+        async move {
+            let counts = batch.finished().await;
+            println!("{} of {} jobs done", counts.succeeded, counts.total);
+            if auto {
+                window.close();
             }
         }
     ));
-    button.connect_clicked(glib::clone!(
-        #[weak]
-        label,
-        #[weak]
-        window,
-        move |_| {
-            let job = match Processor::find("diag") {
-                Ok(processor) => Job::new(processor),
-                Err(err) => {
-                    eprintln!("{err}");
-                    return window.close();
-                }
-            };
-            let handles: Vec<_> = (0..8)
-                .filter_map(|i| {
-                    let input = serde_json::json!({"echo": i, "sleep_ms": 50});
-                    queue.submit::<_, ciborium::Value>(&job, &input).ok()
-                })
-                .collect();
-            // Await the results on the main loop: the window stays responsive meanwhile.
-            glib::spawn_future_local(async move {
-                let mut done = 0;
-                for handle in handles {
-                    if handle.result().await.is_ok() {
-                        done += 1;
-                    }
-                }
-                label.set_text(&format!("{done} of 8 jobs done"));
-                println!("{done} of 8 jobs done");
-                if auto {
-                    window.close();
-                }
-            });
-        }
-    ));
-    window.present();
-    if auto {
-        button.emit_clicked();
-    }
 }

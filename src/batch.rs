@@ -264,7 +264,7 @@ impl<T: Clone + 'static, O: 'static> Shared<T, O> {
 
     fn on_event(&self, event: &QueueEvent) {
         let id = match event {
-            QueueEvent::Queued { id }
+            QueueEvent::Queued { id, .. }
             | QueueEvent::Started { id, .. }
             | QueueEvent::Progress { id, .. }
             | QueueEvent::Finished { id, .. } => *id,

@@ -34,6 +34,8 @@ pub mod batch;
 pub mod inputs;
 pub mod job;
 pub mod launcher;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod mosaic;
 pub mod outcome;
 pub mod processor;
@@ -42,6 +44,11 @@ mod runner;
 mod spawn;
 
 pub use batch::{Batch, BatchCounts, BatchResult};
+/// The gio of the job model.
+#[cfg(feature = "model")]
+pub use gio;
+/// The GLib this crate is built on, for callers to name its types with the same version.
+pub use glib;
 pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;

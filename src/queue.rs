@@ -39,7 +39,7 @@ use crate::runner::{
 ///
 /// let queue = Queue::new();
 /// queue.connect_events(|event| match event {
-///     QueueEvent::Queued { id } => println!("{id} queued"),
+///     QueueEvent::Queued { id, processor } => println!("{id} queued for {processor}"),
 ///     QueueEvent::Started { id, pid, .. } => println!("{id} runs as process {pid}"),
 ///     QueueEvent::Progress { id, fraction, message } => {
 ///         println!("{id}: {:.0}% {}", fraction * 100.0, message.as_deref().unwrap_or(""))
@@ -54,6 +54,8 @@ pub enum QueueEvent {
     Queued {
         /// Which job.
         id: JobId,
+        /// Its processor's name.
+        processor: String,
     },
     /// A job's processor started, or a persistent worker took the job.
     Started {
@@ -361,7 +363,10 @@ impl Queue {
             id
         };
         let mut effects = Effects::default();
-        effects.tell(QueueEvent::Queued { id });
+        effects.tell(QueueEvent::Queued {
+            id,
+            processor: job.processor.name().to_owned(),
+        });
         self.inner.schedule(&mut effects);
         self.defer(effects);
         Ok(JobHandle { id, slot })

@@ -186,7 +186,7 @@ fn the_readme_embedding_sample_is_the_example_and_it_runs() {
         .output()
         .expect("run the example");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "8 of 8 jobs done");
+    assert_eq!(text(&out.stdout).trim(), "16 of 16 jobs done");
 }
 
 // ---- The window, driven through its actions ----

@@ -326,7 +326,7 @@ fn no_observer_or_callback_runs_inside_a_call_the_caller_made() {
             let app = app.clone();
             queue.connect_events(move |event| {
                 let what = match event {
-                    QueueEvent::Queued { id } => format!("queued {}", id.0),
+                    QueueEvent::Queued { id, .. } => format!("queued {}", id.0),
                     QueueEvent::Started { id, .. } => format!("started {}", id.0),
                     QueueEvent::Progress { .. } => return,
                     QueueEvent::Finished { id, error, .. } => format!(

@@ -1,0 +1,411 @@
+//! The job model for widgets (feature `model`: gio, no GTK): a [`JobList`] is a
+//! `gio::ListModel` of [`JobObject`]s, one per job of a queue in submission order, whose
+//! GObject properties a `GtkColumnView` or `GtkListView` binds to; the list's own properties
+//! are the counts and the overall progress, for a `GtkProgressBar` or a label.
+//!
+//! The list is fed by the queue's events, so it changes only from the queue's dispatch on the
+//! main context, never inside a call the caller made.
+//!
+//! ```no_run
+//! use offload::model::JobList;
+//! use offload::{Job, Processor, Queue};
+//!
+//! let queue = Queue::new();
+//! let jobs = JobList::new(&queue);
+//! // column_view.set_model(Some(&gtk::NoSelection::new(Some(jobs.clone()))));
+//! // jobs.bind_property("fraction", &progress_bar, "fraction").build();
+//! jobs.connect_notify_local(Some("running"), |jobs, _| println!("{} running", jobs.running()));
+//! let job = Job::new(Processor::find("diag")?);
+//! queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"echo": 1}))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use gio::prelude::*;
+use gio::subclass::prelude::*;
+use glib::Properties;
+
+use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
+use crate::queue::{ObserverId, Queue, QueueEvent};
+use crate::JobId;
+
+/// The `state` property's values.
+pub mod state {
+    /// Waiting for a slot.
+    pub const QUEUED: &str = "queued";
+    /// Its processor runs.
+    pub const RUNNING: &str = "running";
+    /// Ended with a result.
+    pub const SUCCEEDED: &str = "succeeded";
+    /// Ended without one.
+    pub const FAILED: &str = "failed";
+    /// Cancelled, before or while running.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+mod job_imp {
+    use super::*;
+
+    #[derive(Default, Properties)]
+    #[properties(wrapper_type = super::JobObject)]
+    pub struct JobObject {
+        /// The job's id (`JobId.0`).
+        #[property(get)]
+        pub id: Cell<u64>,
+        /// Its processor's name.
+        #[property(get)]
+        pub processor: RefCell<String>,
+        /// One of the [`state`] values: queued, running, succeeded, failed, cancelled.
+        #[property(get)]
+        pub state: RefCell<String>,
+        /// From 0.0 to 1.0: the processor's last report; 1.0 once succeeded.
+        #[property(get, minimum = 0.0, maximum = 1.0)]
+        pub progress: Cell<f64>,
+        /// The processor's last progress message.
+        #[property(get)]
+        pub message: RefCell<String>,
+        /// Wall time once ended, in milliseconds.
+        #[property(get)]
+        pub elapsed_ms: Cell<f64>,
+        /// Peak resident memory once ended, in bytes (0: unknown).
+        #[property(get)]
+        pub peak_rss: Cell<u64>,
+        /// The failure's kind ("timed_out", ...); empty unless failed or cancelled.
+        #[property(get)]
+        pub failure_kind: RefCell<String>,
+        /// The failure's message; empty unless failed or cancelled.
+        #[property(get)]
+        pub reason: RefCell<String>,
+        /// Which persistent worker runs or ran it ("worker 3 · job 17"); empty for a process of
+        /// its own.
+        #[property(get)]
+        pub worker: RefCell<String>,
+        /// Where a launcher ran it (a Slurm node, an ssh host); empty on this machine.
+        #[property(get)]
+        pub host: RefCell<String>,
+        /// Its processor's process id once started (a worker's), else 0.
+        #[property(get)]
+        pub pid: Cell<u32>,
+        pub error: RefCell<Option<JobError>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for JobObject {
+        const NAME: &'static str = "OffloadModelJob";
+        type Type = super::JobObject;
+    }
+
+    #[glib::derived_properties]
+    impl ObjectImpl for JobObject {}
+}
+
+glib::wrapper! {
+    /// One job as widgets show it; its properties change as the job goes.
+    pub struct JobObject(ObjectSubclass<job_imp::JobObject>);
+}
+
+impl JobObject {
+    fn new(id: JobId, processor: &str) -> Self {
+        let object: Self = glib::Object::new();
+        let imp = object.imp();
+        imp.id.set(id.0);
+        imp.processor.replace(processor.to_owned());
+        imp.state.replace(state::QUEUED.to_owned());
+        object
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        JobId(self.id())
+    }
+
+    /// Whether the job has ended, one way or another.
+    pub fn is_finished(&self) -> bool {
+        let state = self.imp().state.borrow();
+        state.as_str() != state::QUEUED && state.as_str() != state::RUNNING
+    }
+
+    /// The failure, once the job failed or was cancelled.
+    pub fn error(&self) -> Option<JobError> {
+        self.imp().error.borrow().clone()
+    }
+
+    fn set_text(&self, field: &RefCell<String>, value: &str, name: &str) {
+        if field.borrow().as_str() != value {
+            field.replace(value.to_owned());
+            self.notify(name);
+        }
+    }
+
+    fn set_state(&self, value: &str) {
+        self.set_text(&self.imp().state, value, "state");
+    }
+
+    fn set_progress(&self, value: f64) {
+        let value = value.clamp(0.0, 1.0);
+        if self.imp().progress.get() != value {
+            self.imp().progress.set(value);
+            self.notify_progress();
+        }
+    }
+
+    fn started(&self, pid: u32, worker: Option<WorkerRun>) {
+        let _guard = self.freeze_notify();
+        self.set_state(state::RUNNING);
+        self.imp().pid.set(pid);
+        self.notify_pid();
+        self.set_text(&self.imp().worker, &worker_label(worker), "worker");
+    }
+
+    fn finished(&self, error: Option<&JobError>, stats: &RunStats) {
+        let _guard = self.freeze_notify();
+        let imp = self.imp();
+        let new = match error {
+            None => state::SUCCEEDED,
+            Some(e) if e.kind == FailureKind::Cancelled => state::CANCELLED,
+            Some(_) => state::FAILED,
+        };
+        if error.is_none() {
+            self.set_progress(1.0);
+        }
+        imp.elapsed_ms.set(stats.wall.as_secs_f64() * 1e3);
+        self.notify_elapsed_ms();
+        imp.peak_rss.set(stats.peak_rss_bytes);
+        self.notify_peak_rss();
+        if stats.worker.is_some() {
+            self.set_text(&imp.worker, &worker_label(stats.worker), "worker");
+        }
+        self.set_text(&imp.host, stats.host.as_deref().unwrap_or(""), "host");
+        self.set_text(
+            &imp.failure_kind,
+            error.map_or("", |e| e.kind.as_str()),
+            "failure-kind",
+        );
+        self.set_text(
+            &imp.reason,
+            &error.map_or(String::new(), |e| e.message.clone()),
+            "reason",
+        );
+        imp.error.replace(error.cloned());
+        self.set_state(new);
+    }
+}
+
+/// "worker 3 · job 17", "worker 3 · job 1 (started)", or "" for a process of its own.
+pub fn worker_label(run: Option<WorkerRun>) -> String {
+    match run {
+        Some(run) if run.is_cold() => format!("worker {} · job {} (started)", run.worker, run.job),
+        Some(run) => format!("worker {} · job {}", run.worker, run.job),
+        None => String::new(),
+    }
+}
+
+mod list_imp {
+    use super::*;
+
+    #[derive(Default, Properties)]
+    #[properties(wrapper_type = super::JobList)]
+    pub struct JobList {
+        pub items: RefCell<Vec<super::JobObject>>,
+        /// Position of each listed job.
+        pub index: RefCell<HashMap<u64, usize>>,
+        pub observer: Cell<Option<ObserverId>>,
+        pub queue: RefCell<Option<Queue>>,
+        /// Jobs waiting for a slot.
+        #[property(get)]
+        pub queued: Cell<u32>,
+        /// Jobs running.
+        #[property(get)]
+        pub running: Cell<u32>,
+        /// Jobs that ended with a result.
+        #[property(get)]
+        pub succeeded: Cell<u32>,
+        /// Jobs that ended without one, other than by a cancel.
+        #[property(get)]
+        pub failed: Cell<u32>,
+        /// Jobs cancelled.
+        #[property(get)]
+        pub cancelled: Cell<u32>,
+        /// Every job the list has seen (cleared rows included).
+        #[property(get)]
+        pub total: Cell<u32>,
+        /// Overall progress from 0.0 to 1.0: ended jobs whole, running ones by their progress.
+        #[property(get, minimum = 0.0, maximum = 1.0)]
+        pub fraction: Cell<f64>,
+        /// Sum of the listed running jobs' progress, for `fraction`.
+        pub running_progress: Cell<f64>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for JobList {
+        const NAME: &'static str = "OffloadModelJobList";
+        type Type = super::JobList;
+        type Interfaces = (gio::ListModel,);
+    }
+
+    #[glib::derived_properties]
+    impl ObjectImpl for JobList {
+        fn dispose(&self) {
+            if let (Some(queue), Some(id)) = (self.queue.take(), self.observer.take()) {
+                queue.disconnect(id);
+            }
+        }
+    }
+
+    impl ListModelImpl for JobList {
+        fn item_type(&self) -> glib::Type {
+            super::JobObject::static_type()
+        }
+
+        fn n_items(&self) -> u32 {
+            u32::try_from(self.items.borrow().len()).unwrap_or(u32::MAX)
+        }
+
+        fn item(&self, position: u32) -> Option<glib::Object> {
+            self.items
+                .borrow()
+                .get(position as usize)
+                .map(|item| item.clone().upcast())
+        }
+    }
+}
+
+glib::wrapper! {
+    /// Every job of a queue, in submission order, as a `gio::ListModel` of [`JobObject`]s;
+    /// its properties are the counts and the overall progress.
+    pub struct JobList(ObjectSubclass<list_imp::JobList>)
+        @implements gio::ListModel;
+}
+
+impl JobList {
+    /// A list of `queue`'s jobs from now on, kept up to date by its events.
+    pub fn new(queue: &Queue) -> Self {
+        let list: Self = glib::Object::new();
+        let weak = list.downgrade();
+        let observer = queue.connect_events(move |event| {
+            if let Some(list) = weak.upgrade() {
+                list.on_event(event);
+            }
+        });
+        list.imp().observer.set(Some(observer));
+        list.imp().queue.replace(Some(queue.clone()));
+        list
+    }
+
+    /// The row of job `id`, once the queue has told of it.
+    pub fn job(&self, id: JobId) -> Option<JobObject> {
+        let position = *self.imp().index.borrow().get(&id.0)?;
+        self.imp().items.borrow().get(position).cloned()
+    }
+
+    /// Removes the rows of ended jobs (the counts stay).
+    pub fn clear_finished(&self) {
+        let imp = self.imp();
+        let removed = {
+            let mut items = imp.items.borrow_mut();
+            let before = items.len();
+            items.retain(|item| !item.is_finished());
+            let mut index = imp.index.borrow_mut();
+            index.clear();
+            for (position, item) in items.iter().enumerate() {
+                index.insert(item.id(), position);
+            }
+            before
+        };
+        // One change for the whole list: simpler for views than one per removed run.
+        let now = imp.items.borrow().len();
+        if now != removed {
+            self.items_changed(
+                0,
+                u32::try_from(removed).unwrap_or(u32::MAX),
+                u32::try_from(now).unwrap_or(u32::MAX),
+            );
+        }
+    }
+
+    fn on_event(&self, event: &QueueEvent) {
+        let imp = self.imp();
+        match event {
+            QueueEvent::Queued { id, processor } => {
+                let object = JobObject::new(*id, processor);
+                let position = {
+                    let mut items = imp.items.borrow_mut();
+                    items.push(object);
+                    items.len() - 1
+                };
+                imp.index.borrow_mut().insert(id.0, position);
+                let _guard = self.freeze_notify();
+                bump(&imp.queued, 1, || self.notify_queued());
+                bump(&imp.total, 1, || self.notify_total());
+                self.update_fraction();
+                self.items_changed(u32::try_from(position).unwrap_or(u32::MAX), 0, 1);
+            }
+            QueueEvent::Started { id, pid, worker } => {
+                let Some(job) = self.job(*id) else { return };
+                let _guard = self.freeze_notify();
+                if job.imp().state.borrow().as_str() == state::QUEUED {
+                    bump(&imp.queued, -1, || self.notify_queued());
+                    bump(&imp.running, 1, || self.notify_running());
+                }
+                job.started(*pid, *worker);
+            }
+            QueueEvent::Progress {
+                id,
+                fraction,
+                message,
+            } => {
+                let Some(job) = self.job(*id) else { return };
+                let before = job.progress();
+                job.set_progress(*fraction);
+                if let Some(message) = message {
+                    job.set_text(&job.imp().message, message, "message");
+                }
+                imp.running_progress
+                    .set(imp.running_progress.get() + job.progress() - before);
+                self.update_fraction();
+            }
+            QueueEvent::Finished { id, error, stats } => {
+                let Some(job) = self.job(*id) else { return };
+                let _guard = self.freeze_notify();
+                if job.imp().state.borrow().as_str() == state::RUNNING {
+                    bump(&imp.running, -1, || self.notify_running());
+                    imp.running_progress
+                        .set((imp.running_progress.get() - job.progress()).max(0.0));
+                } else {
+                    bump(&imp.queued, -1, || self.notify_queued());
+                }
+                match error {
+                    None => bump(&imp.succeeded, 1, || self.notify_succeeded()),
+                    Some(e) if e.kind == FailureKind::Cancelled => {
+                        bump(&imp.cancelled, 1, || self.notify_cancelled())
+                    }
+                    Some(_) => bump(&imp.failed, 1, || self.notify_failed()),
+                }
+                job.finished(error.as_ref(), stats);
+                self.update_fraction();
+            }
+        }
+    }
+
+    fn update_fraction(&self) {
+        let imp = self.imp();
+        let total = imp.total.get();
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            let ended = imp.succeeded.get() + imp.failed.get() + imp.cancelled.get();
+            ((f64::from(ended) + imp.running_progress.get()) / f64::from(total)).clamp(0.0, 1.0)
+        };
+        if imp.fraction.get() != fraction {
+            imp.fraction.set(fraction);
+            self.notify_fraction();
+        }
+    }
+}
+
+fn bump(cell: &Cell<u32>, by: i32, notify: impl FnOnce()) {
+    cell.set(cell.get().saturating_add_signed(by));
+    notify();
+}

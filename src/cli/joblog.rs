@@ -108,7 +108,25 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<usize, (String, bool)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::digest;
+    use super::{digest, read, JobLog};
+
+    #[test]
+    fn a_line_cut_short_by_a_kill_does_not_swallow_the_next_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.log");
+        std::fs::write(
+            &path,
+            "{\"job\":0,\"input\":\"aa\",\"status\":\"ok\"}\n{\"job\":1,\"inp",
+        )
+        .expect("write");
+        let mut log = JobLog::open(&path).expect("open");
+        let line = serde_json::json!({"job": 2, "status": "ok", "stats": {}});
+        log.append(&line, "bb", 0.0, 1);
+        let logged = read(&path).expect("read");
+        assert_eq!(logged.get(&0), Some(&("aa".to_owned(), true)));
+        assert_eq!(logged.get(&2), Some(&("bb".to_owned(), true)));
+        assert!(!logged.contains_key(&1));
+    }
 
     #[test]
     fn the_digest_is_fnv1a_and_stable() {

@@ -14,7 +14,7 @@
 //! let jobs = JobList::new(&queue);
 //! // column_view.set_model(Some(&gtk::NoSelection::new(Some(jobs.clone()))));
 //! // jobs.bind_property("fraction", &progress_bar, "fraction").build();
-//! jobs.connect_notify_local(Some("running"), |jobs, _| println!("{} running", jobs.running()));
+//! jobs.connect_running_notify(|jobs| println!("{} running", jobs.running()));
 //! let job = Job::new(Processor::find("diag")?);
 //! queue.submit::<_, ciborium::Value>(&job, &serde_json::json!({"echo": 1}))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -169,6 +169,22 @@ fn describe_prints_a_usable_description() {
             "{name} rejects its own example: {}",
             text(&run.stderr)
         );
+        // The example output has the shape of what the example gives (equal, but for diag's
+        // pid and times).
+        let declared = description
+            .example_output
+            .clone()
+            .unwrap_or_else(|| panic!("{name} describes no example output"));
+        let real: serde_json::Value =
+            serde_json::from_slice(&run.stdout).expect("the example's result as JSON");
+        assert_eq!(
+            shape(&declared),
+            shape(&real),
+            "{name}: {declared} against {real}"
+        );
+        if *name != "diag" {
+            assert_eq!(declared, real, "{name}");
+        }
         // And through the engine's description probe.
         let probed = offload::Processor::at(&exe)
             .describe(offload::processor::DESCRIBE_TIMEOUT)
@@ -329,4 +345,24 @@ fn a_panicking_processor_says_so_in_one_line() {
         stderr.contains("internal error: asked to panic"),
         "{stderr}"
     );
+}
+
+/// A JSON value's shape: its keys and the types of its values, recursively (arrays by their
+/// first element).
+fn shape(value: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match value {
+        J::Null => "null".into(),
+        J::Bool(_) => "bool".into(),
+        J::Number(_) => "number".into(),
+        J::String(_) => "string".into(),
+        J::Array(items) => format!("[{}]", items.first().map_or(String::new(), shape)),
+        J::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", shape(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+    }
 }

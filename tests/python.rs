@@ -153,6 +153,9 @@ fn histogram_describes_itself() {
         "rejects its own example: {}",
         text(&out.stderr)
     );
+    // Its example output is what the example gives.
+    let real: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON result");
+    assert_eq!(description.example_output, Some(real));
 }
 
 #[test]

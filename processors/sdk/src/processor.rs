@@ -46,6 +46,8 @@ pub struct Processor {
     summary: String,
     version: Option<String>,
     example: serde_json::Value,
+    /// Gives the example output's JSON form when `--describe` asks.
+    example_output: Option<ExampleOutput>,
     limits: DecodeLimits,
     persistent: bool,
 }
@@ -71,6 +73,7 @@ impl Processor {
             summary: summary.into(),
             version: None,
             example: serde_json::Value::Null,
+            example_output: None,
             limits: DecodeLimits::default(),
             persistent: true,
         }
@@ -81,6 +84,28 @@ impl Processor {
         self.example = ciborium::Value::serialized(input)
             .map(|v| cbor_to_json(&v))
             .unwrap_or(serde_json::Value::Null);
+        self
+    }
+
+    /// A result for the example input, which `--describe` shows so that an author learns the
+    /// result's shape without running the processor.
+    pub fn example_output<T: Serialize>(mut self, output: &T) -> Self {
+        let value = to_json_form(output);
+        self.example_output = Some(ExampleOutput(std::sync::Arc::new(move || value.clone())));
+        self
+    }
+
+    /// Like [`Processor::example_output`], computed only when `--describe` asks, for a
+    /// processor whose example is a tiny job of its own function:
+    /// `.example_output_with(|| blur(example(), &mut Context::detached()).ok())`. `None`
+    /// leaves it out.
+    pub fn example_output_with<T: Serialize>(
+        mut self,
+        make: impl Fn() -> Option<T> + Send + Sync + 'static,
+    ) -> Self {
+        self.example_output = Some(ExampleOutput(std::sync::Arc::new(move || {
+            make().map_or(serde_json::Value::Null, |output| to_json_form(&output))
+        })));
         self
     }
 
@@ -117,6 +142,11 @@ impl Processor {
             summary: self.summary.clone(),
             protocol: PROTOCOL_VERSION,
             example_input: self.example.clone(),
+            example_output: self
+                .example_output
+                .as_ref()
+                .map(|make| (make.0)())
+                .filter(|value| !value.is_null()),
             version: self.version.clone(),
             persistent: self.persistent,
         }
@@ -351,4 +381,21 @@ pub(crate) fn last_panic() -> String {
         .unwrap_or_else(PoisonError::into_inner)
         .take()
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// How `--describe` gets the example output.
+#[derive(Clone)]
+struct ExampleOutput(std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for ExampleOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExampleOutput(..)")
+    }
+}
+
+/// The JSON form of a value's CBOR (`Null` if it cannot be encoded).
+fn to_json_form<T: Serialize>(value: &T) -> serde_json::Value {
+    ciborium::Value::serialized(value)
+        .map(|v| cbor_to_json(&v))
+        .unwrap_or(serde_json::Value::Null)
 }

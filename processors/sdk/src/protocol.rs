@@ -50,6 +50,11 @@ pub struct Description {
     pub protocol: u32,
     /// An input it accepts, in the JSON form of CBOR (byte strings as `{"$bytes": "<base64>"}`).
     pub example_input: serde_json::Value,
+    /// What a result looks like: a result for `example_input`, in the same JSON form, so that
+    /// an author learns the result's shape without running the processor (values that vary,
+    /// such as process ids or times, may differ from a real run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example_output: Option<serde_json::Value>,
     /// The processor's own version, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

@@ -185,8 +185,9 @@ fn blur(input: BlurInput, ctx: &mut Context) -> Result<BlurOutput, Error> {
     })
 }
 
-fn main() -> ExitCode {
-    // A 4x4 image: a white square in the middle of a black one, with a red corner.
+/// The example input: a 4x4 image, a white square in the middle of a black one, with a red
+/// corner.
+fn example() -> BlurInput {
     let mut rgba = Vec::with_capacity(4 * 4 * 4);
     for y in 0..4 {
         for x in 0..4 {
@@ -198,17 +199,22 @@ fn main() -> ExitCode {
             rgba.extend_from_slice(&pixel);
         }
     }
+    BlurInput {
+        width: 4,
+        height: 4,
+        rgba,
+        radius: 1,
+    }
+}
+
+fn main() -> ExitCode {
     Processor::new(
         "blur",
         "Blurs an RGBA8 image with three passes of a box blur (close to a Gaussian)",
     )
     .version(env!("CARGO_PKG_VERSION"))
-    .example(&BlurInput {
-        width: 4,
-        height: 4,
-        rgba,
-        radius: 1,
-    })
+    .example(&example())
+    .example_output_with(|| blur(example(), &mut Context::detached()).ok())
     .run(blur)
 }
 

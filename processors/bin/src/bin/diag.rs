@@ -55,7 +55,7 @@ struct DiagInput {
     inspect: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct DiagOutput {
     echo: Option<Value>,
     pid: u32,
@@ -326,6 +326,14 @@ fn main() -> ExitCode {
         sleep_ms: 100,
         progress_steps: 4,
         ..DiagInput::default()
+    })
+    // What that example gives (the pid and the times vary from run to run).
+    .example_output(&DiagOutput {
+        echo: Some(Value::Text("hello".into())),
+        pid: 4242,
+        started_ns: 1_795_000_000_000_000_000,
+        finished_ns: 1_795_000_000_100_000_000,
+        ..DiagOutput::default()
     })
     .run(diag)
 }

@@ -190,7 +190,14 @@ fn main() -> ExitCode {
         "Moves each vertex of a triangle mesh by a random offset (repeatable for a given seed)",
     )
     .version(env!("CARGO_PKG_VERSION"))
-    .example(&JitterInput {
+    .example(&example())
+    .example_output_with(|| jitter(example(), &mut Context::detached()).ok())
+    .run(jitter)
+}
+
+/// The example input: a regular tetrahedron.
+fn example() -> JitterInput {
+    JitterInput {
         // A regular tetrahedron.
         vertices: vec![
             [1.0, 1.0, 1.0],
@@ -201,8 +208,7 @@ fn main() -> ExitCode {
         faces: vec![[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]],
         amplitude: 0.05,
         seed: 42,
-    })
-    .run(jitter)
+    }
 }
 
 #[cfg(test)]

@@ -270,17 +270,23 @@ fn main() -> ExitCode {
         "Renders one tile of the Mandelbrot set as RGBA8 pixels, with smooth colouring",
     )
     .version(env!("CARGO_PKG_VERSION"))
-    .example(&MandelbrotInput {
+    .example(&example())
+    .example_output_with(|| mandelbrot(example(), &mut Context::detached()).ok())
+    .run(mandelbrot)
+}
+
+/// The example input: the whole set in a small tile (its result is shown by `--describe`).
+fn example() -> MandelbrotInput {
+    MandelbrotInput {
         x0: -2.5,
         y0: -1.25,
         x1: 1.0,
         y1: 1.25,
-        width: 64,
-        height: 48,
+        width: 16,
+        height: 12,
         max_iter: 200,
         samples: 1,
-    })
-    .run(mandelbrot)
+    }
 }
 
 #[cfg(test)]

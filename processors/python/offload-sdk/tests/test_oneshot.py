@@ -364,3 +364,11 @@ def test_processors_without_the_sdk_say_how_to_install_it():
         assert line.startswith(f"offload-{exe.name[len('offload-') :]}: ")
         assert "pip install ./processors/python/offload-sdk" in line
         assert "\n" not in line
+
+
+def test_an_example_output_is_described_in_json_form():
+    from offload_sdk import Processor
+
+    described = Processor("x", "y", example={"a": 1}, example_output={"raw": b"\x01\x02"})
+    assert described.description()["example_output"] == {"raw": {"$bytes": "AQI="}}
+    assert "example_output" not in Processor("x", "y", example=1).description()

@@ -50,7 +50,8 @@ class Processor:
 
     ``name`` is the processor's name (its executable is ``offload-NAME``), ``summary`` one
     line saying what it does, ``example`` an input it accepts (shown by ``--describe``, in the
-    JSON form), ``version`` its own version. ``persistent=False`` opts out of persistent mode,
+    JSON form), ``example_output`` a result for it (also shown by ``--describe``, so that an
+    author learns the result's shape without running it), ``version`` its own version. ``persistent=False`` opts out of persistent mode,
     for a function that must not run twice in a process (one that leaks, or changes global
     state it cannot put back). ``max_input_bytes`` (default 1 GiB; ``OFFLOAD_MAX_INPUT_BYTES``
     overrides it) and ``max_depth`` (default 128) bound the input.
@@ -62,6 +63,7 @@ class Processor:
         summary: str,
         *,
         example: Any = None,
+        example_output: Any = None,
         version: Optional[str] = None,
         persistent: bool = True,
         max_input_bytes: int = DEFAULT_MAX_BYTES,
@@ -70,6 +72,7 @@ class Processor:
         self.name = name
         self.summary = summary
         self.example = example
+        self.example_output = example_output
         self.version = version
         self.persistent = persistent
         self.max_input_bytes = max_input_bytes
@@ -88,6 +91,8 @@ class Processor:
             "protocol": frame.PROTOCOL_VERSION,
             "example_input": to_json_form(self.example),
         }
+        if self.example_output is not None:
+            description["example_output"] = to_json_form(self.example_output)
         if self.version is not None:
             description["version"] = self.version
         description["persistent"] = self.persistent

@@ -89,6 +89,8 @@ mod job_imp {
         #[property(get)]
         pub pid: Cell<u32>,
         pub error: RefCell<Option<JobError>>,
+        /// When it started running, for the live elapsed time.
+        pub started: Cell<Option<std::time::Instant>>,
     }
 
     #[glib::object_subclass]
@@ -153,6 +155,7 @@ impl JobObject {
 
     fn started(&self, pid: u32, worker: Option<WorkerRun>) {
         let _guard = self.freeze_notify();
+        self.imp().started.set(Some(std::time::Instant::now()));
         self.set_state(state::RUNNING);
         self.imp().pid.set(pid);
         self.notify_pid();
@@ -183,13 +186,18 @@ impl JobObject {
             error.map_or("", |e| e.kind.as_str()),
             "failure-kind",
         );
-        self.set_text(
-            &imp.reason,
-            &error.map_or(String::new(), |e| e.message.clone()),
-            "reason",
-        );
+        self.set_text(&imp.reason, &error.map_or(String::new(), reason), "reason");
         imp.error.replace(error.cloned());
         self.set_state(new);
+    }
+}
+
+/// A failure's message, and the processor's own kind when it reported one ("bad header
+/// (invalid_input)"), apart from offload's kind (the `failure-kind` property).
+fn reason(error: &JobError) -> String {
+    match error.reported.as_ref().and_then(|r| r.kind.as_ref()) {
+        Some(kind) => format!("{} ({kind})", error.message),
+        None => error.message.clone(),
     }
 }
 
@@ -209,8 +217,13 @@ mod list_imp {
     #[properties(wrapper_type = super::JobList)]
     pub struct JobList {
         pub items: RefCell<Vec<super::JobObject>>,
-        /// Position of each listed job.
-        pub index: RefCell<HashMap<u64, usize>>,
+        /// Rows told of but not yet in `items`: appended together, one `items-changed` for
+        /// many rows (a queue tells of thousands of jobs in one dispatch).
+        pub pending: RefCell<Vec<super::JobObject>>,
+        /// Every row by job id, listed or pending.
+        pub by_id: RefCell<HashMap<u64, super::JobObject>>,
+        /// Rows of running jobs, for [`JobList::refresh_elapsed`](super::JobList::refresh_elapsed).
+        pub running_rows: RefCell<HashMap<u64, super::JobObject>>,
         pub observer: Cell<Option<ObserverId>>,
         pub queue: RefCell<Option<Queue>>,
         /// Jobs waiting for a slot.
@@ -228,7 +241,7 @@ mod list_imp {
         /// Jobs cancelled.
         #[property(get)]
         pub cancelled: Cell<u32>,
-        /// Every job the list has seen (cleared rows included).
+        /// Jobs with a row: all of the above.
         #[property(get)]
         pub total: Cell<u32>,
         /// Overall progress from 0.0 to 1.0: ended jobs whole, running ones by their progress.
@@ -274,7 +287,7 @@ mod list_imp {
 
 glib::wrapper! {
     /// Every job of a queue, in submission order, as a `gio::ListModel` of [`JobObject`]s;
-    /// its properties are the counts and the overall progress.
+    /// its properties are the counts of its rows by state and the overall progress.
     pub struct JobList(ObjectSubclass<list_imp::JobList>)
         @implements gio::ListModel;
 }
@@ -294,35 +307,102 @@ impl JobList {
         list
     }
 
-    /// The row of job `id`, once the queue has told of it.
+    /// The row of job `id`, once the queue has told of it (it may join the list itself a
+    /// moment later: rows are appended in groups).
     pub fn job(&self, id: JobId) -> Option<JobObject> {
-        let position = *self.imp().index.borrow().get(&id.0)?;
-        self.imp().items.borrow().get(position).cloned()
+        self.imp().by_id.borrow().get(&id.0).cloned()
     }
 
-    /// Removes the rows of ended jobs (the counts stay).
+    /// Removes the rows of ended jobs; the counts are of the rows left.
     pub fn clear_finished(&self) {
+        self.remove_where(JobObject::is_finished);
+    }
+
+    /// Removes the rows of these jobs if they have ended (a running or queued job keeps its
+    /// row); the counts are of the rows left.
+    pub fn remove_finished(&self, ids: &[JobId]) {
+        let ids: std::collections::HashSet<u64> = ids.iter().map(|id| id.0).collect();
+        self.remove_where(|job| job.is_finished() && ids.contains(&job.id()));
+    }
+
+    /// Sets the `elapsed-ms` of running jobs to the time since they started: call it from a
+    /// timer for a live column (only running rows are touched).
+    pub fn refresh_elapsed(&self) {
+        for job in self.imp().running_rows.borrow().values() {
+            if let Some(started) = job.imp().started.get() {
+                job.imp()
+                    .elapsed_ms
+                    .set(started.elapsed().as_secs_f64() * 1e3);
+                job.notify_elapsed_ms();
+            }
+        }
+    }
+
+    fn remove_where(&self, remove: impl Fn(&JobObject) -> bool) {
+        self.flush_pending();
         let imp = self.imp();
-        let removed = {
+        let (before, removed) = {
             let mut items = imp.items.borrow_mut();
             let before = items.len();
-            items.retain(|item| !item.is_finished());
-            let mut index = imp.index.borrow_mut();
-            index.clear();
-            for (position, item) in items.iter().enumerate() {
-                index.insert(item.id(), position);
-            }
-            before
+            let mut removed = Vec::new();
+            items.retain(|item| {
+                let gone = remove(item);
+                if gone {
+                    removed.push(item.clone());
+                }
+                !gone
+            });
+            (before, removed)
         };
+        if removed.is_empty() {
+            return;
+        }
+        let _guard = self.freeze_notify();
+        {
+            let mut by_id = imp.by_id.borrow_mut();
+            for job in &removed {
+                by_id.remove(&job.id());
+                let cell = match job.imp().state.borrow().as_str() {
+                    state::SUCCEEDED => &imp.succeeded,
+                    state::FAILED => &imp.failed,
+                    _ => &imp.cancelled,
+                };
+                bump(cell, -1, || {});
+                bump(&imp.total, -1, || {});
+            }
+        }
+        for name in ["succeeded", "failed", "cancelled", "total"] {
+            self.notify(name);
+        }
+        self.update_fraction();
         // One change for the whole list: simpler for views than one per removed run.
         let now = imp.items.borrow().len();
-        if now != removed {
-            self.items_changed(
-                0,
-                u32::try_from(removed).unwrap_or(u32::MAX),
-                u32::try_from(now).unwrap_or(u32::MAX),
-            );
+        self.items_changed(
+            0,
+            u32::try_from(before).unwrap_or(u32::MAX),
+            u32::try_from(now).unwrap_or(u32::MAX),
+        );
+    }
+
+    /// Appends the pending rows, with one `items-changed`.
+    fn flush_pending(&self) {
+        let imp = self.imp();
+        let pending = std::mem::take(&mut *imp.pending.borrow_mut());
+        if pending.is_empty() {
+            return;
         }
+        let (position, added) = {
+            let mut items = imp.items.borrow_mut();
+            let position = items.len();
+            let added = pending.len();
+            items.extend(pending);
+            (position, added)
+        };
+        self.items_changed(
+            u32::try_from(position).unwrap_or(u32::MAX),
+            0,
+            u32::try_from(added).unwrap_or(u32::MAX),
+        );
     }
 
     fn on_event(&self, event: &QueueEvent) {
@@ -330,17 +410,25 @@ impl JobList {
         match event {
             QueueEvent::Queued { id, processor } => {
                 let object = JobObject::new(*id, processor);
-                let position = {
-                    let mut items = imp.items.borrow_mut();
-                    items.push(object);
-                    items.len() - 1
+                imp.by_id.borrow_mut().insert(id.0, object.clone());
+                let first = {
+                    let mut pending = imp.pending.borrow_mut();
+                    pending.push(object);
+                    pending.len() == 1
                 };
-                imp.index.borrow_mut().insert(id.0, position);
+                if first {
+                    // After this dispatch: every row it tells of joins the list at once.
+                    let weak = self.downgrade();
+                    glib::MainContext::ref_thread_default().spawn_local(async move {
+                        if let Some(list) = weak.upgrade() {
+                            list.flush_pending();
+                        }
+                    });
+                }
                 let _guard = self.freeze_notify();
                 bump(&imp.queued, 1, || self.notify_queued());
                 bump(&imp.total, 1, || self.notify_total());
                 self.update_fraction();
-                self.items_changed(u32::try_from(position).unwrap_or(u32::MAX), 0, 1);
             }
             QueueEvent::Started { id, pid, worker } => {
                 let Some(job) = self.job(*id) else { return };
@@ -350,6 +438,7 @@ impl JobList {
                     bump(&imp.running, 1, || self.notify_running());
                 }
                 job.started(*pid, *worker);
+                imp.running_rows.borrow_mut().insert(id.0, job);
             }
             QueueEvent::Progress {
                 id,
@@ -369,6 +458,7 @@ impl JobList {
             QueueEvent::Finished { id, error, stats } => {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
+                imp.running_rows.borrow_mut().remove(&id.0);
                 if job.imp().state.borrow().as_str() == state::RUNNING {
                     bump(&imp.running, -1, || self.notify_running());
                     imp.running_progress

@@ -32,10 +32,10 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
             let fractions = fractions.clone();
             list.connect_fraction_notify(move |list| fractions.borrow_mut().push(list.fraction()));
         }
-        let added: Rc<RefCell<u32>> = Rc::default();
+        let added: Rc<RefCell<Vec<u32>>> = Rc::default();
         {
             let added = added.clone();
-            list.connect_items_changed(move |_, _, _, n| *added.borrow_mut() += n);
+            list.connect_items_changed(move |_, _, _, n| added.borrow_mut().push(n));
         }
         let job = diag_job();
         let inputs = [
@@ -58,7 +58,8 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
         while list.n_items() < 4 {
             common::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(*added.borrow(), 4);
+        // One change for the four rows told in one dispatch.
+        assert_eq!(*added.borrow(), [4]);
         assert_eq!(list.total(), 4);
         let all = rows(&list);
         assert_eq!(
@@ -96,6 +97,11 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
             common::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!((list.queued(), list.running()), (0, 2));
+        // A timer makes the running rows' elapsed time live.
+        common::sleep(Duration::from_millis(50)).await;
+        list.refresh_elapsed();
+        let long = list.job(ids[2]).expect("row");
+        assert!(long.elapsed_ms() > 0.0, "{}", long.elapsed_ms());
         queue.cancel_all();
         while list.cancelled() < 2 {
             common::sleep(Duration::from_millis(5)).await;
@@ -126,9 +132,11 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
             "{fractions:?}"
         );
 
-        // Clearing ended rows keeps the counts.
+        // Removing rows: the counts are of the rows left.
+        list.remove_finished(&[ids[1]]);
+        assert_eq!((list.n_items(), list.failed(), list.total()), (3, 0, 3));
         list.clear_finished();
-        assert_eq!((list.n_items(), list.total()), (0, 4));
+        assert_eq!((list.n_items(), list.total(), list.succeeded()), (0, 0, 0));
     });
 }
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use gtk::glib;
 use gtk::prelude::*;
-use offload::app::job_object::{state, JobObject, JobOutput};
+use offload::app::record::JobOutput;
 use offload::app::Window;
+use offload::model::{state, JobObject};
 use offload::{JobId, Processor};
 
 fn text(bytes: &[u8]) -> String {
@@ -237,8 +238,8 @@ fn rows(window: &Window) -> Vec<JobObject> {
 }
 
 /// (pid, started_ns, finished_ns) from a finished diag job's result.
-fn diag_times(job: &JobObject) -> (u64, u64, u64) {
-    let Some(JobOutput::Value(value)) = job.record().and_then(|r| r.output) else {
+fn diag_times(window: &Window, job: &JobObject) -> (u64, u64, u64) {
+    let Some(JobOutput::Value(value)) = window.record(job.job_id()).and_then(|r| r.output) else {
         panic!("job {} has no result", job.id());
     };
     let get = |key: &str| -> u64 {
@@ -257,7 +258,7 @@ fn run_times(window: &Window) -> Vec<(u64, u64)> {
     rows(window)
         .iter()
         .map(|job| {
-            let (_, started, finished) = diag_times(job);
+            let (_, started, finished) = diag_times(window, job);
             (started, finished)
         })
         .collect()
@@ -297,15 +298,17 @@ fn pause_stops_new_jobs_from_starting_until_resumed() {
     assert!(
         rows(&window)
             .iter()
-            .all(|j| j.record().and_then(|r| r.stats.pid).is_none()),
+            .all(|j| Some(j.pid()).filter(|pid| *pid > 0).is_none()),
         "no process ran"
     );
     WidgetExt::activate_action(&window, "win.pause", None).expect("resume");
     assert!(!window.queue().is_paused());
     assert!(run_until(Duration::from_secs(20), || window.is_idle()));
     assert_eq!(window.state_counts().succeeded, 3);
-    let pids: std::collections::HashSet<u64> =
-        rows(&window).iter().map(|j| diag_times(j).0).collect();
+    let pids: std::collections::HashSet<u64> = rows(&window)
+        .iter()
+        .map(|j| diag_times(&window, j).0)
+        .collect();
     // diag serves jobs on persistent workers: at most the window's two ran them.
     assert!(
         (1..=2).contains(&pids.len()),
@@ -356,7 +359,7 @@ fn cancel_selected_stops_only_the_selected_job_and_its_process() {
     let window = window(2);
     add_sleepers(&window, 2, 2);
     let jobs = rows(&window);
-    let first_pid = jobs[0].record().and_then(|r| r.stats.pid).expect("started");
+    let first_pid = Some(jobs[0].pid()).filter(|pid| *pid > 0).expect("started");
     window.select_jobs(&[jobs[0].job_id()]);
     WidgetExt::activate_action(&window, "win.cancel-selected", None).expect("cancel-selected");
     assert!(run_until(Duration::from_secs(5), || jobs[0].state()
@@ -389,7 +392,7 @@ fn retry_failed_runs_the_failed_jobs_again() {
     let first_pids: Vec<u32> = rows(&window)
         .iter()
         .filter(|j| j.state() == state::FAILED)
-        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
     WidgetExt::activate_action(&window, "win.retry-failed", None).expect("retry-failed");
     assert!(run_until(Duration::from_secs(10), || window.is_idle()));
@@ -399,7 +402,7 @@ fn retry_failed_runs_the_failed_jobs_again() {
     assert_eq!(retried.len(), 2);
     for job in retried {
         assert!(job.id() >= 3, "a new job: {}", job.id());
-        let pid = job.record().and_then(|r| r.stats.pid).expect("it ran");
+        let pid = Some(job.pid()).filter(|pid| *pid > 0).expect("it ran");
         assert!(!first_pids.contains(&pid), "a new process ran");
         assert!(
             job.reason().contains("exited with code"),
@@ -425,7 +428,7 @@ fn stopping_all_jobs_leaves_no_process() {
         == 3));
     let pids: Vec<u32> = rows(&window)
         .iter()
-        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
     let started = Instant::now();
     window.stop_all_jobs();
@@ -483,7 +486,7 @@ fn closing_with_jobs_running_asks_first_then_stops_every_process() {
     add_sleepers(&window, 3, 2);
     let pids: Vec<u32> = rows(&window)
         .iter()
-        .filter_map(|j| j.record().and_then(|r| r.stats.pid))
+        .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
     window.close();
     run_until(Duration::from_millis(200), || false);
@@ -539,8 +542,9 @@ fn the_sandbox_toggle_confines_the_processors_of_new_jobs() {
     window.add_jobs(&diag(), vec![probe]);
     assert!(run_until(Duration::from_secs(20), || window.is_idle()));
     let job = rows(&window).pop().expect("a row");
-    let Some(JobOutput::Value(value)) = job.record().and_then(|r| r.output) else {
-        panic!("no result: {:?}", job.record().and_then(|r| r.error));
+    let record = window.record(job.job_id());
+    let Some(JobOutput::Value(value)) = record.clone().and_then(|r| r.output) else {
+        panic!("no result: {:?}", record.and_then(|r| r.error));
     };
     let probes = value
         .as_map()
@@ -594,11 +598,12 @@ fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
     );
     assert!(run_until(Duration::from_secs(30), || window.is_idle()));
     for job in rows(&window) {
-        let record = job.record().expect("a record");
+        let record = window.record(job.job_id()).expect("a record");
         assert!(record.error.is_none(), "{:?}", record.error);
         assert_eq!(record.stats.host.as_deref(), Some("offload-a"));
-        let worker: String = job.property("worker");
-        assert!(worker.starts_with("offload-a"), "{worker:?}");
+        // The Worker column shows the host and the worker ("offload-a · worker 1 · job 2").
+        assert_eq!(job.host(), "offload-a");
+        assert!(job.worker().starts_with("worker "), "{:?}", job.worker());
     }
     window.close();
 }

@@ -7,7 +7,8 @@ use gtk::prelude::*;
 use gtk::subclass::prelude::*;
 use gtk::{gdk, gio, glib, CompositeTemplate};
 
-use super::job_object::{JobObject, JobOutput, JobRecord};
+use super::record::{JobOutput, JobRecord};
+use crate::model::JobObject;
 use crate::sdk::decode::{decode_one, DecodeLimits};
 use crate::sdk::json::cbor_to_json;
 
@@ -89,10 +90,10 @@ impl JobInspector {
         self.imp().result_label.label().to_string()
     }
 
-    /// Shows `job`.
-    pub fn show_job(&self, job: &JobObject) {
+    /// Shows `job`, with what the app kept of it.
+    pub fn show_job(&self, job: &JobObject, record: Option<JobRecord>) {
         let imp = self.imp();
-        let Some(record) = job.record() else {
+        let Some(record) = record else {
             return;
         };
         imp.title_label

@@ -4,7 +4,7 @@
 use gtk::glib;
 use gtk::prelude::*;
 
-use super::job_object::JobObject;
+use crate::model::JobObject;
 
 /// Adds the id, processor, state, progress, elapsed, memory, worker and reason columns.
 pub fn add_columns(view: &gtk::ColumnView) {
@@ -73,7 +73,7 @@ pub fn add_columns(view: &gtk::ColumnView) {
     memory.set_fixed_width(120);
     view.append_column(&memory);
 
-    let worker = label_column("Worker", "worker", string_of);
+    let worker = worker_column();
     worker.set_sorter(Some(&text("worker")));
     worker.set_fixed_width(170);
     view.append_column(&worker);
@@ -113,6 +113,39 @@ fn label_column(
             .bind(&label, "label", gtk::Widget::NONE);
     });
     let column = gtk::ColumnViewColumn::new(Some(title), Some(factory));
+    column.set_resizable(true);
+    column
+}
+
+/// Where a job runs: "offload-a · worker 3 · job 17" (the host, when a launcher ran it, and
+/// the persistent worker).
+fn worker_column() -> gtk::ColumnViewColumn {
+    let factory = gtk::SignalListItemFactory::new();
+    factory.connect_setup(|_, item| {
+        let Some(item) = item.downcast_ref::<gtk::ListItem>() else {
+            return;
+        };
+        let label = gtk::Label::builder()
+            .xalign(0.0)
+            .ellipsize(gtk::pango::EllipsizeMode::End)
+            .build();
+        item.set_child(Some(&label));
+        let job = item.property_expression("item");
+        let host = job.chain_property::<JobObject>("host");
+        let worker = job.chain_property::<JobObject>("worker");
+        gtk::ClosureExpression::new::<String>(
+            [host, worker],
+            glib::closure!(|_: Option<glib::Object>, host: String, worker: String| {
+                [host, worker]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            }),
+        )
+        .bind(&label, "label", gtk::Widget::NONE);
+    });
+    let column = gtk::ColumnViewColumn::new(Some("Worker"), Some(factory));
     column.set_resizable(true);
     column
 }

@@ -3,9 +3,9 @@
 
 pub mod inspector;
 pub mod job_list;
-pub mod job_object;
 pub mod mosaic_view;
 pub mod pacing;
+pub mod record;
 pub mod stall;
 pub mod window;
 

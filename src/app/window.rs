@@ -13,12 +13,13 @@ use adw::subclass::prelude::*;
 use gtk::{gdk, gio, glib, CompositeTemplate};
 
 use super::inspector::JobInspector;
-use super::job_object::{state, JobKind, JobObject, JobOutput, JobRecord};
 use super::mosaic_view::{MosaicView, TileState};
 use super::pacing::Pacer;
+use super::record::{JobKind, JobOutput, JobRecord};
+use crate::model::{state, JobList, JobObject};
 use crate::mosaic::{Mosaic, Tile, TileOutput};
 use crate::sdk::Description;
-use crate::{FailureKind, Finished, Job, JobId, Processor, Queue, QueueEvent};
+use crate::{Finished, Job, JobId, Processor, Queue, QueueEvent};
 
 /// How often the status area and the elapsed times refresh.
 const TICK: Duration = Duration::from_millis(250);
@@ -97,13 +98,12 @@ mod imp {
         pub launcher_entry: TemplateChild<gtk::Entry>,
 
         pub queue: RefCell<Option<Queue>>,
-        pub jobs: RefCell<Option<gio::ListStore>>,
+        /// The rows: the library's job model, which the queue's events keep up to date.
+        pub jobs: RefCell<Option<JobList>>,
         pub selection: RefCell<Option<gtk::MultiSelection>>,
         pub filter: RefCell<Option<gtk::CustomFilter>>,
-        pub by_id: RefCell<HashMap<JobId, JobObject>>,
-        /// The jobs running now (a subset of `by_id`).
-        pub running: RefCell<HashMap<JobId, JobObject>>,
-        pub counts: Cell<StateCounts>,
+        /// What the app keeps of each listed job besides its row.
+        pub records: RefCell<HashMap<JobId, JobRecord>>,
         pub finish_times: RefCell<VecDeque<Instant>>,
         /// Results not yet handed back by their handles.
         pub outstanding: Cell<usize>,
@@ -263,18 +263,38 @@ impl Window {
         self.imp().queue.borrow().clone().unwrap_or_default()
     }
 
-    /// The job list's model (every job not cleared).
-    pub fn jobs(&self) -> gio::ListStore {
+    /// The job list's model (every job not cleared): the library's [`JobList`].
+    pub fn jobs(&self) -> JobList {
         self.imp()
             .jobs
             .borrow()
             .clone()
-            .unwrap_or_else(gio::ListStore::new::<JobObject>)
+            .unwrap_or_else(|| JobList::new(&self.queue()))
     }
 
     /// The row of a job.
     pub fn job(&self, id: JobId) -> Option<JobObject> {
-        self.imp().by_id.borrow().get(&id).cloned()
+        self.imp().jobs.borrow().as_ref()?.job(id)
+    }
+
+    /// What the app keeps of a listed job besides its row.
+    pub fn record(&self, id: JobId) -> Option<JobRecord> {
+        self.imp().records.borrow().get(&id).cloned()
+    }
+
+    /// Changes a job's record in place.
+    fn update_record(&self, id: JobId, change: impl FnOnce(&mut JobRecord)) {
+        if let Some(record) = self.imp().records.borrow_mut().get_mut(&id) {
+            change(record);
+        }
+    }
+
+    /// The tile a demo job renders.
+    fn tile(&self, id: JobId) -> Option<Tile> {
+        match &self.imp().records.borrow().get(&id)?.kind {
+            JobKind::Tile(tile) => Some(tile.clone()),
+            JobKind::Batch => None,
+        }
     }
 
     /// The inspector pane.
@@ -289,7 +309,16 @@ impl Window {
 
     /// Jobs by the state their rows show.
     pub fn state_counts(&self) -> StateCounts {
-        self.imp().counts.get()
+        let Some(jobs) = self.imp().jobs.borrow().clone() else {
+            return StateCounts::default();
+        };
+        StateCounts {
+            queued: jobs.queued() as usize,
+            running: jobs.running() as usize,
+            succeeded: jobs.succeeded() as usize,
+            failed: jobs.failed() as usize,
+            cancelled: jobs.cancelled() as usize,
+        }
     }
 
     /// Whether every submitted job has ended and handed back its result.
@@ -401,13 +430,15 @@ impl Window {
                 }
             }
         ));
+        imp.queue.replace(Some(queue.clone()));
+        // The rows' model first: it hears each event before the window's own observer, which
+        // reads its counts.
+        self.setup_job_list();
         queue.connect_events(glib::clone!(
             #[weak(rename_to = window)]
             self,
             move |event| window.on_queue_event(event)
         ));
-        imp.queue.replace(Some(queue));
-        self.setup_job_list();
         self.load_processors();
         let tick = glib::timeout_add_local(
             TICK,
@@ -428,7 +459,7 @@ impl Window {
 
     fn setup_job_list(&self) {
         let imp = self.imp();
-        let store = gio::ListStore::new::<JobObject>();
+        let store = JobList::new(&self.queue());
         let filter = gtk::CustomFilter::new(glib::clone!(
             #[weak(rename_to = window)]
             self,
@@ -535,19 +566,15 @@ impl Window {
         self.imp().mosaic.set(Some(mosaic));
         self.imp().mosaic_view.set_mosaic(mosaic, &tiles);
         self.imp().stack.set_visible_child_name("mosaic");
-        let rows: Vec<JobObject> = tiles
-            .into_iter()
-            .filter_map(|tile| {
-                // A few bytes each: encoding them here costs less than a thread hop.
-                let mut cbor = Vec::new();
-                if let Err(err) = ciborium::into_writer(&tile.input, &mut cbor) {
-                    self.toast(&format!("Cannot encode a tile: {err}"));
-                    return None;
-                }
-                self.submit(processor.clone(), JobKind::Tile(tile), Arc::new(cbor))
-            })
-            .collect();
-        self.append_rows(&rows);
+        for tile in tiles {
+            // A few bytes each: encoding them here costs less than a thread hop.
+            let mut cbor = Vec::new();
+            if let Err(err) = ciborium::into_writer(&tile.input, &mut cbor) {
+                self.toast(&format!("Cannot encode a tile: {err}"));
+                continue;
+            }
+            self.submit(processor.clone(), JobKind::Tile(tile), Arc::new(cbor));
+        }
     }
 
     /// Adds one job per input, for `processor`. The inputs are encoded on a worker thread
@@ -615,14 +642,12 @@ impl Window {
         let began = Instant::now();
         let slice: Vec<_> = feed.inputs.by_ref().take(feed.pacer.next()).collect();
         let taken = slice.len();
-        let rows: Vec<JobObject> = slice
-            .into_iter()
-            .filter_map(|input| self.submit(feed.processor.clone(), JobKind::Batch, input))
-            .collect();
+        for input in slice {
+            self.submit(feed.processor.clone(), JobKind::Batch, input);
+        }
         let imp = self.imp();
         imp.unsubmitted
             .set(imp.unsubmitted.get().saturating_sub(taken));
-        self.append_rows(&rows);
         feed.pacer.record(taken, began.elapsed());
         if feed.inputs.len() == 0 {
             self.refresh_status();
@@ -700,15 +725,15 @@ impl Window {
         ));
     }
 
-    /// Submits one job and returns its row, to be added to the list by the caller (in one
-    /// batch: one list update for thousands of jobs instead of one each). Nothing here is
-    /// proportional to the input's size: it is encoded already and shared with the queue.
+    /// Submits one job and keeps its record; its row comes from the job model when the queue
+    /// tells of it (rows told together join the list together). Nothing here is proportional
+    /// to the input's size: it is encoded already and shared with the queue.
     fn submit(
         &self,
         processor: Processor,
         kind: JobKind,
         input: super::EncodedInput,
-    ) -> Option<JobObject> {
+    ) -> Option<JobId> {
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
@@ -728,8 +753,6 @@ impl Window {
             stats: Default::default(),
             started_at: None,
         };
-        // Count it as queued before the queue can report on it.
-        self.change_counts(None, Some(state::QUEUED));
         // One weak reference for all pending jobs: GLib keeps an object's weak references in
         // a list, and clearing one of ten thousand walks it.
         let window = imp.weak_self.clone();
@@ -757,113 +780,43 @@ impl Window {
         };
         match id {
             Ok(id) => {
-                let object = JobObject::new(id, record);
-                imp.by_id.borrow_mut().insert(id, object.clone());
+                imp.records.borrow_mut().insert(id, record);
                 imp.outstanding.set(imp.outstanding.get() + 1);
                 imp.work_started.set(true);
-                Some(object)
+                Some(id)
             }
             Err(err) => {
-                self.change_counts(Some(state::QUEUED), None);
                 self.toast(&err.to_string());
                 None
             }
         }
     }
 
-    fn append_rows(&self, rows: &[JobObject]) {
-        let store = self.jobs();
-        store.splice(store.n_items(), 0, rows);
-    }
-
-    fn change_counts(&self, from: Option<&str>, to: Option<&str>) {
-        let mut counts = self.imp().counts.get();
-        for (name, delta) in [(from, -1isize), (to, 1)] {
-            let slot = match name {
-                Some(state::QUEUED) => &mut counts.queued,
-                Some(state::RUNNING) => &mut counts.running,
-                Some(state::SUCCEEDED) => &mut counts.succeeded,
-                Some(state::FAILED) => &mut counts.failed,
-                Some(state::CANCELLED) => &mut counts.cancelled,
-                _ => continue,
-            };
-            *slot = slot.saturating_add_signed(delta);
-        }
-        self.imp().counts.set(counts);
-    }
-
-    fn set_state(&self, job: &JobObject, new: &str) {
-        let old = job.state();
-        if old != new {
-            self.change_counts(Some(&old), Some(new));
-            job.set_state(new);
-        }
-    }
-
+    /// What the window does with the queue's events besides the rows (which the job model
+    /// keeps): the records for the inspector, the mosaic's tiles, the rate, the unattended
+    /// steps.
     fn on_queue_event(&self, event: &QueueEvent) {
         match event {
-            QueueEvent::Queued { .. } => {}
+            QueueEvent::Queued { .. } | QueueEvent::Progress { .. } => {}
             QueueEvent::Started { id, pid, worker } => {
-                let Some(job) = self.job(*id) else { return };
-                self.set_state(&job, state::RUNNING);
-                job.set_worker_run(*worker);
-                self.imp().running.borrow_mut().insert(*id, job.clone());
-                job.update_record(|r| {
+                self.update_record(*id, |r| {
                     r.started_at = Some(Instant::now());
                     r.stats.pid = Some(*pid);
                     r.stats.worker = *worker;
                 });
-                if let Some(tile) = job.tile() {
+                if let Some(tile) = self.tile(*id) {
                     self.imp()
                         .mosaic_view
                         .set_tile_state(tile.x, tile.y, TileState::Running);
                 }
             }
-            QueueEvent::Progress { id, fraction, .. } => {
-                if let Some(job) = self.job(*id) {
-                    job.set_progress(fraction.clamp(0.0, 1.0));
-                }
-            }
             QueueEvent::Finished { id, error, stats } => {
-                self.imp().running.borrow_mut().remove(id);
-                let Some(job) = self.job(*id) else { return };
-                let new = match error {
-                    None => state::SUCCEEDED,
-                    Some(e) if e.kind == FailureKind::Cancelled => state::CANCELLED,
-                    Some(_) => state::FAILED,
-                };
-                self.set_state(&job, new);
-                if error.is_none() {
-                    job.set_progress(1.0);
-                }
-                if let Some(host) = &stats.host {
-                    let worker = super::job_object::worker_label(stats.worker);
-                    job.set_worker(if worker.is_empty() {
-                        host.clone()
-                    } else {
-                        format!("{host} · {worker}")
-                    });
-                }
-                job.set_elapsed_ms(stats.wall.as_secs_f64() * 1000.0);
-                job.set_peak_rss(stats.peak_rss_bytes);
-                job.set_reason(
-                    error
-                        .as_ref()
-                        .map(
-                            |e| match e.reported.as_ref().and_then(|r| r.kind.as_ref()) {
-                                // The processor's own kind, apart from offload's.
-                                Some(kind) => format!("{} ({kind})", e.message),
-                                None => e.message.clone(),
-                            },
-                        )
-                        .unwrap_or_default(),
-                );
-                job.update_record(|r| {
+                self.update_record(*id, |r| {
                     r.stats = stats.clone();
                     r.error = error.clone();
                 });
                 if error.is_some() {
-                    if let Some(tile) = job.tile() {
+                    if let Some(tile) = self.tile(*id) {
                         self.imp()
                             .mosaic_view
                             .set_tile_state(tile.x, tile.y, TileState::Failed);
@@ -911,17 +864,17 @@ impl Window {
                     tile.y,
                     TileState::Done(texture.clone()),
                 );
-                if let Some(job) = self.job(finished.id) {
-                    job.update_record(|r| r.output = Some(JobOutput::Tile(texture)));
-                }
+                self.update_record(finished.id, |r| r.output = Some(JobOutput::Tile(texture)));
             }
         }
         self.result_arrived();
     }
 
     fn on_value_finished(&self, finished: Finished<ciborium::Value>) {
-        if let (Ok(value), Some(job)) = (finished.result, self.job(finished.id)) {
-            job.update_record(|r| r.output = Some(JobOutput::Value(Rc::new(value))));
+        if let Ok(value) = finished.result {
+            self.update_record(finished.id, |r| {
+                r.output = Some(JobOutput::Value(Rc::new(value)))
+            });
         }
         self.result_arrived();
     }
@@ -941,7 +894,7 @@ impl Window {
         let inspector = &self.imp().inspector;
         match self.selected_jobs().first() {
             Some(job) => {
-                inspector.show_job(job);
+                inspector.show_job(job, self.record(job.job_id()));
                 inspector.set_visible(true);
             }
             None => inspector.set_visible(false),
@@ -973,64 +926,39 @@ impl Window {
     }
 
     fn retry_failed(&self) {
-        let failed: Vec<JobObject> = self
-            .imp()
-            .by_id
-            .borrow()
-            .values()
+        let jobs = self.jobs();
+        let mut failed: Vec<JobId> = (0..jobs.n_items())
+            .filter_map(|i| jobs.item(i).and_downcast::<JobObject>())
             .filter(|j| j.state() == state::FAILED || j.state() == state::CANCELLED)
-            .cloned()
+            .map(|j| j.job_id())
             .collect();
-        let mut failed = failed;
-        failed.sort_by_key(JobObject::id);
-        for job in &failed {
-            self.forget(job);
-        }
-        let mut rows = Vec::new();
-        for job in failed {
-            if let Some(record) = job.record() {
-                if let JobKind::Tile(tile) = &record.kind {
-                    self.imp()
-                        .mosaic_view
-                        .set_tile_state(tile.x, tile.y, TileState::Queued);
-                }
-                rows.extend(self.submit(record.processor, record.kind, record.input));
+        failed.sort_by_key(|id| id.0);
+        jobs.remove_finished(&failed);
+        for id in failed {
+            let Some(record) = self.imp().records.borrow_mut().remove(&id) else {
+                continue;
+            };
+            if let JobKind::Tile(tile) = &record.kind {
+                self.imp()
+                    .mosaic_view
+                    .set_tile_state(tile.x, tile.y, TileState::Queued);
             }
+            self.submit(record.processor, record.kind, record.input);
         }
-        self.append_rows(&rows);
     }
 
     fn clear_finished(&self) {
-        let finished: Vec<JobObject> = self
-            .imp()
-            .by_id
-            .borrow()
-            .values()
-            .filter(|j| j.is_finished())
-            .cloned()
-            .collect();
-        for job in &finished {
-            self.forget(job);
-        }
-    }
-
-    /// Removes a finished job's row.
-    fn forget(&self, job: &JobObject) {
-        self.change_counts(Some(&job.state()), None);
-        self.imp().by_id.borrow_mut().remove(&job.job_id());
-        let store = self.jobs();
-        if let Some(position) = store.find(job) {
-            store.remove(position);
-        }
+        let jobs = self.jobs();
+        jobs.clear_finished();
+        self.imp()
+            .records
+            .borrow_mut()
+            .retain(|id, _| jobs.job(*id).is_some());
     }
 
     fn on_tick(&self) {
-        // Only running jobs change on their own; with 100,000 rows, look at those alone.
-        for job in self.imp().running.borrow().values() {
-            if let Some(started) = job.started_at() {
-                job.set_elapsed_ms(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
+        // Only running jobs change on their own; the model looks at those alone.
+        self.jobs().refresh_elapsed();
         self.refresh_status();
     }
 

@@ -1,0 +1,41 @@
+//! What the app keeps of a job besides its row (the row is the library's
+//! [`crate::model::JobObject`]): what it is for, its input, its output, and how it ran, for the
+//! inspector and the retry action.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::mosaic::Tile;
+use crate::{JobError, Processor, RunStats};
+
+/// What a job is for, so that a retry can do the same with its result.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// A tile of the Mandelbrot demo.
+    Tile(Tile),
+    /// A job added by the user; its result is kept for the inspector.
+    Batch,
+}
+
+/// What a finished job produced, for the inspector.
+#[derive(Debug, Clone)]
+pub enum JobOutput {
+    /// A demo tile, already a texture.
+    Tile(gtk::gdk::Texture),
+    /// Any other processor's result, decoded off the main thread.
+    Value(Rc<ciborium::Value>),
+}
+
+/// The parts of a job that are not shown in columns.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub processor: Processor,
+    pub kind: JobKind,
+    /// The input as the CBOR item sent, shared with the queue (kept once, however large):
+    /// retries send it again, the inspector decodes it off the main thread to show it.
+    pub input: Arc<Vec<u8>>,
+    pub output: Option<JobOutput>,
+    pub error: Option<JobError>,
+    pub stats: RunStats,
+    pub started_at: Option<std::time::Instant>,
+}

@@ -85,6 +85,14 @@ pub fn add_columns(view: &gtk::ColumnView) {
     view.append_column(&reason);
 }
 
+/// A cell's label: left-aligned, ellipsized.
+fn cell_label() -> gtk::Label {
+    gtk::Label::builder()
+        .xalign(0.0)
+        .ellipsize(gtk::pango::EllipsizeMode::End)
+        .build()
+}
+
 fn string_of(value: &glib::Value) -> String {
     value.get::<String>().unwrap_or_default()
 }
@@ -100,10 +108,7 @@ fn label_column(
         let Some(item) = item.downcast_ref::<gtk::ListItem>() else {
             return;
         };
-        let label = gtk::Label::builder()
-            .xalign(0.0)
-            .ellipsize(gtk::pango::EllipsizeMode::End)
-            .build();
+        let label = cell_label();
         item.set_child(Some(&label));
         item.property_expression("item")
             .chain_property::<JobObject>(property)
@@ -125,10 +130,7 @@ fn worker_column() -> gtk::ColumnViewColumn {
         let Some(item) = item.downcast_ref::<gtk::ListItem>() else {
             return;
         };
-        let label = gtk::Label::builder()
-            .xalign(0.0)
-            .ellipsize(gtk::pango::EllipsizeMode::End)
-            .build();
+        let label = cell_label();
         item.set_child(Some(&label));
         let job = item.property_expression("item");
         let host = job.chain_property::<JobObject>("host");

@@ -12,10 +12,11 @@ use common::{bin, path_with_bins, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
 
 /// The Rust example processors and their sample inputs in data/.
-const RUST_PROCESSORS: [(&str, &str); 3] = [
+const RUST_PROCESSORS: [(&str, &str); 4] = [
     ("mandelbrot", "data/mandelbrot.json"),
     ("blur", "data/blur.json"),
     ("jitter", "data/sphere.json"),
+    ("thumbnail", "data/thumbnail.json"),
 ];
 
 /// Runs a shell command line from the repository root with the built binaries on PATH.
@@ -365,4 +366,73 @@ fn shape(value: &serde_json::Value) -> String {
             format!("{{{}}}", fields.join(", "))
         }
     }
+}
+
+#[test]
+fn declared_parameters_are_checked_by_the_sdk_in_both_modes() {
+    let image = std::fs::read(common::root().join("data/images/plasma.jpg")).expect("sample");
+    let input = |size: i64| {
+        serde_json::json!({
+            "image": {"$bytes": base64_of(&image)},
+            "size": size,
+        })
+        .to_string()
+    };
+    let exe = bin("offload-thumbnail");
+    // One process per job: exit 65 and a message naming the parameter and its range.
+    let out = run_with_input(&exe, &["--json"], input(0).as_bytes());
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("parameter size: expected an integer from 1 to 8192, got 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_with_input(&exe, &["--json"], input(100).as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (result["width"].as_u64(), result["height"].as_u64()),
+        (Some(100), Some(75))
+    );
+    // On a persistent worker: the job fails as invalid input, and the worker goes on.
+    let job =
+        offload::Job::new(offload::Processor::at(&exe)).persistence(offload::Persistence::Always);
+    let finished = common::on_main_context(|| async {
+        let queue = offload::Queue::with_max_running(1);
+        let handles: Vec<_> = [0, 64]
+            .iter()
+            .map(|size| {
+                let input = Value::Map(vec![
+                    (Value::Text("image".into()), Value::Bytes(image.clone())),
+                    (Value::Text("size".into()), Value::Integer((*size).into())),
+                ]);
+                queue.submit::<_, Value>(&job, &input).expect("submit")
+            })
+            .collect();
+        let mut finished = Vec::new();
+        for handle in handles {
+            finished.push(handle.finished().await);
+        }
+        finished
+    });
+    let error = finished[0].result.as_ref().expect_err("refused");
+    let reported = error.reported.as_ref().expect("the processor's report");
+    assert_eq!(reported.kind.as_deref(), Some("invalid_input"));
+    assert!(
+        reported.error.contains("parameter size"),
+        "{}",
+        reported.error
+    );
+    assert!(finished[1].result.is_ok(), "{:?}", finished[1].result);
+    assert_eq!(
+        finished[0].stats.worker.map(|w| w.worker),
+        finished[1].stats.worker.map(|w| w.worker)
+    );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    offload::sdk::json::cbor_to_json(&ciborium::Value::Bytes(bytes.to_vec()))["$bytes"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

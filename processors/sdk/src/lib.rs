@@ -34,6 +34,7 @@ pub mod error;
 pub mod frame;
 pub mod json;
 pub mod number;
+pub mod params;
 mod persistent;
 pub mod processor;
 pub mod protocol;
@@ -41,6 +42,7 @@ pub mod sequence;
 
 pub use context::Context;
 pub use error::{Error, ErrorKind};
+pub use params::{Files, Parameter, ParameterKind};
 pub use processor::Processor;
 pub use protocol::{Description, ErrorReport, ProgressItem, PROTOCOL_VERSION};
 /// Re-exported so processors can mark binary fields as CBOR byte strings without another dependency.

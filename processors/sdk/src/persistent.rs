@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::decode::{decode_one, DecodeLimits};
+use crate::decode::DecodeLimits;
 use crate::error::{Error, ErrorKind, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_PANIC};
 use crate::frame::{self, Frame};
 use crate::protocol::PROTOCOL_VERSION;
@@ -73,6 +73,8 @@ pub(crate) struct Worker<'a> {
     pub name: &'a str,
     pub version: Option<&'a str>,
     pub limits: DecodeLimits,
+    /// Declared parameters, checked in every input.
+    pub parameters: &'a [crate::params::Parameter],
 }
 
 /// Serves jobs until stdin ends; returns the exit code.
@@ -148,10 +150,10 @@ where
             }
         };
         let answer = |frame: &[u8]| writer.write(frame).is_ok();
-        let input: I = match decode_one(input, worker.limits) {
+        let input: I = match crate::processor::decode_input(input, worker.limits, worker.parameters)
+        {
             Ok(input) => input,
-            Err(err) => {
-                let message = format!("input: {err}");
+            Err(message) => {
                 say(&message);
                 if answer(&frame::error(
                     id,

@@ -13,6 +13,7 @@ use crate::decode::{decode_one, DecodeError, DecodeLimits};
 use crate::error::{Error, ErrorKind, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PANIC, EXIT_USAGE};
 use crate::frame::PERSISTENT_FLAG;
 use crate::json::{cbor_to_json, json_to_cbor};
+use crate::params::{Files, Parameter};
 use crate::persistent::{serve, Worker};
 use crate::protocol::{Description, ErrorReport, DESCRIBE_FLAG, PROTOCOL_VERSION};
 
@@ -48,6 +49,8 @@ pub struct Processor {
     example: serde_json::Value,
     /// Gives the example output's JSON form when `--describe` asks.
     example_output: Option<ExampleOutput>,
+    files: Option<Files>,
+    parameters: Vec<Parameter>,
     limits: DecodeLimits,
     persistent: bool,
 }
@@ -74,6 +77,8 @@ impl Processor {
             version: None,
             example: serde_json::Value::Null,
             example_output: None,
+            files: None,
+            parameters: Vec::new(),
             limits: DecodeLimits::default(),
             persistent: true,
         }
@@ -106,6 +111,21 @@ impl Processor {
         self.example_output = Some(ExampleOutput(std::sync::Arc::new(move || {
             make().map_or(serde_json::Value::Null, |output| to_json_form(&output))
         })));
+        self
+    }
+
+    /// Declares that the processor works on files: how a file becomes its input and its
+    /// result a file (PROTOCOL.md section 10.1), so that a host can run it on a folder.
+    pub fn files(mut self, files: Files) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// Declares a parameter: a field of the input that a form can set. The SDK checks it in
+    /// every input before the function runs (an input field absent is left to the function's
+    /// default), and refuses a wrong one as invalid input naming it and what it takes.
+    pub fn parameter(mut self, parameter: Parameter) -> Self {
+        self.parameters.push(parameter);
         self
     }
 
@@ -147,6 +167,8 @@ impl Processor {
                 .as_ref()
                 .map(|make| (make.0)())
                 .filter(|value| !value.is_null()),
+            files: self.files.clone(),
+            parameters: self.parameters.clone(),
             version: self.version.clone(),
             persistent: self.persistent,
         }
@@ -181,6 +203,7 @@ impl Processor {
                     name: &self.name,
                     version: self.version.as_deref(),
                     limits: self.limits(),
+                    parameters: &self.parameters,
                 };
                 return serve(&worker, work);
             }
@@ -298,15 +321,13 @@ impl Processor {
             return Err(format!("input {err} (set {MAX_INPUT_ENV} to raise it)"));
         }
         match mode {
-            Mode::Cbor => decode_one(&bytes, limits).map_err(|err| format!("input: {err}")),
+            Mode::Cbor => decode_input(&bytes, limits, &self.parameters),
             Mode::Json => {
                 let json: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|err| format!("input is not valid JSON: {err}"))?;
                 let value = json_to_cbor(json).map_err(|err| format!("input: {err}"))?;
-                value.deserialized().map_err(|err| {
-                    let ciborium::value::Error::Custom(message) = err;
-                    format!("input: unexpected shape: {message}")
-                })
+                crate::params::check_input(&self.parameters, &value)?;
+                shaped(&value)
             }
         }
     }
@@ -381,6 +402,30 @@ pub(crate) fn last_panic() -> String {
         .unwrap_or_else(PoisonError::into_inner)
         .take()
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Decodes an input into `I`; with declared parameters, through a CBOR value whose
+/// parameters are checked first.
+pub(crate) fn decode_input<I: DeserializeOwned>(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    parameters: &[Parameter],
+) -> Result<I, String> {
+    if parameters.is_empty() {
+        return decode_one(bytes, limits).map_err(|err| format!("input: {err}"));
+    }
+    let value: ciborium::Value =
+        decode_one(bytes, limits).map_err(|err| format!("input: {err}"))?;
+    crate::params::check_input(parameters, &value)?;
+    shaped(&value)
+}
+
+/// A decoded value as `I`.
+fn shaped<I: DeserializeOwned>(value: &ciborium::Value) -> Result<I, String> {
+    value.deserialized().map_err(|err| {
+        let ciborium::value::Error::Custom(message) = err;
+        format!("input: unexpected shape: {message}")
+    })
 }
 
 /// How `--describe` gets the example output.

@@ -58,6 +58,12 @@ pub struct Description {
     /// The processor's own version, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// How a file becomes its input and its result a file, when it works on files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<crate::params::Files>,
+    /// Its parameters: fields of the input a form can set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<crate::params::Parameter>,
     /// Whether it serves many jobs in one process when started with `--persistent`
     /// (PROTOCOL.md, section 18). Absent: it does not.
     #[serde(default)]

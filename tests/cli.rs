@@ -814,3 +814,107 @@ fn halt_now_cancels_the_running_jobs() {
     assert_eq!((code, lines.len()), (Some(2), 0));
     assert!(stderr.contains("soon|now"), "{stderr}");
 }
+
+/// (width, height) from a PNG's IHDR.
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.len() < 24 {
+        return None;
+    }
+    let word =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Some((word(16), word(20)))
+}
+
+#[test]
+fn files_in_files_out_with_parameters_checked_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("thumbs");
+    let images = root().join("data/images");
+    let files: Vec<std::path::PathBuf> = ["plasma.jpg", "portrait.jpg", "glow.png", "notes.txt"]
+        .iter()
+        .map(|name| images.join(name))
+        .collect();
+    let run = |params: &[&str]| {
+        offload()
+            .args(["run", "thumbnail", "--files"])
+            .args(&files)
+            .args(params.iter().flat_map(|p| ["--param", p]))
+            .arg("--output-dir")
+            .arg(&out_dir)
+            .output()
+            .expect("run")
+    };
+    // Parameters are checked before anything runs.
+    let out = run(&["size=9000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("parameter size: expected an integer from 1 to 8192, got 9000"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["colour=red"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no such parameter (it has: size, format, quality)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!out_dir.exists() || std::fs::read_dir(&out_dir).expect("dir").next().is_none());
+
+    // One job per file it takes; the text file is reported by name, the others run.
+    let out = run(&["size=100"]);
+    assert_eq!(out.status.code(), Some(1), "a file was skipped");
+    assert!(
+        text(&out.stderr).contains("skipped") && text(&out.stderr).contains("notes.txt"),
+        "{}",
+        text(&out.stderr)
+    );
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let expected = [
+        ("plasma.png", (100, 75)),
+        ("portrait.png", (75, 100)),
+        ("glow.png", (100, 63)),
+    ];
+    for (line, (name, size)) in lines.iter().zip(expected) {
+        assert_eq!(line["status"], "ok", "{line}");
+        let path = out_dir.join(name);
+        assert_eq!(line["output"], path.display().to_string());
+        let bytes = std::fs::read(&path).expect("the output file");
+        assert_eq!(png_size(&bytes), Some(size), "{name}");
+        assert_eq!(line["result"]["width"], size.0, "{line}");
+        assert!(
+            line["result"].get("image").is_none(),
+            "the bytes went to the file"
+        );
+    }
+
+    // Run again: nothing is overwritten, the new outputs get numbered names; a parameter
+    // changes what the processor receives (JPEG out, with its extension).
+    let before = std::fs::read(out_dir.join("plasma.png")).expect("read");
+    let out = run(&["size=50", "format=jpeg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(out_dir.join("plasma.png")).expect("read"),
+        before
+    );
+    let jpeg = std::fs::read(out_dir.join("plasma.jpeg")).expect("a JPEG output");
+    assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]), "JPEG bytes");
+    let out = run(&["size=60"]);
+    assert_eq!(out.status.code(), Some(1));
+    let again = std::fs::read(out_dir.join("plasma-2.png")).expect("a numbered output");
+    assert_eq!(png_size(&again), Some((60, 45)));
+    // Outputs are ordinary files, and no temporary one is left.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out_dir.join("plasma-2.png"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert!(std::fs::read_dir(&out_dir).expect("dir").all(|e| !e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".partial")));
+}

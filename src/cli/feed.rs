@@ -18,12 +18,16 @@ pub enum Source {
     Lines(PathBuf),
     /// One input, JSON or CBOR.
     Single(PathBuf),
+    /// A file a processor takes (`--files`).
+    File(PathBuf, std::sync::Arc<super::files::FileJobs>),
 }
 
 /// What the reader tells the run.
 pub enum Fed {
-    /// Input number `.0`, encoded.
-    Input(usize, Vec<u8>),
+    /// Input number `.0`, encoded; from the file `.2` with `--files`.
+    Input(usize, Vec<u8>, Option<PathBuf>),
+    /// A file not run, and why.
+    Skipped(PathBuf, String),
     /// A bad input: reading stops here, after this many inputs.
     Bad(usize, String),
     /// No more inputs: this many in all.
@@ -70,7 +74,8 @@ pub fn start(
                             });
                         match encoded {
                             Ok(bytes) => {
-                                if credits.recv().is_err() || !send(Fed::Input(count, bytes)) {
+                                if credits.recv().is_err() || !send(Fed::Input(count, bytes, None))
+                                {
                                     return;
                                 }
                                 count += 1;
@@ -82,9 +87,22 @@ pub fn start(
                         }
                     }
                 }
+                Source::File(path, jobs) => match jobs.input(&path, max_input) {
+                    Ok(bytes) => {
+                        if credits.recv().is_err() || !send(Fed::Input(count, bytes, Some(path))) {
+                            return;
+                        }
+                        count += 1;
+                    }
+                    Err(why) => {
+                        if !send(Fed::Skipped(path, why)) {
+                            return;
+                        }
+                    }
+                },
                 Source::Single(path) => match super::run::read_single(&path, max_input) {
                     Ok(bytes) => {
-                        if credits.recv().is_err() || !send(Fed::Input(count, bytes)) {
+                        if credits.recv().is_err() || !send(Fed::Input(count, bytes, None)) {
                             return;
                         }
                         count += 1;

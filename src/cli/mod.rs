@@ -3,6 +3,7 @@
 mod codec;
 mod demo;
 mod feed;
+mod files;
 mod halt;
 mod joblog;
 mod list;
@@ -61,13 +62,23 @@ pub struct RunArgs {
     /// Repeatable.
     #[arg(long = "input", value_name = "FILE")]
     input: Vec<PathBuf>,
+    /// Files to run the processor on, one job each (it must declare files in --describe);
+    /// each output goes to --output-dir, named after its input. Files it does not take are
+    /// reported by name, and the others run.
+    #[arg(long = "files", value_name = "FILE", num_args = 1.., conflicts_with_all = ["inputs", "input"])]
+    files: Vec<PathBuf>,
+    /// A parameter of the processor, for --files (repeatable), checked against its
+    /// description before any job starts: `--param size=128`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
     /// How many processors run at once (default: the number of cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,
     /// Stop a job that runs longer than this many seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
-    /// Write each result to DIR/<job>.cbor (atomically) instead of printing it.
+    /// Write each result to DIR/<job>.cbor (atomically) instead of printing it; with --files,
+    /// each output file to DIR/<input's name>.<extension> (never over an existing file).
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
     /// Print each line as soon as its job ends, not in input order.
@@ -220,6 +231,15 @@ pub struct DemoArgs {
     /// Where to save the mosaic.
     #[arg(long, default_value = "mandelbrot.png")]
     out: PathBuf,
+    /// Files to run the processor on, one job each (it must declare files in --describe);
+    /// each output goes to --output-dir, named after its input. Files it does not take are
+    /// reported by name, and the others run.
+    #[arg(long = "files", value_name = "FILE", num_args = 1.., conflicts_with_all = ["inputs", "input"])]
+    files: Vec<PathBuf>,
+    /// A parameter of the processor, for --files (repeatable), checked against its
+    /// description before any job starts: `--param size=128`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
     /// How many processors run at once (default: the number of cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,

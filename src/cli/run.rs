@@ -38,7 +38,30 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         Err(_) if !launcher.is_local() => Processor::at(&args.processor),
         Err(err) => return Err(err.into()),
     };
-    let sources = sources(&args, matches);
+    let file_jobs = if args.files.is_empty() {
+        None
+    } else {
+        let description = processor.describe(DESCRIBE_TIMEOUT).map_err(|err| {
+            anyhow::anyhow!("--files: {} cannot describe itself: {err}", args.processor)
+        })?;
+        Some(std::sync::Arc::new(super::files::FileJobs::new(
+            &args.processor,
+            &description,
+            &args.params,
+            args.output_dir.as_deref(),
+        )?))
+    };
+    if !args.params.is_empty() && file_jobs.is_none() {
+        bail!("--param goes with --files (with --inputs, set the field in each input)");
+    }
+    let sources = match &file_jobs {
+        Some(jobs) => args
+            .files
+            .iter()
+            .map(|path| Source::File(path.clone(), jobs.clone()))
+            .collect(),
+        None => sources(&args, matches),
+    };
     if sources.is_empty() {
         bail!("no inputs: give --inputs FILE.jsonl or --input FILE (\"-\" reads standard input)");
     }
@@ -173,6 +196,8 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         let mut outstanding: std::collections::HashMap<usize, offload::JobId> = Default::default();
         let mut not_started: std::collections::HashSet<usize> = Default::default();
         let mut ended = super::halt::Ended::default();
+        // With --files: the file of each job not printed yet.
+        let mut file_of: std::collections::HashMap<usize, PathBuf> = Default::default();
         let mut emit =
             |printed: Option<Printed>, tally: &mut Tally, stdout: &mut std::io::StdoutLock<'_>| {
                 let _ = credit.send(());
@@ -205,8 +230,15 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
             };
         while let Ok(msg) = rx.recv().await {
             match msg {
-                Msg::Fed(Fed::Input(index, bytes)) => {
+                Msg::Fed(Fed::Skipped(path, why)) => {
+                    eprintln!("offload: skipped {}: {why}", path.display());
+                    tally.not_taken += 1;
+                }
+                Msg::Fed(Fed::Input(index, bytes, path)) => {
                     read += 1;
+                    if let Some(path) = path {
+                        file_of.insert(index, path);
+                    }
                     if total.is_some() {
                         continue;
                     }
@@ -284,7 +316,10 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                         .unwrap_or_default()
                         .saturating_sub(finished.stats.wall)
                         .as_secs_f64();
-                    let mut line = report_line(index, finished, output_dir.as_deref());
+                    let mut line = match (&file_jobs, file_of.remove(&index)) {
+                        (Some(jobs), Some(path)) => file_line(index, finished, jobs, &path),
+                        _ => report_line(index, finished, output_dir.as_deref()),
+                    };
                     if retries > 0 {
                         line["tries"] = tries.into();
                     }
@@ -375,9 +410,13 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         eprintln!("offload: {why}");
         return Ok(ExitCode::from(2));
     }
+    if tally.not_taken > 0 {
+        let n = tally.not_taken;
+        eprintln!("offload: {n} file{} skipped", if n == 1 { "" } else { "s" });
+    }
     Ok(if interrupted.get() {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if failed > 0 {
+    } else if failed > 0 || tally.not_taken > 0 {
         ExitCode::from(EXIT_SOME_FAILED)
     } else {
         ExitCode::SUCCESS
@@ -419,6 +458,8 @@ struct Tally {
     /// Jobs printed or skipped.
     ended: usize,
     broken: bool,
+    /// Files --files skipped (not taken, unreadable).
+    not_taken: usize,
     /// Jobs a --halt cancelled before they started, and while they ran.
     not_run: usize,
     halt_cancelled: usize,
@@ -524,22 +565,7 @@ fn report_line(
     finished: Finished<Value>,
     output_dir: Option<&Path>,
 ) -> serde_json::Value {
-    let millis = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    let worker = finished.stats.worker.map(|run| {
-        json!({
-            "id": run.worker,
-            "job": run.job,
-            "startup_ms": run.startup.map(millis),
-        })
-    });
-    let stats = json!({
-        "wall_ms": millis(finished.stats.wall),
-        "cpu_ms": millis(finished.stats.cpu),
-        "peak_rss_bytes": finished.stats.peak_rss_bytes,
-        "worker": worker,
-        "memory_limit": finished.stats.memory_limit,
-        "host": finished.stats.host,
-    });
+    let stats = stats_json(&finished.stats);
     match finished.result {
         Ok(value) => match output_dir {
             None => {
@@ -556,6 +582,51 @@ fn report_line(
         },
         Err(error) => json!({"job": index, "status": "failed", "error": error, "stats": stats}),
     }
+}
+
+/// A `--files` job's line: the input file, the output file written from the result's output
+/// field, and the rest of the result.
+fn file_line(
+    index: usize,
+    finished: Finished<Value>,
+    jobs: &super::files::FileJobs,
+    path: &Path,
+) -> serde_json::Value {
+    let mut line = match finished.result {
+        Ok(value) => match jobs.write(path, value) {
+            Ok((written, rest)) => json!({"job": index, "status": "ok", "output": written,
+                "result": cbor_to_json(&rest)}),
+            Err(err) => json!({"job": index, "status": "failed", "error": {
+                "kind": "output_not_written",
+                "message": format!("{err:#}"),
+                "exit_code": 0, "signal": null, "stderr_tail": "",
+            }}),
+        },
+        Err(error) => json!({"job": index, "status": "failed", "error": error}),
+    };
+    line["file"] = json!(path);
+    line["stats"] = stats_json(&finished.stats);
+    line
+}
+
+/// A job's `stats` in its line.
+fn stats_json(stats: &offload::RunStats) -> serde_json::Value {
+    let millis = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let worker = stats.worker.map(|run| {
+        json!({
+            "id": run.worker,
+            "job": run.job,
+            "startup_ms": run.startup.map(millis),
+        })
+    });
+    json!({
+        "wall_ms": millis(stats.wall),
+        "cpu_ms": millis(stats.cpu),
+        "peak_rss_bytes": stats.peak_rss_bytes,
+        "worker": worker,
+        "memory_limit": stats.memory_limit,
+        "host": stats.host,
+    })
 }
 
 /// Writes DIR/<index>.cbor so that it is either absent or complete.

@@ -848,8 +848,7 @@ fn files_in_files_out_with_parameters_checked_first() {
     let out = run(&["size=9000"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr)
-            .contains("parameter size: expected an integer from 1 to 8192, got 9000"),
+        text(&out.stderr).contains("parameter size: expected an integer from 1 to 8192, got 9000"),
         "{}",
         text(&out.stderr)
     );

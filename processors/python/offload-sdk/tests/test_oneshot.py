@@ -346,7 +346,7 @@ def test_the_histogram_keeps_its_contract():
     assert cbor2.loads(wrong.stdout)["kind"] == "invalid_input"
     bins = run(["--json"], b'{"values": [1], "bins": 0}', exe=HISTOGRAM)
     assert stderr_lines(bins) == [
-        "offload-histogram: invalid input: bins must be from 1 to 10000, got the integer 0"
+        "offload-histogram: invalid input: parameter bins: expected an integer from 1 to 10000, got 0"
     ]
 
 
@@ -372,3 +372,50 @@ def test_an_example_output_is_described_in_json_form():
     described = Processor("x", "y", example={"a": 1}, example_output={"raw": b"\x01\x02"})
     assert described.description()["example_output"] == {"raw": {"$bytes": "AQI="}}
     assert "example_output" not in Processor("x", "y", example=1).description()
+
+
+def test_declared_parameters_and_files_are_described_and_checked(tmp_path):
+    from offload_sdk import Files, Parameter, Processor
+
+    described = Processor(
+        "x",
+        "y",
+        files=Files("image", ["JPG", ".png"], "image", "png", "format"),
+        parameters=[
+            Parameter.integer("size", 256, "Box size", 1, 8192),
+            Parameter.choice("format", ["png", "jpeg"], "png", "Output format"),
+        ],
+    ).description()
+    assert described["files"] == {
+        "input_field": "image",
+        "accepts": ["jpg", "png"],
+        "output_field": "image",
+        "output_extension": "png",
+        "output_extension_parameter": "format",
+    }
+    assert described["parameters"][0] == {
+        "name": "size", "label": "Box size", "type": "integer", "default": 256,
+        "minimum": 1, "maximum": 8192,
+    }
+    assert described["parameters"][1]["choices"] == ["png", "jpeg"]
+
+    # A real processor: a wrong parameter is refused before the function runs (exit 65),
+    # naming it and what it takes; a right one runs.
+    script = tmp_path / "offload-params"
+    script.write_text(
+        "from offload_sdk import Parameter, Processor\n"
+        "Processor('params', 'p', parameters=[\n"
+        "    Parameter.integer('size', 4, 'Size', 1, 10),\n"
+        "    Parameter.choice('mode', ['a', 'b'], 'a', 'Mode'),\n"
+        "]).run(lambda inp, ctx: {'ran': True})\n"
+    )
+    for inp, code, says in [
+        ({"size": 50}, 65, "parameter size: expected an integer from 1 to 10, got 50"),
+        ({"size": 5, "mode": "c"}, 65, "parameter mode: expected one of a, b, got 'c'"),
+        ({"size": True}, 65, "parameter size"),
+        ({"size": 5, "mode": "b"}, 0, ""),
+        ({}, 0, ""),
+    ]:
+        proc = run(["--json"], stdin=json.dumps(inp).encode(), exe=script)
+        assert proc.returncode == code, (inp, proc.stderr)
+        assert says.encode() in proc.stderr, (inp, proc.stderr)

@@ -54,6 +54,7 @@ from .errors import (  # noqa: E402
 )
 from .frame import PROTOCOL_VERSION  # noqa: E402
 from .jsonform import from_json_form, to_json_form  # noqa: E402
+from .params import Files, Parameter  # noqa: E402
 from .processor import Processor, Setup, Work  # noqa: E402
 
 __version__ = "0.1.0"
@@ -68,8 +69,10 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "Failed",
+    "Files",
     "InvalidInput",
     "PROTOCOL_VERSION",
+    "Parameter",
     "Processor",
     "ProcessorError",
     "Setup",

@@ -30,10 +30,12 @@ from .errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
+    InvalidInput,
     ProcessorError,
     one_line,
 )
 from .jsonform import dumps_json, json_input_to_cbor, to_json_form
+from .params import Files, Parameter, check_input
 from .persistent import Worker
 from .report import internal_message, say, say_internal
 
@@ -64,6 +66,8 @@ class Processor:
         *,
         example: Any = None,
         example_output: Any = None,
+        files: Optional[Files] = None,
+        parameters: Sequence[Parameter] = (),
         version: Optional[str] = None,
         persistent: bool = True,
         max_input_bytes: int = DEFAULT_MAX_BYTES,
@@ -73,6 +77,8 @@ class Processor:
         self.summary = summary
         self.example = example
         self.example_output = example_output
+        self.files = files
+        self.parameters = list(parameters)
         self.version = version
         self.persistent = persistent
         self.max_input_bytes = max_input_bytes
@@ -93,6 +99,10 @@ class Processor:
         }
         if self.example_output is not None:
             description["example_output"] = to_json_form(self.example_output)
+        if self.files is not None:
+            description["files"] = self.files.to_json()
+        if self.parameters:
+            description["parameters"] = [p.to_json() for p in self.parameters]
         if self.version is not None:
             description["version"] = self.version
         description["persistent"] = self.persistent
@@ -120,6 +130,8 @@ class Processor:
         # ignored (Python's default), so writing to a closed pipe is an error, not death.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if self.parameters:
+            work = self._checking(work)
         try:
             mode = self._parse_args(args)
             if isinstance(mode, int):
@@ -138,6 +150,18 @@ class Processor:
         except Exception as err:  # a bug in the SDK or a broken environment: one line
             say_internal(self.executable, internal_message(err), err)
             return EXIT_INTERNAL
+
+    def _checking(self, work: Work) -> Work:
+        """``work``, after the declared parameters in its input are checked."""
+        parameters = self.parameters
+
+        def checked(inp: Any, ctx: Context) -> Any:
+            problem = check_input(parameters, inp)
+            if problem is not None:
+                raise InvalidInput(problem)
+            return work(inp, ctx)
+
+        return checked
 
     def _say(self, message: str) -> None:
         say(self.executable, message)

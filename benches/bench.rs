@@ -62,6 +62,10 @@
 //!   persistent workers (`--persistent-jobs`); peak RSS for `--pipeline-inputs` (10,000 to
 //!   1,000,000) inputs streamed through a pipe (target: independent of N, under 64 MB); the
 //!   latency from an input line to its result line.
+//! - `thumbnails`: `--photos` (60) 1920x1080 JPEGs to 256 px PNGs at -j <cores>: `offload run
+//!   thumbnail --files` against GNU parallel + ImageMagick `convert` and GNU parallel +
+//!   `vipsthumbnail`, and per CPU second against `vipsthumbnail`'s batch mode. Targets: 2x
+//!   parallel + convert, 1.0x parallel + vipsthumbnail.
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -97,6 +101,8 @@ mod smoothness;
 mod startup;
 #[path = "support/throughput.rs"]
 mod throughput;
+#[path = "support/thumbnails.rs"]
+mod thumbnails;
 
 use common::{die, Env};
 
@@ -112,6 +118,7 @@ enum Suite {
     Containment,
     Launchers,
     Pipeline,
+    Thumbnails,
     All,
 }
 
@@ -186,6 +193,9 @@ struct Args {
     /// pipeline: input counts of the memory runs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pipeline_inputs: Vec<usize>,
+    /// thumbnails: how many 1920x1080 photos.
+    #[arg(long, default_value_t = 60)]
+    photos: usize,
     /// Before each measured run, wait up to this many seconds for the rest of the machine to
     /// be quiet (under 0.3 cores busy); 0: do not wait.
     #[arg(long, default_value_t = 0)]
@@ -233,7 +243,7 @@ fn main() {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
                  SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, \
-                 launchers, pipeline, all)"
+                 launchers, pipeline, thumbnails, all)"
             );
             return;
         }
@@ -336,6 +346,16 @@ fn main() {
                 spawn_jobs: args.jobs / 2,
                 jobs: args.persistent_jobs,
                 inputs: args.pipeline_inputs.clone(),
+                rounds,
+                parallel,
+            },
+        );
+    }
+    if wants(Suite::Thumbnails) {
+        thumbnails::run(
+            &env,
+            &thumbnails::Options {
+                photos: args.photos,
                 rounds,
                 parallel,
             },

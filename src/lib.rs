@@ -31,6 +31,7 @@
 #[cfg(feature = "gui")]
 pub mod app;
 pub mod batch;
+pub mod files;
 pub mod inputs;
 pub mod job;
 pub mod launcher;

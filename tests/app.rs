@@ -607,3 +607,135 @@ fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
     }
     window.close();
 }
+
+// ---- Files in, files out ----
+
+/// (width, height) from a PNG's IHDR.
+fn png_size(path: &std::path::Path) -> Option<(u32, u32)> {
+    let bytes = std::fs::read(path).ok()?;
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.len() < 24 {
+        return None;
+    }
+    let word =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Some((word(16), word(20)))
+}
+
+/// 30 real images (the samples of data/images, ten copies each, half in a subfolder) and a
+/// text file; what each becomes at 64 px.
+fn thirty_images(dir: &std::path::Path) -> Vec<(String, (u32, u32))> {
+    let samples = [
+        ("plasma.jpg", (64, 48)),
+        ("portrait.jpg", (48, 64)),
+        ("glow.png", (64, 40)),
+    ];
+    std::fs::create_dir_all(dir.join("more")).expect("mkdir");
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let (sample, size) = samples[i % 3];
+        let extension = sample.rsplit('.').next().unwrap_or("png");
+        let stem = format!("img-{i:02}");
+        let at = if i < 15 {
+            dir.to_path_buf()
+        } else {
+            dir.join("more")
+        };
+        std::fs::copy(
+            common::root().join("data/images").join(sample),
+            at.join(format!("{stem}.{extension}")),
+        )
+        .expect("copy a sample");
+        expected.push((stem, size));
+    }
+    std::fs::write(dir.join("notes.txt"), "not an image").expect("write");
+    expected
+}
+
+#[gtk::test]
+fn adding_files_makes_one_output_each_and_lists_the_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dir.path().join("photos");
+    let out = dir.path().join("thumbs");
+    let expected = thirty_images(&inputs);
+    // An output name already taken: it must not be overwritten.
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::write(out.join("img-00.png"), "mine").expect("write");
+
+    let window = window(2);
+    let thumbnail = Processor::find("thumbnail").expect("the thumbnail processor is built");
+    window.add_files(
+        &thumbnail,
+        vec!["size=64".into()],
+        out.clone(),
+        vec![inputs.clone()],
+    );
+    assert!(run_until(Duration::from_secs(120), || window.is_idle()
+        && window.state_counts().succeeded == 30));
+    let skipped = window.skipped_files();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0.ends_with("notes.txt"));
+    assert_eq!(
+        std::fs::read(out.join("img-00.png")).expect("read"),
+        b"mine"
+    );
+    for (stem, size) in &expected {
+        let name = if stem == "img-00" {
+            "img-00-2.png".to_owned()
+        } else {
+            format!("{stem}.png")
+        };
+        assert_eq!(png_size(&out.join(&name)), Some(*size), "{name}");
+    }
+    assert_eq!(std::fs::read_dir(&out).expect("dir").count(), 31);
+    // The records keep neither the inputs nor the results: only where the output went.
+    for job in rows(&window) {
+        let record = window.record(job.job_id()).expect("a record");
+        assert!(record.input.is_empty());
+        assert!(
+            matches!(&record.output, Some(JobOutput::File(path)) if path.starts_with(&out)),
+            "{:?}",
+            record.output
+        );
+    }
+    // A wrong parameter runs nothing and says why.
+    window.add_files(&thumbnail, vec!["size=0".into()], out.clone(), vec![inputs]);
+    assert!(run_until(Duration::from_secs(20), || !window
+        .file_errors()
+        .is_empty()));
+    assert!(
+        window.file_errors()[0].contains("parameter size"),
+        "{:?}",
+        window.file_errors()
+    );
+    assert_eq!(rows(&window).len(), 30);
+    window.close();
+}
+
+#[test]
+fn files_on_the_command_line_run_unattended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dir.path().join("photos");
+    let out = dir.path().join("thumbs");
+    thirty_images(&inputs);
+    let result = Command::new(common::bin_dir().join("offload"))
+        .args([
+            "gui",
+            "--processor",
+            "thumbnail",
+            "--param",
+            "size=32",
+            "--exit-when-done",
+        ])
+        .arg("--output-dir")
+        .arg(&out)
+        .arg(inputs.join("img-00.jpg"))
+        .arg(inputs.join("more"))
+        .arg(inputs.join("notes.txt"))
+        .output()
+        .expect("run the app");
+    // notes.txt was skipped: exit status 1, and the others ran.
+    assert_eq!(result.status.code(), Some(1), "{}", text(&result.stderr));
+    assert_eq!(png_size(&out.join("img-00.png")), Some((32, 24)));
+    assert_eq!(png_size(&out.join("img-29.png")), Some((32, 20)));
+    assert_eq!(std::fs::read_dir(&out).expect("dir").count(), 16);
+}

@@ -196,6 +196,29 @@ impl JobInspector {
 }
 
 impl imp::JobInspector {
+    /// Shows an output image file: read on a worker thread, decoded here (a thumbnail is
+    /// small), unless another job is shown by then.
+    fn preview_file(&self, path: std::path::PathBuf) {
+        let shown = self.shown.get();
+        let inspector = self.obj().downgrade();
+        glib::spawn_future_local(async move {
+            let bytes = gio::spawn_blocking(move || std::fs::read(path)).await;
+            let Some(inspector) = inspector.upgrade() else {
+                return;
+            };
+            let imp = inspector.imp();
+            if imp.shown.get() != shown {
+                return;
+            }
+            if let Ok(Ok(bytes)) = bytes {
+                if let Ok(texture) = gdk::Texture::from_bytes(&glib::Bytes::from_owned(bytes)) {
+                    imp.result_picture.set_paintable(Some(&texture));
+                    imp.result_picture.set_visible(true);
+                }
+            }
+        });
+    }
+
     fn picture_and_tree(&self, output: Option<&JobOutput>) {
         self.result_picture.set_visible(false);
         match output {
@@ -208,6 +231,11 @@ impl imp::JobInspector {
                     texture.width(),
                     texture.height()
                 ));
+            }
+            Some(JobOutput::File(path)) => {
+                self.result_label
+                    .set_label(&format!("written to {}", path.display()));
+                self.preview_file(path.clone());
             }
             Some(JobOutput::Value(value)) => {
                 if let Some(texture) = image_of(value) {

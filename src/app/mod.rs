@@ -44,6 +44,17 @@ pub struct AppOptions {
     pub jobs: Option<usize>,
     /// Where new jobs' processors run (`None`: on this machine).
     pub launcher: Option<std::sync::Arc<crate::Launcher>>,
+    /// Run a processor on files at once.
+    pub files: Option<FileRun>,
+}
+
+/// `offload gui --processor NAME [--output-dir DIR] [--param KEY=VALUE]... FILE...`.
+#[derive(Debug, Clone, Default)]
+pub struct FileRun {
+    pub processor: String,
+    pub output_dir: Option<PathBuf>,
+    pub params: Vec<String>,
+    pub files: Vec<PathBuf>,
 }
 
 /// Runs the app until its window closes. Exit status 0, or 1 when unattended work had failures.
@@ -127,7 +138,12 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
         failed,
         move |window| {
             let counts = window.state_counts();
-            failed.set(counts.failed + counts.cancelled > 0);
+            failed.set(
+                failed.get()
+                    || counts.failed + counts.cancelled > 0
+                    || !window.skipped_files().is_empty()
+                    || !window.file_errors().is_empty(),
+            );
             glib::Propagation::Proceed
         }
     ));
@@ -147,6 +163,23 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
                 }
             ),
         );
+    }
+    if let Some(run) = &options.files {
+        window.show_jobs_page();
+        window.set_output_dir(run.output_dir.clone());
+        match Processor::find(&run.processor) {
+            Ok(processor) => window.add_files(
+                &processor,
+                run.params.clone(),
+                window.output_dir(),
+                run.files.clone(),
+            ),
+            Err(err) => {
+                eprintln!("offload: {err}");
+                failed.set(true);
+                window.close();
+            }
+        }
     }
     if options.batch.is_some() && !options.demo {
         // Open on the page the batch will show, rather than switch to it once the file is read.

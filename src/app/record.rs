@@ -15,6 +15,12 @@ pub enum JobKind {
     Tile(Tile),
     /// A job added by the user; its result is kept for the inspector.
     Batch,
+    /// A job on a file: its output is written to a file, and the result is not kept (a retry
+    /// reads the file again).
+    File {
+        path: std::path::PathBuf,
+        jobs: Arc<crate::files::FileJobs>,
+    },
 }
 
 /// What a finished job produced, for the inspector.
@@ -24,6 +30,8 @@ pub enum JobOutput {
     Tile(gtk::gdk::Texture),
     /// Any other processor's result, decoded off the main thread.
     Value(Rc<ciborium::Value>),
+    /// The file a job on a file wrote.
+    File(std::path::PathBuf),
 }
 
 /// The parts of a job that are not shown in columns.
@@ -32,7 +40,8 @@ pub struct JobRecord {
     pub processor: Processor,
     pub kind: JobKind,
     /// The input as the CBOR item sent, shared with the queue (kept once, however large):
-    /// retries send it again, the inspector decodes it off the main thread to show it.
+    /// retries send it again, the inspector decodes it off the main thread to show it. Empty
+    /// for a job on a file, which is read again when needed.
     pub input: Arc<Vec<u8>>,
     pub output: Option<JobOutput>,
     pub error: Option<JobError>,

@@ -19,7 +19,7 @@ pub enum Source {
     /// One input, JSON or CBOR.
     Single(PathBuf),
     /// A file a processor takes (`--files`).
-    File(PathBuf, std::sync::Arc<super::files::FileJobs>),
+    File(PathBuf, std::sync::Arc<offload::files::FileJobs>),
 }
 
 /// What the reader tells the run.

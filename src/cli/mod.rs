@@ -3,7 +3,6 @@
 mod codec;
 mod demo;
 mod feed;
-mod files;
 mod halt;
 mod joblog;
 mod list;
@@ -224,6 +223,18 @@ pub struct GuiArgs {
     /// An argument for each srun or ssh (repeatable).
     #[arg(long = "launcher-arg", value_name = "ARG", allow_hyphen_values = true)]
     launcher_args: Vec<String>,
+    /// The processor to run on FILEs (one that takes files, such as thumbnail).
+    #[arg(long, value_name = "NAME", requires = "files")]
+    processor: Option<String>,
+    /// Where the output files go (default: Pictures/offload).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// A parameter of the processor (repeatable): `--param size=128`.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "processor")]
+    params: Vec<String>,
+    /// Files and folders (searched recursively) to run --processor on, one job per file.
+    #[arg(value_name = "FILE", requires = "processor")]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -313,6 +324,12 @@ fn gui(
         stall_report: args.stall_report,
         jobs,
         launcher,
+        files: args.processor.map(|processor| offload::app::FileRun {
+            processor,
+            output_dir: args.output_dir,
+            params: args.params,
+            files: args.files,
+        }),
     }))
 }
 

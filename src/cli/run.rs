@@ -44,12 +44,15 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         let description = processor.describe(DESCRIBE_TIMEOUT).map_err(|err| {
             anyhow::anyhow!("--files: {} cannot describe itself: {err}", args.processor)
         })?;
-        Some(std::sync::Arc::new(super::files::FileJobs::new(
-            &args.processor,
-            &description,
-            &args.params,
-            args.output_dir.as_deref(),
-        )?))
+        Some(std::sync::Arc::new(
+            offload::files::FileJobs::new(
+                &args.processor,
+                &description,
+                &args.params,
+                args.output_dir.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ))
     };
     if !args.params.is_empty() && file_jobs.is_none() {
         bail!("--param goes with --files (with --inputs, set the field in each input)");
@@ -589,7 +592,7 @@ fn report_line(
 fn file_line(
     index: usize,
     finished: Finished<Value>,
-    jobs: &super::files::FileJobs,
+    jobs: &offload::files::FileJobs,
     path: &Path,
 ) -> serde_json::Value {
     let mut line = match finished.result {

@@ -1,15 +1,21 @@
-//! `offload run NAME --files FILE... [--param KEY=VALUE]... --output-dir DIR`: one job per
-//! file, as the processor's description says (PROTOCOL.md section 10.1): the file's bytes go
-//! to its input field with the parameters beside them, and each result's output field becomes
-//! a file in DIR, named after the input with the processor's extension, never overwriting one.
+//! Jobs on files, as a processor's description says (PROTOCOL.md section 10.1): a file's bytes
+//! go to its input field with the parameters beside them, and each result's output field
+//! becomes a file in the output directory, named after the input with the processor's
+//! extension, never over an existing file. `offload run --files` and the app share this.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
 use ciborium::Value;
-use offload::sdk::{Description, Files};
+use offload_sdk::{Description, Files};
 
-/// How files become inputs and results become files, for one run.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(format!($($arg)*))
+    };
+}
+
+/// How files become inputs and results become files, for one processor and its parameters.
+#[derive(Debug, Clone)]
 pub struct FileJobs {
     files: Files,
     /// The parameters given, checked, in the order given.
@@ -20,14 +26,15 @@ pub struct FileJobs {
 }
 
 impl FileJobs {
-    /// Checks `--param`s against the description before any job starts: an unknown name or a
-    /// wrong value is an error naming the parameter and what it takes.
+    /// Checks `params` (`KEY=VALUE`, as a person typed them) against the description before
+    /// any job starts: an unknown name or a wrong value is an error naming the parameter and
+    /// what it takes.
     pub fn new(
         processor: &str,
         description: &Description,
         params: &[String],
         output_dir: Option<&Path>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, String> {
         let Some(files) = description.files.clone() else {
             bail!(
                 "{processor} does not say how it takes files (its --describe has no \"files\"): \
@@ -57,7 +64,7 @@ impl FileJobs {
                     }
                 );
             };
-            let value = declared.parse(text).map_err(|why| anyhow::anyhow!(why))?;
+            let value = declared.parse(text)?;
             given.retain(|(n, _): &(String, Value)| n != name);
             given.push((name.to_owned(), value));
         }
@@ -85,6 +92,22 @@ impl FileJobs {
             extension,
             output_dir: output_dir.to_path_buf(),
         })
+    }
+
+    /// Whether a file of this name is one the processor takes.
+    pub fn accepts(&self, path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|n| self.files.accepts_name(&n.to_string_lossy()))
+    }
+
+    /// The extensions it takes, for messages and file choosers (`["jpg", "png"]`).
+    pub fn extensions(&self) -> &[String] {
+        &self.files.accepts
+    }
+
+    /// Where the outputs go.
+    pub fn output_dir(&self) -> &Path {
+        &self.output_dir
     }
 
     /// The job input for `path`: its bytes in the input field, the parameters beside them,
@@ -121,7 +144,7 @@ impl FileJobs {
 
     /// Writes the result's output field for the input `path` and gives the file's path and the
     /// rest of the result (for the job's line).
-    pub fn write(&self, path: &Path, result: Value) -> anyhow::Result<(PathBuf, Value)> {
+    pub fn write(&self, path: &Path, result: Value) -> Result<(PathBuf, Value), String> {
         let Value::Map(entries) = result else {
             bail!("the result is not a map with {:?}", self.files.output_field);
         };
@@ -154,34 +177,46 @@ impl FileJobs {
 /// Writes `bytes` to DIR/STEM.EXT, or DIR/STEM-2.EXT, DIR/STEM-3.EXT... if taken: never over
 /// an existing file, and atomically (a temporary file, then a hard link, which fails rather
 /// than replace; a file that is there is complete).
-fn write_new(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(".offload-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    std::io::Write::write_all(&mut temp, bytes)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    // A temporary file is private (0600); an output file is an ordinary one.
-    temp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    for n in 1u32.. {
-        let name = if n == 1 {
-            format!("{stem}.{extension}")
-        } else {
-            format!("{stem}-{n}.{extension}")
-        };
-        let path = dir.join(name);
-        match std::fs::hard_link(temp.path(), &path) {
-            Ok(()) => return Ok(path),
+pub fn write_new(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let cannot = |err: std::io::Error| format!("cannot write in {}: {err}", dir.display());
+    let (temp_path, mut temp) = loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(".offload-{}-{n}.partial", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(file) => break (path, file),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => {
-                return Err(err).with_context(|| format!("cannot write {}", path.display()))
-            }
+            Err(err) => return Err(cannot(err)),
         }
-    }
-    bail!("no free name for {stem}.{extension} in {}", dir.display())
+    };
+    let written = temp.write_all(bytes).and_then(|()| temp.sync_data());
+    let result = match written {
+        Err(err) => Err(cannot(err)),
+        Ok(()) => (1u32..)
+            .map(|n| {
+                let name = if n == 1 {
+                    format!("{stem}.{extension}")
+                } else {
+                    format!("{stem}-{n}.{extension}")
+                };
+                dir.join(name)
+            })
+            .find_map(|path| match std::fs::hard_link(&temp_path, &path) {
+                Ok(()) => Some(Ok(path)),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(err) => Some(Err(format!("cannot write {}: {err}", path.display()))),
+            })
+            .unwrap_or_else(|| Err(format!("no free name for {stem}.{extension}"))),
+    };
+    let _ = std::fs::remove_file(&temp_path);
+    result
 }
 
 #[cfg(test)]

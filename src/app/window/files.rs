@@ -1,0 +1,375 @@
+//! Jobs on a person's files: files and folders (searched recursively) become one job each for
+//! a processor that declares files; the files it does not take are listed as skipped. Files
+//! are read off the main thread and only as the queue needs them (a few per slot), and each
+//! output is written off the main thread and dropped from memory, so the app's memory stays
+//! flat however many files there are.
+
+use super::*;
+
+use std::collections::VecDeque;
+
+use crate::files::FileJobs;
+
+/// Files waiting to be read and submitted.
+pub(super) struct FileFeed {
+    processor: Processor,
+    jobs: Arc<FileJobs>,
+    paths: VecDeque<PathBuf>,
+}
+
+/// Jobs queued at most per slot while files wait: enough to keep every slot busy.
+const QUEUED_PER_SLOT: usize = 2;
+
+impl Window {
+    /// Runs `processor` on `paths` (files, and folders searched recursively), with `params`
+    /// (`KEY=VALUE`, checked against its description first) and the outputs in `output_dir`.
+    pub fn add_files(
+        &self,
+        processor: &Processor,
+        params: Vec<String>,
+        output_dir: PathBuf,
+        paths: Vec<PathBuf>,
+    ) {
+        let imp = self.imp();
+        // Counted as waiting until the folders are searched, so the window is not idle.
+        imp.unsubmitted.set(imp.unsubmitted.get() + 1);
+        imp.work_started.set(true);
+        let processor = processor.clone();
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let found = gio::spawn_blocking({
+                    let processor = processor.clone();
+                    move || prepare(&processor, &params, &output_dir, paths)
+                })
+                .await
+                .unwrap_or_else(|_| Err("Preparing the files failed".to_owned()));
+                let imp = window.imp();
+                imp.unsubmitted.set(imp.unsubmitted.get().saturating_sub(1));
+                match found {
+                    Ok((jobs, accepted, skipped)) => {
+                        window.note_skipped(&jobs, skipped);
+                        if accepted.is_empty() {
+                            window.toast("None of these files is one the processor takes");
+                        }
+                        window.add_file_paths(processor, Arc::new(jobs), accepted);
+                    }
+                    Err(why) => {
+                        imp.file_errors.borrow_mut().push(why.clone());
+                        window.toast(&why);
+                    }
+                }
+                if window.is_idle() {
+                    window.refresh_status();
+                    window.when_idle();
+                }
+            }
+        ));
+    }
+
+    /// Files skipped so far (not taken by the processor, or unreadable), and why.
+    pub fn skipped_files(&self) -> Vec<(PathBuf, String)> {
+        self.imp().skipped.borrow().clone()
+    }
+
+    /// Errors that kept files from running at all (a parameter, a processor without files).
+    pub fn file_errors(&self) -> Vec<String> {
+        self.imp().file_errors.borrow().clone()
+    }
+
+    /// Queues `paths` (files the processor takes) to be read and submitted as slots free up.
+    pub(super) fn add_file_paths(
+        &self,
+        processor: Processor,
+        jobs: Arc<FileJobs>,
+        paths: Vec<PathBuf>,
+    ) {
+        if paths.is_empty() {
+            return;
+        }
+        if self.imp().mosaic.get().is_none() {
+            self.show_jobs_page();
+        }
+        let imp = self.imp();
+        imp.unsubmitted.set(imp.unsubmitted.get() + paths.len());
+        imp.file_feeds.borrow_mut().push_back(FileFeed {
+            processor,
+            jobs,
+            paths: paths.into(),
+        });
+        self.feed_files();
+    }
+
+    /// Reads the next files on a worker thread and submits them, while fewer than
+    /// `QUEUED_PER_SLOT` jobs per slot wait in the queue. Called again as jobs end.
+    pub(super) fn feed_files(&self) {
+        let imp = self.imp();
+        if imp.reading_files.get() {
+            return;
+        }
+        let queue = self.queue();
+        let room = (queue.max_running() * QUEUED_PER_SLOT).saturating_sub(queue.counts().queued);
+        if room == 0 {
+            return;
+        }
+        let (processor, jobs, slice) = {
+            let mut feeds = imp.file_feeds.borrow_mut();
+            let Some(feed) = feeds.front_mut() else {
+                return;
+            };
+            let take = room.min(feed.paths.len());
+            let slice: Vec<PathBuf> = feed.paths.drain(..take).collect();
+            let taken = (feed.processor.clone(), feed.jobs.clone(), slice);
+            if feed.paths.is_empty() {
+                feeds.pop_front();
+            }
+            taken
+        };
+        imp.reading_files.set(true);
+        let max_input = crate::RunLimits::default().max_input_bytes as u64;
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let read = gio::spawn_blocking({
+                    let jobs = jobs.clone();
+                    move || {
+                        slice
+                            .into_iter()
+                            .map(|path| {
+                                let input = jobs.input(&path, max_input);
+                                (path, input)
+                            })
+                            .collect::<Vec<_>>()
+                    }
+                })
+                .await
+                .unwrap_or_default();
+                let imp = window.imp();
+                imp.reading_files.set(false);
+                let mut skipped = Vec::new();
+                for (path, input) in read {
+                    imp.unsubmitted.set(imp.unsubmitted.get().saturating_sub(1));
+                    match input {
+                        Ok(bytes) => {
+                            let kind = JobKind::File {
+                                path,
+                                jobs: jobs.clone(),
+                            };
+                            window.submit(processor.clone(), kind, Arc::new(bytes));
+                        }
+                        Err(why) => skipped.push((path, why)),
+                    }
+                }
+                window.note_skipped(&jobs, skipped);
+                window.feed_files();
+                if window.is_idle() {
+                    window.refresh_status();
+                    window.when_idle();
+                }
+            }
+        ));
+    }
+
+    /// A file job's result: its output is written on a worker thread, then dropped.
+    pub(super) fn on_file_finished(
+        &self,
+        path: PathBuf,
+        jobs: Arc<FileJobs>,
+        finished: Finished<ciborium::Value>,
+    ) {
+        let Ok(value) = finished.result else {
+            self.result_arrived();
+            return;
+        };
+        let id = finished.id;
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let written = gio::spawn_blocking(move || jobs.write(&path, value))
+                    .await
+                    .unwrap_or_else(|_| Err("writing the output failed".to_owned()));
+                match written {
+                    Ok((file, _rest)) => {
+                        window.update_record(id, |r| r.output = Some(JobOutput::File(file)));
+                        window
+                            .imp()
+                            .files_written
+                            .set(window.imp().files_written.get() + 1);
+                    }
+                    Err(why) => {
+                        window.imp().file_errors.borrow_mut().push(why.clone());
+                        window.toast(&format!("Job {}: {why}", id.0));
+                    }
+                }
+                window.result_arrived();
+            }
+        ));
+    }
+
+    fn note_skipped(&self, jobs: &FileJobs, skipped: Vec<(PathBuf, String)>) {
+        if skipped.is_empty() {
+            return;
+        }
+        let names: Vec<String> = skipped
+            .iter()
+            .take(3)
+            .map(|(p, _)| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect();
+        let more = if skipped.len() > 3 { ", …" } else { "" };
+        self.toast(&format!(
+            "Skipped {} file{} it does not take (it takes .{}): {}{more}",
+            skipped.len(),
+            if skipped.len() == 1 { "" } else { "s" },
+            jobs.extensions().join(", ."),
+            names.join(", ")
+        ));
+        self.imp().skipped.borrow_mut().extend(skipped);
+    }
+
+    /// Asks for files (or a folder) for the selected processor, then runs it on them.
+    pub(super) fn choose_files(&self, folder: bool) {
+        let Some((processor, description)) = self.selected_processor() else {
+            return self.toast("No processor is selected");
+        };
+        if description
+            .as_ref()
+            .and_then(|d| d.files.as_ref())
+            .is_none()
+        {
+            return self.toast(&format!(
+                "{} does not take files; choose a processor that does, such as thumbnail",
+                processor.name()
+            ));
+        }
+        let chooser = gtk::FileChooserNative::new(
+            Some(if folder { "Add Folder" } else { "Add Files" }),
+            Some(self),
+            if folder {
+                gtk::FileChooserAction::SelectFolder
+            } else {
+                gtk::FileChooserAction::Open
+            },
+            Some("_Add"),
+            Some("_Cancel"),
+        );
+        chooser.set_select_multiple(!folder);
+        chooser.connect_response(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |chooser, response| {
+                if response == gtk::ResponseType::Accept {
+                    let files = chooser.files();
+                    let paths: Vec<PathBuf> = (0..files.n_items())
+                        .filter_map(|i| files.item(i).and_downcast::<gio::File>())
+                        .filter_map(|f| f.path())
+                        .collect();
+                    window.add_files(&processor, Vec::new(), window.output_dir(), paths);
+                }
+                chooser.destroy();
+            }
+        ));
+        chooser.show();
+    }
+
+    /// Where outputs go: the folder given, else Pictures/offload (or the home folder's
+    /// offload folder).
+    pub fn output_dir(&self) -> PathBuf {
+        if let Some(dir) = self.imp().output_dir.borrow().clone() {
+            return dir;
+        }
+        glib::user_special_dir(glib::UserDirectory::Pictures)
+            .unwrap_or_else(glib::home_dir)
+            .join("offload")
+    }
+
+    /// Sets where outputs go.
+    pub fn set_output_dir(&self, dir: Option<PathBuf>) {
+        self.imp().output_dir.replace(dir);
+    }
+
+    /// Files dropped on the window run on the selected processor.
+    pub(super) fn setup_drop_target(&self) {
+        let target = gtk::DropTarget::new(gdk::FileList::static_type(), gdk::DragAction::COPY);
+        target.connect_drop(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            #[upgrade_or]
+            false,
+            move |_, value, _, _| {
+                let Ok(list) = value.get::<gdk::FileList>() else {
+                    return false;
+                };
+                let paths: Vec<PathBuf> = list.files().iter().filter_map(|f| f.path()).collect();
+                match window.selected_processor() {
+                    Some((processor, Some(d))) if d.files.is_some() => {
+                        window.add_files(&processor, Vec::new(), window.output_dir(), paths);
+                        true
+                    }
+                    _ => {
+                        window.toast("Choose a processor that takes files, then drop them");
+                        false
+                    }
+                }
+            }
+        ));
+        self.add_controller(target);
+    }
+}
+
+/// Off the main thread: the processor's description, the checked parameters, and the files
+/// (folders searched recursively, in name order) split into taken and skipped.
+#[allow(clippy::type_complexity)]
+fn prepare(
+    processor: &Processor,
+    params: &[String],
+    output_dir: &std::path::Path,
+    paths: Vec<PathBuf>,
+) -> Result<(FileJobs, Vec<PathBuf>, Vec<(PathBuf, String)>), String> {
+    let description = processor
+        .describe(crate::processor::DESCRIBE_TIMEOUT)
+        .map_err(|err| format!("{} cannot describe itself: {err}", processor.name()))?;
+    let jobs = FileJobs::new(processor.name(), &description, params, Some(output_dir))?;
+    std::fs::create_dir_all(output_dir)
+        .map_err(|err| format!("Cannot create {}: {err}", output_dir.display()))?;
+    let mut files = Vec::new();
+    for path in paths {
+        walk(&path, &mut files);
+    }
+    let (accepted, skipped): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.into_iter().partition(|p| jobs.accepts(p));
+    let why = format!(
+        "not a file it takes (it takes .{})",
+        jobs.extensions().join(", .")
+    );
+    let skipped = skipped.into_iter().map(|p| (p, why.clone())).collect();
+    Ok((jobs, accepted, skipped))
+}
+
+/// `path` if it is a file, else the files below it, in name order (hidden ones left out).
+fn walk(path: &std::path::Path, out: &mut Vec<PathBuf>) {
+    if !path.is_dir() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    children.sort();
+    for child in children {
+        walk(&child, out);
+    }
+}

@@ -1,0 +1,111 @@
+//! The processors the Add Jobs popover offers, and the jobs it adds (an example, a file).
+
+use super::*;
+
+impl Window {
+    /// Finds processors and their descriptions on a worker thread; fills the dropdown.
+    pub(super) fn load_processors(&self) {
+        let imp = self.imp();
+        imp.processor_dropdown.connect_selected_notify(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |_| window.show_processor_summary()
+        ));
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let found = gio::spawn_blocking(|| {
+                    Processor::list()
+                        .into_iter()
+                        .map(|p| {
+                            let description = p.describe(crate::processor::DESCRIBE_TIMEOUT).ok();
+                            (p, description)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                let imp = window.imp();
+                for (processor, _) in &found {
+                    imp.processor_names.append(processor.name());
+                }
+                let blur = found
+                    .iter()
+                    .position(|(p, _)| p.name() == "blur")
+                    .unwrap_or(0);
+                imp.processors.replace(found);
+                imp.processor_dropdown.set_selected(blur as u32);
+                window.show_processor_summary();
+            }
+        ));
+    }
+
+    pub(super) fn selected_processor(&self) -> Option<(Processor, Option<Description>)> {
+        let index = self.imp().processor_dropdown.selected() as usize;
+        self.imp().processors.borrow().get(index).cloned()
+    }
+
+    pub(super) fn show_processor_summary(&self) {
+        let text = match self.selected_processor() {
+            Some((_, Some(d))) => d.summary,
+            Some((p, None)) => format!("{} (no description)", p.path().display()),
+            None => "No processors found".to_owned(),
+        };
+        self.imp().processor_summary.set_label(&text);
+    }
+
+    pub(super) fn add_example_job(&self) {
+        match self.selected_processor() {
+            Some((processor, Some(description))) => {
+                self.add_jobs(&processor, vec![description.example_input])
+            }
+            Some((processor, None)) => {
+                self.toast(&format!("{} gives no example input", processor.name()))
+            }
+            None => self.toast("No processor is selected"),
+        }
+    }
+
+    pub(super) fn choose_jsonl_file(&self) {
+        let Some((processor, _)) = self.selected_processor() else {
+            return self.toast("No processor is selected");
+        };
+        let chooser = gtk::FileChooserNative::new(
+            Some("Add Jobs From a JSONL File"),
+            Some(self),
+            gtk::FileChooserAction::Open,
+            Some("_Add Jobs"),
+            Some("_Cancel"),
+        );
+        chooser.connect_response(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |chooser, response| {
+                if response == gtk::ResponseType::Accept {
+                    if let Some(path) = chooser.file().and_then(|f| f.path()) {
+                        window.add_jobs_from_file(processor.clone(), path);
+                    }
+                }
+                chooser.destroy();
+            }
+        ));
+        chooser.show();
+    }
+
+    /// Reads and encodes a JSON Lines file on a worker thread, then adds one job per line.
+    pub fn add_jobs_from_file(&self, processor: Processor, path: PathBuf) {
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            async move {
+                let read = gio::spawn_blocking(move || crate::app::read_jsonl(&path)).await;
+                match read {
+                    Ok(Ok(inputs)) => window.add_encoded_jobs(&processor, inputs),
+                    Ok(Err(err)) => window.toast(&err),
+                    Err(_) => window.toast("Reading the file failed"),
+                }
+            }
+        ));
+    }
+}

@@ -739,3 +739,47 @@ fn files_on_the_command_line_run_unattended() {
     assert_eq!(png_size(&out.join("img-29.png")), Some((32, 20)));
     assert_eq!(std::fs::read_dir(&out).expect("dir").count(), 16);
 }
+
+#[gtk::test]
+fn the_parameter_form_changes_what_the_processor_receives_and_is_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let window = window(2);
+    window.set_output_dir(Some(out.clone()));
+    assert!(run_until(Duration::from_secs(20), || window.processors_loaded()));
+    assert!(window.select_processor("thumbnail"));
+    let size = window
+        .param_editor("size")
+        .and_downcast::<gtk::SpinButton>()
+        .expect("an integer parameter is a spin button");
+    assert_eq!(size.value(), 256.0, "the default");
+    size.set_value(40.0);
+    let plasma = common::root().join("data/images/plasma.jpg");
+    assert!(window.add_files_from_form(vec![plasma.clone()]));
+    assert!(run_until(Duration::from_secs(30), || window.is_idle()
+        && window.state_counts().succeeded == 1));
+    assert_eq!(png_size(&out.join("plasma.png")), Some((40, 30)));
+
+    // A choice is a combo row; the output takes the chosen format's extension.
+    let format = window
+        .param_editor("format")
+        .and_downcast::<adw::ComboRow>()
+        .expect("a choice is a combo row");
+    adw::prelude::ComboRowExt::set_selected(&format, 1);
+    assert!(window.add_files_from_form(vec![plasma]));
+    assert!(run_until(Duration::from_secs(30), || window.is_idle()
+        && window.state_counts().succeeded == 2));
+    let jpeg = std::fs::read(out.join("plasma.jpeg")).expect("a JPEG output");
+    assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]));
+
+    // Another processor, then back: the values are the ones last used.
+    assert!(window.select_processor("blur"));
+    assert!(window.param_editor("size").is_none());
+    assert!(window.select_processor("thumbnail"));
+    let size = window
+        .param_editor("size")
+        .and_downcast::<gtk::SpinButton>()
+        .expect("spin button");
+    assert_eq!(size.value(), 40.0);
+    window.close();
+}

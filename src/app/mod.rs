@@ -5,6 +5,7 @@ pub mod inspector;
 pub mod job_list;
 pub mod mosaic_view;
 pub mod pacing;
+pub mod param_form;
 pub mod record;
 pub mod stall;
 pub mod window;

@@ -232,6 +232,22 @@ impl Window {
         self.imp().skipped.borrow_mut().extend(skipped);
     }
 
+    /// Runs the selected processor on `paths` with the form's parameters, as Add Files... and
+    /// a drop do; whether it takes files.
+    pub fn add_files_from_form(&self, paths: Vec<PathBuf>) -> bool {
+        match self.selected_processor() {
+            Some((processor, Some(d))) if d.files.is_some() => {
+                let params = self.form_params();
+                self.add_files(&processor, params, self.output_dir(), paths);
+                true
+            }
+            _ => {
+                self.toast("Choose a processor that takes files, such as thumbnail");
+                false
+            }
+        }
+    }
+
     /// Asks for files (or a folder) for the selected processor, then runs it on them.
     pub(super) fn choose_files(&self, folder: bool) {
         let Some((processor, description)) = self.selected_processor() else {
@@ -269,7 +285,7 @@ impl Window {
                         .filter_map(|i| files.item(i).and_downcast::<gio::File>())
                         .filter_map(|f| f.path())
                         .collect();
-                    window.add_files(&processor, Vec::new(), window.output_dir(), paths);
+                    window.add_files_from_form(paths);
                 }
                 chooser.destroy();
             }
@@ -306,16 +322,7 @@ impl Window {
                     return false;
                 };
                 let paths: Vec<PathBuf> = list.files().iter().filter_map(|f| f.path()).collect();
-                match window.selected_processor() {
-                    Some((processor, Some(d))) if d.files.is_some() => {
-                        window.add_files(&processor, Vec::new(), window.output_dir(), paths);
-                        true
-                    }
-                    _ => {
-                        window.toast("Choose a processor that takes files, then drop them");
-                        false
-                    }
-                }
+                window.add_files_from_form(paths)
             }
         ));
         self.add_controller(target);

@@ -69,6 +69,8 @@ mod imp {
         #[template_child]
         pub processor_summary: TemplateChild<gtk::Label>,
         #[template_child]
+        pub param_box: TemplateChild<gtk::Box>,
+        #[template_child]
         pub parallel_spin: TemplateChild<gtk::SpinButton>,
         #[template_child]
         pub mosaic_view: TemplateChild<MosaicView>,
@@ -105,6 +107,10 @@ mod imp {
         pub file_errors: RefCell<Vec<String>>,
         /// Output files written.
         pub files_written: Cell<usize>,
+        /// The parameter form of the selected processor, and for which one.
+        pub param_form: RefCell<Option<(String, crate::app::param_form::ParamForm)>>,
+        /// The values last used, per processor.
+        pub param_values: RefCell<HashMap<String, HashMap<String, String>>>,
         /// Where outputs go (`None`: Pictures/offload).
         pub output_dir: RefCell<Option<PathBuf>>,
         pub finish_times: RefCell<VecDeque<Instant>>,

@@ -47,12 +47,80 @@ impl Window {
     }
 
     pub(super) fn show_processor_summary(&self) {
-        let text = match self.selected_processor() {
-            Some((_, Some(d))) => d.summary,
+        let selected = self.selected_processor();
+        let text = match &selected {
+            Some((_, Some(d))) => d.summary.clone(),
             Some((p, None)) => format!("{} (no description)", p.path().display()),
             None => "No processors found".to_owned(),
         };
         self.imp().processor_summary.set_label(&text);
+        self.show_param_form(selected);
+    }
+
+    /// Replaces the parameter form with the selected processor's (remembering the values of
+    /// the one shown before).
+    fn show_param_form(&self, selected: Option<(Processor, Option<Description>)>) {
+        let imp = self.imp();
+        if let Some((name, form)) = imp.param_form.take() {
+            imp.param_values.borrow_mut().insert(name, form.values());
+            imp.param_box.remove(form.widget());
+        }
+        let Some((processor, Some(description))) = selected else {
+            return;
+        };
+        if description.parameters.is_empty() {
+            return;
+        }
+        let last = imp
+            .param_values
+            .borrow()
+            .get(processor.name())
+            .cloned()
+            .unwrap_or_default();
+        let form = crate::app::param_form::ParamForm::new(&description.parameters, &last);
+        imp.param_box.append(form.widget());
+        imp.param_form
+            .replace(Some((processor.name().to_owned(), form)));
+    }
+
+    /// Selects the processor called `name` in the Add Jobs popover; whether there is one.
+    pub fn select_processor(&self, name: &str) -> bool {
+        let index = self
+            .imp()
+            .processors
+            .borrow()
+            .iter()
+            .position(|(p, _)| p.name() == name);
+        match index {
+            Some(i) => {
+                self.imp().processor_dropdown.set_selected(i as u32);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the processors have been found (they are, off the main thread, at start).
+    pub fn processors_loaded(&self) -> bool {
+        !self.imp().processors.borrow().is_empty()
+    }
+
+    /// The editing widget of the selected processor's parameter `name` in the form.
+    pub fn param_editor(&self, name: &str) -> Option<gtk::Widget> {
+        self.imp().param_form.borrow().as_ref()?.1.editor(name)
+    }
+
+    /// The form's values as `KEY=VALUE`, remembered for the processor.
+    pub(super) fn form_params(&self) -> Vec<String> {
+        let imp = self.imp();
+        let form = imp.param_form.borrow();
+        let Some((name, form)) = form.as_ref() else {
+            return Vec::new();
+        };
+        imp.param_values
+            .borrow_mut()
+            .insert(name.clone(), form.values());
+        form.params()
     }
 
     pub(super) fn add_example_job(&self) {

@@ -662,6 +662,10 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
     std::fs::write(out.join("img-00.png"), "mine").expect("write");
 
     let window = window(2);
+    // Another window takes the focus: the batch ends while the app's window is not focused.
+    let other = gtk::Window::new();
+    other.present();
+    assert!(run_until(Duration::from_secs(5), || !window.is_active()));
     let thumbnail = Processor::find("thumbnail").expect("the thumbnail processor is built");
     window.add_files(
         &thumbnail,
@@ -697,8 +701,15 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
             record.output
         );
     }
+    // The batch's end: one notification, since the window is not focused.
+    assert_eq!(window.notification().as_deref(), Some("30 done"));
     // A wrong parameter runs nothing and says why.
-    window.add_files(&thumbnail, vec!["size=0".into()], out.clone(), vec![inputs]);
+    window.add_files(
+        &thumbnail,
+        vec!["size=0".into()],
+        out.clone(),
+        vec![inputs.clone()],
+    );
     assert!(run_until(Duration::from_secs(20), || !window
         .file_errors()
         .is_empty()));
@@ -708,6 +719,22 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
         window.file_errors()
     );
     assert_eq!(rows(&window).len(), 30);
+    // The next batch withdraws the notification when it starts; with notifications off,
+    // its end sends none.
+    window.set_notify_when_done(false);
+    window.add_files(
+        &thumbnail,
+        vec!["size=64".into()],
+        out.clone(),
+        vec![inputs.join("img-01.jpg")],
+    );
+    assert!(run_until(Duration::from_secs(20), || window
+        .notification()
+        .is_none()));
+    assert!(run_until(Duration::from_secs(30), || window.is_idle()
+        && window.state_counts().succeeded == 31));
+    assert_eq!(window.notification(), None);
+    other.close();
     window.close();
 }
 

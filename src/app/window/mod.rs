@@ -26,6 +26,7 @@ use crate::mosaic::{Mosaic, Tile, TileOutput};
 use crate::sdk::Description;
 use crate::{Finished, Job, JobId, Processor, Queue, QueueEvent};
 
+mod batch_end;
 mod closing;
 mod demo;
 mod events;
@@ -111,6 +112,12 @@ mod imp {
         pub param_form: RefCell<Option<(String, crate::app::param_form::ParamForm)>>,
         /// The values last used, per processor.
         pub param_values: RefCell<HashMap<String, HashMap<String, String>>>,
+        /// Where the running batch started from; `None` while idle.
+        pub(super) batch_start: Cell<Option<super::batch_end::BatchStart>>,
+        /// The standing end-of-batch notification's body.
+        pub notification: RefCell<Option<String>>,
+        /// Whether a batch that ends unfocused sends a notification.
+        pub notify_when_done: Cell<bool>,
         /// Where outputs go (`None`: Pictures/offload).
         pub output_dir: RefCell<Option<PathBuf>>,
         pub finish_times: RefCell<VecDeque<Instant>>,
@@ -152,6 +159,9 @@ mod imp {
             klass.install_action("win.add-file", None, |w, _, _| w.choose_jsonl_file());
             klass.install_action("win.add-files", None, |w, _, _| w.choose_files(false));
             klass.install_action("win.add-folder", None, |w, _, _| w.choose_files(true));
+            klass.install_action("win.open-output-folder", None, |w, _, _| {
+                w.open_output_folder()
+            });
             klass.install_action("win.cancel-selected", None, |w, _, _| w.cancel_selected());
             klass.install_action("win.cancel-all", None, |w, _, _| w.queue().cancel_all());
             klass.install_action("win.retry-failed", None, |w, _, _| w.retry_failed());
@@ -339,6 +349,7 @@ impl Window {
     fn setup(&self) {
         let imp = self.imp();
         imp.weak_self.set(Some(self));
+        imp.notify_when_done.set(true);
         self.setup_drop_target();
         let queue = Queue::new();
         imp.parallel_spin.set_value(queue.max_running() as f64);

@@ -116,6 +116,7 @@ impl Window {
         kind: JobKind,
         input: crate::app::EncodedInput,
     ) -> Option<JobId> {
+        self.batch_starts();
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.

@@ -42,4 +42,29 @@ fn main() {
         status.success(),
         "building {source} failed ({status}); offload needs a C compiler (gcc or clang) to build its guard process"
     );
+    if std::env::var_os("CARGO_FEATURE_GUI").is_some() {
+        compile_schema(&out);
+    }
+}
+
+/// The app's GSettings schema, compiled for a run from the build directory (an installed app
+/// finds the one `dev/install` puts in the system's schema directory first). Without
+/// glib-compile-schemas the app keeps its settings in memory.
+fn compile_schema(out: &std::path::Path) {
+    let dir = "data/desktop";
+    println!("cargo:rerun-if-changed={dir}/io.github.offload.Offload.gschema.xml");
+    let target = out.join("schemas");
+    let _ = std::fs::create_dir_all(&target);
+    let compiled = Command::new("glib-compile-schemas")
+        .args(["--strict", "--targetdir"])
+        .arg(&target)
+        .arg(dir)
+        .status()
+        .is_ok_and(|status| status.success());
+    if compiled {
+        println!("cargo:rustc-env=OFFLOAD_SCHEMA_DIR={}", target.display());
+    } else {
+        println!("cargo:warning=glib-compile-schemas failed: the app keeps its settings in memory");
+        println!("cargo:rustc-env=OFFLOAD_SCHEMA_DIR=");
+    }
 }

@@ -407,6 +407,10 @@ impl JobList {
 
     fn on_event(&self, event: &QueueEvent) {
         let imp = self.imp();
+        if !matches!(event, QueueEvent::Queued { .. }) {
+            // A row changes state only once it is listed: views and the counts agree.
+            self.flush_pending();
+        }
         match event {
             QueueEvent::Queued { id, processor } => {
                 let object = JobObject::new(*id, processor);

@@ -208,7 +208,20 @@ fn run_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn window(max_running: usize) -> Window {
+    // The app's preferences stay in memory: the tests never touch a user's settings.
+    std::env::set_var("GSETTINGS_BACKEND", "memory");
     adw::init().expect("libadwaita starts");
+    // One memory backend for the whole test binary: each test starts from the defaults.
+    if let Some(settings) = offload::app::settings::AppSettings::load() {
+        let gsettings = settings.gsettings();
+        for key in gsettings
+            .settings_schema()
+            .map(|s| s.list_keys())
+            .unwrap_or_default()
+        {
+            gsettings.reset(&key);
+        }
+    }
     let window = Window::new(None, Some(max_running));
     window.present();
     window
@@ -862,4 +875,53 @@ fn app_memory_stays_flat_over_2000_image_jobs() {
         mib(small)
     );
     assert!(large < 400 << 20, "peak RSS {:.0} MiB", mib(large));
+}
+
+#[gtk::test]
+fn preferences_apply_at_once_and_the_menu_has_about_and_shortcuts() {
+    let window = window(2);
+    let settings = window
+        .settings()
+        .expect("the app's GSettings schema, compiled by the build");
+    let gsettings = settings.gsettings();
+    // Parallel jobs: the queue follows at once.
+    gsettings.set_int("parallel-jobs", 3).expect("set");
+    assert_eq!(window.queue().max_running(), 3);
+    // The output folder: remembered, and where outputs go.
+    let dir = tempfile::tempdir().expect("tempdir");
+    gsettings
+        .set_string("output-folder", &dir.path().to_string_lossy())
+        .expect("set");
+    assert_eq!(window.output_dir(), dir.path());
+    // The preferences window shows them; About and Keyboard Shortcuts exist.
+    let preferences = window.preferences_window();
+    preferences.present();
+    assert!(preferences.is_visible());
+    preferences.close();
+    let about = window.about_window();
+    assert_eq!(about.application_name(), "offload");
+    assert!(
+        window.help_overlay().is_some(),
+        "the Keyboard Shortcuts window"
+    );
+    // Parameters used in the form are remembered in the settings.
+    assert!(run_until(Duration::from_secs(20), || window.processors_loaded()));
+    assert!(window.select_processor("thumbnail"));
+    window
+        .param_editor("size")
+        .and_downcast::<gtk::SpinButton>()
+        .expect("spin button")
+        .set_value(99.0);
+    assert!(window.add_files_from_form(vec![common::root().join("data/images/glow.png")]));
+    assert_eq!(
+        settings
+            .parameters("thumbnail")
+            .get("size")
+            .map(String::as_str),
+        Some("99")
+    );
+    assert!(run_until(Duration::from_secs(30), || window.is_idle()
+        && window.state_counts().succeeded == 1));
+    assert_eq!(png_size(&dir.path().join("glow.png")), Some((99, 62)));
+    window.close();
 }

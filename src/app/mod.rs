@@ -7,6 +7,7 @@ pub mod mosaic_view;
 pub mod pacing;
 pub mod param_form;
 pub mod record;
+pub mod settings;
 pub mod stall;
 pub mod window;
 

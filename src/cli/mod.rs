@@ -242,15 +242,6 @@ pub struct DemoArgs {
     /// Where to save the mosaic.
     #[arg(long, default_value = "mandelbrot.png")]
     out: PathBuf,
-    /// Files to run the processor on, one job each (it must declare files in --describe);
-    /// each output goes to --output-dir, named after its input. Files it does not take are
-    /// reported by name, and the others run.
-    #[arg(long = "files", value_name = "FILE", num_args = 1.., conflicts_with_all = ["inputs", "input"])]
-    files: Vec<PathBuf>,
-    /// A parameter of the processor, for --files (repeatable), checked against its
-    /// description before any job starts: `--param size=128`.
-    #[arg(long = "param", value_name = "KEY=VALUE")]
-    params: Vec<String>,
     /// How many processors run at once (default: the number of cores).
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,

@@ -60,7 +60,9 @@ impl Window {
                 .build();
             imp.toasts.add_toast(toast);
         }
-        if imp.notify_when_done.get() && !self.is_active() {
+        let wanted =
+            imp.notify_when_done.get() && self.settings().is_none_or(|s| s.notifications());
+        if wanted && !self.is_active() {
             let notification = gio::Notification::new("Jobs finished");
             notification.set_body(Some(&summary));
             if let Some(app) = self.application() {

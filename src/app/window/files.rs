@@ -299,6 +299,9 @@ impl Window {
         if let Some(dir) = self.imp().output_dir.borrow().clone() {
             return dir;
         }
+        if let Some(dir) = self.settings().and_then(|s| s.output_folder()) {
+            return dir;
+        }
         glib::user_special_dir(glib::UserDirectory::Pictures)
             .unwrap_or_else(glib::home_dir)
             .join("offload")

@@ -32,6 +32,7 @@ mod demo;
 mod events;
 mod files;
 mod launcher;
+mod menu;
 mod processors;
 mod selection;
 mod status;
@@ -118,6 +119,8 @@ mod imp {
         pub notification: RefCell<Option<String>>,
         /// Whether a batch that ends unfocused sends a notification.
         pub notify_when_done: Cell<bool>,
+        /// The app's preferences (`None`: no schema found; defaults apply).
+        pub settings: RefCell<Option<crate::app::settings::AppSettings>>,
         /// Where outputs go (`None`: Pictures/offload).
         pub output_dir: RefCell<Option<PathBuf>>,
         pub finish_times: RefCell<VecDeque<Instant>>,
@@ -162,6 +165,16 @@ mod imp {
             klass.install_action("win.open-output-folder", None, |w, _, _| {
                 w.open_output_folder()
             });
+            klass.install_action("win.preferences", None, |w, _, _| {
+                w.preferences_window().present()
+            });
+            klass.install_action("win.about", None, |w, _, _| w.about_window().present());
+            for (accel, action, _) in super::menu::SHORTCUTS {
+                klass.add_shortcut(&gtk::Shortcut::new(
+                    gtk::ShortcutTrigger::parse_string(accel),
+                    Some(gtk::NamedAction::new(action)),
+                ));
+            }
             klass.install_action("win.cancel-selected", None, |w, _, _| w.cancel_selected());
             klass.install_action("win.cancel-all", None, |w, _, _| w.queue().cancel_all());
             klass.install_action("win.retry-failed", None, |w, _, _| w.retry_failed());
@@ -351,6 +364,7 @@ impl Window {
         imp.weak_self.set(Some(self));
         imp.notify_when_done.set(true);
         self.setup_drop_target();
+        self.setup_shortcuts_window();
         let queue = Queue::new();
         imp.parallel_spin.set_value(queue.max_running() as f64);
         imp.launcher_entry.connect_activate(glib::clone!(
@@ -369,6 +383,7 @@ impl Window {
             }
         ));
         imp.queue.replace(Some(queue.clone()));
+        self.setup_settings();
         // The rows' model first: it hears each event before the window's own observer, which
         // reads its counts.
         self.setup_job_list();

@@ -76,6 +76,7 @@ impl Window {
             .borrow()
             .get(processor.name())
             .cloned()
+            .or_else(|| self.settings().map(|s| s.parameters(processor.name())))
             .unwrap_or_default();
         let form = crate::app::param_form::ParamForm::new(&description.parameters, &last);
         imp.param_box.append(form.widget());
@@ -120,6 +121,9 @@ impl Window {
         imp.param_values
             .borrow_mut()
             .insert(name.clone(), form.values());
+        if let Some(settings) = self.settings() {
+            settings.set_parameters(name, form.values());
+        }
         form.params()
     }
 

@@ -7,8 +7,6 @@ use super::*;
 const SUBMIT_SLICE: usize = 250;
 /// ...and the time a turn should spend submitting them and adding their rows.
 const SUBMIT_BUDGET: Duration = Duration::from_millis(4);
-/// How much lower than the app's the processors' CPU priority is.
-const JOB_NICE: i32 = 10;
 
 /// Inputs of a batch still to be submitted.
 struct Feed {
@@ -120,7 +118,7 @@ impl Window {
         let imp = self.imp();
         let queue = self.queue();
         // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
-        let mut job = Job::new(processor.clone()).nice(JOB_NICE);
+        let mut job = Job::new(processor.clone()).nice(self.job_nice());
         if imp.sandboxed.get() {
             job = job.sandbox(crate::Sandbox::new());
         }

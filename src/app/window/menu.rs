@@ -1,0 +1,231 @@
+//! The primary menu's windows: Preferences (bound to the app's GSettings), Keyboard Shortcuts
+//! and About.
+
+use super::*;
+
+use crate::app::settings::AppSettings;
+
+impl Window {
+    /// The app's settings, when a schema was found.
+    pub fn settings(&self) -> Option<AppSettings> {
+        self.imp().settings.borrow().clone()
+    }
+
+    /// The processors' nice level (Preferences; 10 by default).
+    pub(super) fn job_nice(&self) -> i32 {
+        self.settings().map_or(DEFAULT_NICE, |s| s.nice())
+    }
+
+    /// Loads the settings and follows their changes.
+    pub(super) fn setup_settings(&self) {
+        let Some(settings) = AppSettings::load() else {
+            return;
+        };
+        if let Some(n) = settings.parallel_jobs() {
+            self.set_max_running(n);
+        }
+        settings.connect_changed(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |key| {
+                if key == "parallel-jobs" {
+                    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                    let n = window
+                        .settings()
+                        .and_then(|s| s.parallel_jobs())
+                        .unwrap_or(cores);
+                    window.set_max_running(n);
+                }
+            }
+        ));
+        self.imp().settings.replace(Some(settings));
+    }
+
+    /// The Preferences window: parallel jobs, the output folder, notifications, nice level.
+    pub fn preferences_window(&self) -> adw::PreferencesWindow {
+        let window = adw::PreferencesWindow::builder()
+            .transient_for(self)
+            .modal(true)
+            .search_enabled(false)
+            .build();
+        let page = adw::PreferencesPage::new();
+        let jobs = adw::PreferencesGroup::builder().title("Jobs").build();
+        let settings = self.settings();
+        let spin_row = |title: &str, subtitle: &str, key: &str, low: f64, high: f64| {
+            let spin = gtk::SpinButton::with_range(low, high, 1.0);
+            spin.set_valign(gtk::Align::Center);
+            let row = adw::ActionRow::builder()
+                .title(title)
+                .subtitle(subtitle)
+                .build();
+            row.add_suffix(&spin);
+            if let Some(settings) = &settings {
+                settings.gsettings().bind(key, &spin, "value").build();
+            }
+            row
+        };
+        jobs.add(&spin_row(
+            "Parallel Jobs",
+            "How many processors run at once (0: one per core)",
+            "parallel-jobs",
+            0.0,
+            256.0,
+        ));
+        jobs.add(&spin_row(
+            "Nice Level",
+            "How much lower the processors' CPU priority is than the app's",
+            "nice",
+            0.0,
+            19.0,
+        ));
+        let folder = adw::ActionRow::builder()
+            .title("Output Folder")
+            .subtitle(self.output_dir().display().to_string())
+            .build();
+        let choose = gtk::Button::builder()
+            .label("Choose…")
+            .valign(gtk::Align::Center)
+            .build();
+        choose.connect_clicked(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            #[weak]
+            folder,
+            move |_| window.choose_output_folder(&folder)
+        ));
+        folder.add_suffix(&choose);
+        jobs.add(&folder);
+        let notify = gtk::Switch::builder().valign(gtk::Align::Center).build();
+        notify.set_active(true);
+        if let Some(settings) = &settings {
+            settings
+                .gsettings()
+                .bind("notifications", &notify, "active")
+                .build();
+        }
+        let notify_row = adw::ActionRow::builder()
+            .title("Notify When a Batch Ends")
+            .subtitle("Once, when the window is not focused")
+            .activatable_widget(&notify)
+            .build();
+        notify_row.add_suffix(&notify);
+        jobs.add(&notify_row);
+        page.add(&jobs);
+        window.add(&page);
+        window
+    }
+
+    fn choose_output_folder(&self, row: &adw::ActionRow) {
+        let chooser = gtk::FileChooserNative::new(
+            Some("Output Folder"),
+            Some(self),
+            gtk::FileChooserAction::SelectFolder,
+            Some("_Choose"),
+            Some("_Cancel"),
+        );
+        chooser.connect_response(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            #[weak]
+            row,
+            move |chooser, response| {
+                if response == gtk::ResponseType::Accept {
+                    if let Some(path) = chooser.file().and_then(|f| f.path()) {
+                        if let Some(settings) = window.settings() {
+                            settings.set_output_folder(&path);
+                        }
+                        window.set_output_dir(Some(path.clone()));
+                        row.set_subtitle(&path.display().to_string());
+                    }
+                }
+                chooser.destroy();
+            }
+        ));
+        chooser.show();
+    }
+
+    /// The About window.
+    pub fn about_window(&self) -> adw::AboutWindow {
+        adw::AboutWindow::builder()
+            .transient_for(self)
+            .modal(true)
+            .application_name("offload")
+            .application_icon(crate::app::settings::SCHEMA_ID)
+            .version(env!("CARGO_PKG_VERSION"))
+            .developer_name("The offload developers")
+            .comments(
+                "Runs heavy work in parallel processor processes while the window stays \
+                 responsive: thumbnails of a folder of photos, or any processor you write.",
+            )
+            .license_type(gtk::License::MitX11)
+            .build()
+    }
+
+    /// The Keyboard Shortcuts window.
+    pub(super) fn setup_shortcuts_window(&self) {
+        let builder = gtk::Builder::from_string(SHORTCUTS_UI);
+        if let Some(shortcuts) = builder.object::<gtk::ShortcutsWindow>("help_overlay") {
+            self.set_help_overlay(Some(&shortcuts));
+        }
+    }
+}
+
+/// The processors' default nice level.
+const DEFAULT_NICE: i32 = 10;
+
+/// Keyboard shortcuts, as the Keyboard Shortcuts window lists them (bound in `class_init`).
+pub(super) const SHORTCUTS: [(&str, &str, &str); 9] = [
+    ("<Control>o", "win.add-files", "Add files"),
+    ("<Control><Shift>o", "win.add-folder", "Add a folder"),
+    (
+        "<Control>j",
+        "win.add-file",
+        "Add jobs from a JSON Lines file",
+    ),
+    ("<Control>p", "win.pause", "Pause or resume starting jobs"),
+    ("Delete", "win.cancel-selected", "Cancel the selected jobs"),
+    ("<Control>r", "win.retry-failed", "Retry the failed jobs"),
+    (
+        "<Control>l",
+        "win.clear-finished",
+        "Clear the finished jobs",
+    ),
+    ("<Control>comma", "win.preferences", "Preferences"),
+    (
+        "<Control>question",
+        "win.show-help-overlay",
+        "Keyboard shortcuts",
+    ),
+];
+
+const SHORTCUTS_UI: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<interface>
+  <object class="GtkShortcutsWindow" id="help_overlay">
+    <property name="modal">true</property>
+    <child>
+      <object class="GtkShortcutsSection">
+        <property name="section-name">shortcuts</property>
+        <child>
+          <object class="GtkShortcutsGroup">
+            <property name="title">Jobs</property>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;o</property><property name="title">Add files</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;&lt;Shift&gt;o</property><property name="title">Add a folder</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;j</property><property name="title">Add jobs from a JSON Lines file</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;p</property><property name="title">Pause or resume starting jobs</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">Delete</property><property name="title">Cancel the selected jobs</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;r</property><property name="title">Retry the failed jobs</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;l</property><property name="title">Clear the finished jobs</property></object></child>
+          </object>
+        </child>
+        <child>
+          <object class="GtkShortcutsGroup">
+            <property name="title">General</property>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;comma</property><property name="title">Preferences</property></object></child>
+            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;question</property><property name="title">Keyboard shortcuts</property></object></child>
+          </object>
+        </child>
+      </object>
+    </child>
+  </object>
+</interface>
+"#;

@@ -917,3 +917,35 @@ fn files_in_files_out_with_parameters_checked_first() {
         .to_string_lossy()
         .ends_with(".partial")));
 }
+
+#[test]
+fn blur_takes_image_files_too_and_keeps_their_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = offload()
+        .args(["run", "blur", "--param", "radius=3", "--files"])
+        .arg(root().join("data/images/glow.png"))
+        .arg(root().join("data/images/portrait.jpg"))
+        .arg("--output-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let glow = std::fs::read(dir.path().join("glow.png")).expect("an output");
+    assert_eq!(png_size(&glow), Some((320, 200)));
+    let portrait = std::fs::read(dir.path().join("portrait.png")).expect("an output");
+    assert_eq!(png_size(&portrait), Some((480, 640)));
+    // A wrong radius is refused before anything runs.
+    let refused = offload()
+        .args(["run", "blur", "--param", "radius=5000", "--files"])
+        .arg(root().join("data/images/glow.png"))
+        .arg("--output-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("parameter radius"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -253,7 +253,7 @@ fn bad_input_gets_a_one_line_reason_and_a_non_zero_exit() {
     assert_refused(&run_with_input(&blur, &[], b""), "empty input");
     let mut wrong = Vec::new();
     ciborium::into_writer(&serde_json::json!({"width": 2}), &mut wrong).expect("encode");
-    assert_refused(&run_with_input(&blur, &[], &wrong), "missing field");
+    assert_refused(&run_with_input(&blur, &[], &wrong), "expected `image`");
     let mut truncated = wrong.clone();
     truncated.pop();
     assert_refused(&run_with_input(&blur, &[], &truncated), "truncated");

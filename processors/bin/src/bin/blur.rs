@@ -6,10 +6,16 @@
 //! about `radius`. Running sums keep each pass O(pixels), however large the radius.
 //!
 //! The four channels are averaged independently, as straight (not premultiplied) RGBA.
+//!
+//! Two modes: raw pixels (`width`, `height`, `rgba` in, the same out), or a PNG or JPEG file
+//! (`image` in, a PNG `image` out), which it declares for `offload run --files` and the app.
+
+#[path = "../images.rs"]
+mod images;
 
 use std::process::ExitCode;
 
-use offload_sdk::{Context, Error, Processor};
+use offload_sdk::{Context, Error, Files, Parameter, Processor};
 use serde::{Deserialize, Serialize};
 
 /// The largest radius accepted.
@@ -17,24 +23,41 @@ const MAX_RADIUS: u32 = 1000;
 /// Box blur passes; three approximate a Gaussian.
 const PASSES: u32 = 3;
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct BlurInput {
+    #[serde(default, skip_serializing_if = "is_zero")]
     width: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
     height: u32,
     /// `width * height * 4` bytes: rows top to bottom, straight RGBA8.
-    #[serde(with = "serde_bytes")]
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Vec::is_empty")]
     rgba: Vec<u8>,
+    /// Instead of raw pixels: a PNG or JPEG file; the result is then a PNG file.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    image: Option<Vec<u8>>,
     /// Half the box width, in pixels, 0 to 1000; 0 returns the image unchanged.
+    #[serde(default = "default_radius")]
     radius: u32,
+}
+
+fn default_radius() -> u32 {
+    4
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
 struct BlurOutput {
     width: u32,
     height: u32,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "serde_bytes", skip_serializing_if = "Vec::is_empty")]
     rgba: Vec<u8>,
+    /// With an `image` input: the blurred image as a PNG file.
+    #[serde(with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    image: Option<Vec<u8>>,
 }
 
 fn validate(input: &BlurInput) -> Result<(), Error> {
@@ -155,13 +178,24 @@ fn blur_columns(src: &[u8], dst: &mut [u8], width: usize, radius: usize) {
     }
 }
 
-fn blur(input: BlurInput, ctx: &mut Context) -> Result<BlurOutput, Error> {
+fn blur(mut input: BlurInput, ctx: &mut Context) -> Result<BlurOutput, Error> {
+    let file = input.image.take();
+    if file.is_none() && input.rgba.is_empty() {
+        return Err(Error::invalid_input(
+            "expected `image` (a PNG or JPEG file) or `width`, `height` and `rgba` (pixels)",
+        ));
+    }
+    if let Some(bytes) = &file {
+        let pixels = images::decode(bytes, true).map_err(Error::invalid_input)?;
+        (input.width, input.height, input.rgba) = (pixels.width, pixels.height, pixels.bytes);
+    }
     validate(&input)?;
     let BlurInput {
         width,
         height,
         mut rgba,
         radius,
+        ..
     } = input;
     if radius > 0 {
         let (w, r) = (width as usize, radius as usize);
@@ -178,10 +212,26 @@ fn blur(input: BlurInput, ctx: &mut Context) -> Result<BlurOutput, Error> {
     } else {
         ctx.progress(1.0);
     }
+    if file.is_some() {
+        let pixels = images::Pixels {
+            width,
+            height,
+            alpha: true,
+            bytes: rgba,
+        };
+        let png = images::encode_png(&pixels).map_err(Error::failed)?;
+        return Ok(BlurOutput {
+            width,
+            height,
+            rgba: Vec::new(),
+            image: Some(png),
+        });
+    }
     Ok(BlurOutput {
         width,
         height,
         rgba,
+        image: None,
     })
 }
 
@@ -203,6 +253,7 @@ fn example() -> BlurInput {
         width: 4,
         height: 4,
         rgba,
+        image: None,
         radius: 1,
     }
 }
@@ -210,9 +261,19 @@ fn example() -> BlurInput {
 fn main() -> ExitCode {
     Processor::new(
         "blur",
-        "Blurs an RGBA8 image with three passes of a box blur (close to a Gaussian)",
+        "Blurs an image (RGBA8 pixels, or a PNG or JPEG file) with three passes of a box blur",
     )
     .version(env!("CARGO_PKG_VERSION"))
+    .files(Files {
+        input_field: "image".into(),
+        accepts: vec!["jpg".into(), "jpeg".into(), "png".into()],
+        output_field: "image".into(),
+        output_extension: "png".into(),
+        output_extension_parameter: None,
+    })
+    .parameter(
+        Parameter::integer("radius", 4, "Blur radius in pixels").range(0.0, f64::from(MAX_RADIUS)),
+    )
     .example(&example())
     .example_output_with(|| blur(example(), &mut Context::detached()).ok())
     .run(blur)
@@ -263,6 +324,7 @@ mod tests {
             height,
             rgba,
             radius,
+            image: None,
         };
         blur(input, &mut Context::detached())
     }

@@ -8,9 +8,13 @@
 use std::io::Cursor;
 use std::process::ExitCode;
 
+#[path = "../images.rs"]
+mod images;
+
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageEncoder};
+use image::ImageEncoder;
+use images::Pixels;
 use offload_sdk::{Context, Error, Files, Parameter, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -50,14 +54,6 @@ struct ThumbnailOutput {
     format: String,
 }
 
-/// Pixels in 8-bit RGB or RGBA.
-struct Pixels {
-    width: u32,
-    height: u32,
-    alpha: bool,
-    bytes: Vec<u8>,
-}
-
 fn thumbnail(input: ThumbnailInput, ctx: &mut Context) -> Result<ThumbnailOutput, Error> {
     let pixels = decode(&input.image, input.size)?;
     ctx.progress(0.5);
@@ -95,9 +91,7 @@ fn decode(bytes: &[u8], size: u32) -> Result<Pixels, Error> {
             return Ok(pixels);
         }
     }
-    let image = image::load_from_memory(bytes)
-        .map_err(|err| Error::invalid_input(format!("not a PNG or JPEG image: {err}")))?;
-    Ok(from_dynamic(image))
+    images::decode(bytes, false).map_err(Error::invalid_input)
 }
 
 /// A JPEG decoded at the smallest DCT scale still at least the thumbnail's size; `None` for a
@@ -129,25 +123,6 @@ fn decode_jpeg_scaled(bytes: &[u8], size: u32) -> Option<Pixels> {
     })
 }
 
-fn from_dynamic(image: DynamicImage) -> Pixels {
-    let (width, height) = (image.width(), image.height());
-    if image.color().has_alpha() {
-        Pixels {
-            width,
-            height,
-            alpha: true,
-            bytes: image.into_rgba8().into_raw(),
-        }
-    } else {
-        Pixels {
-            width,
-            height,
-            alpha: false,
-            bytes: image.into_rgb8().into_raw(),
-        }
-    }
-}
-
 fn resize(pixels: Pixels, width: u32, height: u32) -> Result<Pixels, Error> {
     if (width, height) == (pixels.width, pixels.height) {
         return Ok(pixels);
@@ -174,20 +149,9 @@ fn resize(pixels: Pixels, width: u32, height: u32) -> Result<Pixels, Error> {
 
 fn encode(pixels: &Pixels, format: &str, quality: u8) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    let color = if pixels.alpha {
-        image::ExtendedColorType::Rgba8
-    } else {
-        image::ExtendedColorType::Rgb8
-    };
     let failed = |err: image::ImageError| Error::failed(format!("cannot encode {format}: {err}"));
     match format {
-        "png" => image::codecs::png::PngEncoder::new_with_quality(
-            &mut out,
-            image::codecs::png::CompressionType::Fast,
-            image::codecs::png::FilterType::Adaptive,
-        )
-        .write_image(&pixels.bytes, pixels.width, pixels.height, color)
-        .map_err(failed)?,
+        "png" => return images::encode_png(pixels).map_err(Error::failed),
         "jpeg" => {
             // JPEG has no alpha: drop it.
             let rgb: Vec<u8>;

@@ -44,6 +44,22 @@ pub fn run_gui(
     renderer: &str,
     timeout: Duration,
 ) -> Result<GuiRun, String> {
+    let args = [
+        "--batch".into(),
+        processor.as_os_str().to_owned(),
+        file.as_os_str().to_owned(),
+    ];
+    run_gui_with(env, &args, parallel, renderer, timeout)
+}
+
+/// Runs `offload gui ARGS... --exit-when-done --stall-report -j N` under Xvfb.
+pub fn run_gui_with(
+    env: &Env,
+    args: &[std::ffi::OsString],
+    parallel: usize,
+    renderer: &str,
+    timeout: Duration,
+) -> Result<GuiRun, String> {
     let offload = env.exe("offload");
     let mut command = Command::new("xvfb-run");
     command
@@ -52,9 +68,7 @@ pub fn run_gui(
         .arg(SCREEN)
         .arg(&offload)
         .arg("gui")
-        .arg("--batch")
-        .arg(processor)
-        .arg(file)
+        .args(args)
         .arg("--exit-when-done")
         .arg("--stall-report")
         .arg("-j")

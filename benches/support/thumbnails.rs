@@ -277,6 +277,7 @@ pub fn run(env: &Env, options: &Options) {
     }
     println!("{table}");
     let against = |i: usize| median(&rates[0]) / median(&rates[i]);
+    app_rows(env, options, &inputs, &work, median(&rates[0]));
     println!(
         "- offload against GNU parallel + convert: {:.2}x (target 2x or more: {}).",
         against(1),
@@ -294,4 +295,62 @@ pub fn run(env: &Env, options: &Options) {
         against(3)
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The same batch in the app (`offload gui --processor thumbnail ... --exit-when-done` under
+/// Xvfb, cairo renderer), with its main-loop stalls: wall time includes the app's start and
+/// end, which the command-line runs do not have.
+fn app_rows(env: &Env, options: &Options, inputs: &[PathBuf], work: &Path, cli_rate: f64) {
+    if !crate::gui::have_xvfb() {
+        println!("- The app: xvfb-run is missing (dev/setup installs it): not measured.\n");
+        return;
+    }
+    let n = inputs.len();
+    let mut runs = Vec::new();
+    for round in 0..options.rounds {
+        let out = work.join("app");
+        let _ = std::fs::remove_dir_all(&out);
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--processor".into(),
+            "thumbnail".into(),
+            "--param".into(),
+            "size=256".into(),
+            "--output-dir".into(),
+            out.clone().into(),
+        ];
+        args.extend(inputs.iter().map(|p| p.clone().into_os_string()));
+        let run = crate::gui::run_gui_with(
+            env,
+            &args,
+            options.parallel,
+            "cairo",
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap_or_else(|err| die(format!("thumbnails: the app: {err}")));
+        let made = std::fs::read_dir(&out).map_or(0, |d| d.count());
+        if run.status != 0 || made != n {
+            die(format!(
+                "thumbnails: the app exited {} and made {made} of {n} thumbnails",
+                run.status
+            ));
+        }
+        progress(format!(
+            "thumbnails round {round}: the app {:.1} photos/s, stall max {:.1} ms p99 {:.1} ms",
+            n as f64 / run.sample.secs(),
+            run.max_ms,
+            run.p99_ms
+        ));
+        runs.push(run);
+    }
+    let rate = median(&runs.iter().map(|r| n as f64 / r.sample.secs()).collect::<Vec<_>>());
+    let max = median(&runs.iter().map(|r| r.max_ms).collect::<Vec<_>>());
+    let p99 = median(&runs.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+    let rss = median(&runs.iter().map(|r| r.peak_rss_kib as f64 / 1024.0).collect::<Vec<_>>());
+    println!(
+        "- The same batch in the app: {rate:.1} photos/s ({:.2}x `offload run`, start and \
+         end of the app included), main-loop stall max {max:.1} ms, p99 {p99:.1} ms (target: \
+         max under 16 ms: {}), peak RSS {rss:.0} MiB.",
+        rate / cli_rate,
+        verdict(max, 16.0, false)
+    );
 }

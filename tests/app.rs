@@ -714,6 +714,18 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
             record.output
         );
     }
+    // The inspector previews an output image, offers to open it, and says how to rerun it.
+    let first = rows(&window)[0].job_id();
+    window.select_jobs(&[first]);
+    let inspector = window.inspector();
+    assert!(run_until(Duration::from_secs(5), || inspector.shows_picture()));
+    let output = inspector.output_file().expect("the output file");
+    assert!(output.starts_with(&out), "{}", output.display());
+    assert!(
+        inspector.command_line().contains("--files"),
+        "{}",
+        inspector.command_line()
+    );
     // The batch's end: one notification, since the window is not focused.
     assert_eq!(window.notification().as_deref(), Some("30 done"));
     // A wrong parameter runs nothing and says why.

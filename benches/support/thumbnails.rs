@@ -342,10 +342,20 @@ fn app_rows(env: &Env, options: &Options, inputs: &[PathBuf], work: &Path, cli_r
         ));
         runs.push(run);
     }
-    let rate = median(&runs.iter().map(|r| n as f64 / r.sample.secs()).collect::<Vec<_>>());
+    let rate = median(
+        &runs
+            .iter()
+            .map(|r| n as f64 / r.sample.secs())
+            .collect::<Vec<_>>(),
+    );
     let max = median(&runs.iter().map(|r| r.max_ms).collect::<Vec<_>>());
     let p99 = median(&runs.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
-    let rss = median(&runs.iter().map(|r| r.peak_rss_kib as f64 / 1024.0).collect::<Vec<_>>());
+    let rss = median(
+        &runs
+            .iter()
+            .map(|r| r.peak_rss_kib as f64 / 1024.0)
+            .collect::<Vec<_>>(),
+    );
     println!(
         "- The same batch in the app: {rate:.1} photos/s ({:.2}x `offload run`, start and \
          end of the app included), main-loop stall max {max:.1} ms, p99 {p99:.1} ms (target: \

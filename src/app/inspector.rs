@@ -7,7 +7,7 @@ use gtk::prelude::*;
 use gtk::subclass::prelude::*;
 use gtk::{gdk, gio, glib, CompositeTemplate};
 
-use super::record::{JobOutput, JobRecord};
+use super::record::{JobKind, JobOutput, JobRecord};
 use crate::model::JobObject;
 use crate::sdk::decode::{decode_one, DecodeLimits};
 use crate::sdk::json::cbor_to_json;
@@ -32,6 +32,10 @@ mod imp {
         pub result_picture: TemplateChild<gtk::Picture>,
         #[template_child]
         pub result_label: TemplateChild<gtk::Label>,
+        #[template_child]
+        pub open_button: TemplateChild<gtk::Button>,
+        /// The output file shown, which Open Output opens.
+        pub output_file: RefCell<Option<std::path::PathBuf>>,
         #[template_child]
         pub input_label: TemplateChild<gtk::Label>,
         #[template_child]
@@ -65,6 +69,11 @@ mod imp {
                 obj,
                 move |_| obj.clipboard().set_text(&obj.command_line())
             ));
+            self.open_button.connect_clicked(glib::clone!(
+                #[weak]
+                obj,
+                move |_| obj.open_output()
+            ));
         }
     }
 
@@ -85,6 +94,27 @@ impl JobInspector {
         self.imp().command.borrow().clone()
     }
 
+    /// The output file of the job shown, if it wrote one (what Open Output opens).
+    pub fn output_file(&self) -> Option<std::path::PathBuf> {
+        self.imp().output_file.borrow().clone()
+    }
+
+    /// Whether an image preview is shown.
+    pub fn shows_picture(&self) -> bool {
+        self.imp().result_picture.is_visible() && self.imp().result_picture.paintable().is_some()
+    }
+
+    /// Opens the output file with the desktop's default application.
+    fn open_output(&self) {
+        let Some(path) = self.output_file() else {
+            return;
+        };
+        let uri = gio::File::for_path(path).uri();
+        let window = self.root().and_downcast::<gtk::Window>();
+        #[allow(deprecated)] // gtk::FileLauncher needs GTK 4.10; Debian 12 has 4.8.
+        gtk::show_uri(window.as_ref(), &uri, gdk::CURRENT_TIME);
+    }
+
     /// The result as shown (a tree, or a note about the image).
     pub fn result_text(&self) -> String {
         self.imp().result_label.label().to_string()
@@ -96,6 +126,8 @@ impl JobInspector {
         let Some(record) = record else {
             return;
         };
+        // Before anything loads in the background: what arrives for another job is dropped.
+        imp.shown.set(Some(job.id()));
         imp.title_label
             .set_label(&format!("Job {} · {}", job.id(), record.processor.name()));
         let mut details = vec![format!("State: {}", job.state())];
@@ -162,6 +194,18 @@ impl JobInspector {
         imp.shown.set(Some(id));
         imp.input_label.set_label("…");
         imp.command.replace(String::new());
+        if let JobKind::File { path, jobs } = &record.kind {
+            // The input is the file (read again when needed), not kept here.
+            imp.input_label
+                .set_label(&format!("the file {}", path.display()));
+            imp.command.replace(format!(
+                "offload run {} --files {} --output-dir {}",
+                shell_quote(&record.processor.path().display().to_string()),
+                shell_quote(&path.display().to_string()),
+                shell_quote(&jobs.output_dir().display().to_string()),
+            ));
+            return;
+        }
         let input = record.input.clone();
         let processor = record.processor.path().display().to_string();
         glib::spawn_future_local(glib::clone!(
@@ -221,6 +265,8 @@ impl imp::JobInspector {
 
     fn picture_and_tree(&self, output: Option<&JobOutput>) {
         self.result_picture.set_visible(false);
+        self.open_button.set_visible(false);
+        self.output_file.replace(None);
         match output {
             None => self.result_label.set_label("(none yet)"),
             Some(JobOutput::Tile(texture)) => {
@@ -235,6 +281,8 @@ impl imp::JobInspector {
             Some(JobOutput::File(path)) => {
                 self.result_label
                     .set_label(&format!("written to {}", path.display()));
+                self.output_file.replace(Some(path.clone()));
+                self.open_button.set_visible(true);
                 self.preview_file(path.clone());
             }
             Some(JobOutput::Value(value)) => {

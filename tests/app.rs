@@ -937,3 +937,33 @@ fn preferences_apply_at_once_and_the_menu_has_about_and_shortcuts() {
     assert_eq!(png_size(&dir.path().join("glow.png")), Some((99, 62)));
     window.close();
 }
+
+/// Not a check but the README's picture: `xvfb-run -a cargo test --test app -- --ignored
+/// readme_screenshot` saves docs/screenshot-files.png (30 photos done, a preview shown). The
+/// Add Jobs popover with its form is a surface of its own, which the window's picture lacks.
+#[gtk::test]
+#[ignore]
+fn readme_screenshot_of_files_with_the_form_and_a_preview() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dir.path().join("photos");
+    thirty_images(&inputs);
+    let window = window(2);
+    window.set_default_size(1180, 720);
+    window.set_output_dir(Some(dir.path().join("thumbs")));
+    assert!(run_until(Duration::from_secs(20), || window.processors_loaded()));
+    assert!(window.select_processor("thumbnail"));
+    assert!(window.add_files_from_form(vec![inputs]));
+    assert!(run_until(Duration::from_secs(120), || window.is_idle()
+        && window.state_counts().succeeded == 30));
+    let first = rows(&window)[0].job_id();
+    window.select_jobs(&[first]);
+    assert!(run_until(Duration::from_secs(5), || window
+        .inspector()
+        .shows_picture()));
+    let until = Instant::now() + Duration::from_millis(800);
+    run_until(Duration::from_secs(2), || Instant::now() > until);
+    let path = common::root().join("docs/screenshot-files.png");
+    window.save_screenshot(&path).expect("save the screenshot");
+    assert!(path.metadata().is_ok_and(|m| m.len() > 10_000));
+    window.close();
+}

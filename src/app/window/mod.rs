@@ -72,6 +72,7 @@ mod imp {
         pub processor_summary: TemplateChild<gtk::Label>,
         #[template_child]
         pub param_box: TemplateChild<gtk::Box>,
+
         #[template_child]
         pub parallel_spin: TemplateChild<gtk::SpinButton>,
         #[template_child]

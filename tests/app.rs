@@ -623,15 +623,9 @@ fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
 
 // ---- Files in, files out ----
 
-/// (width, height) from a PNG's IHDR.
+/// (width, height) of a PNG file.
 fn png_size(path: &std::path::Path) -> Option<(u32, u32)> {
-    let bytes = std::fs::read(path).ok()?;
-    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.len() < 24 {
-        return None;
-    }
-    let word =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    Some((word(16), word(20)))
+    common::png_size(&std::fs::read(path).ok()?)
 }
 
 /// 30 real images (the samples of data/images, ten copies each, half in a subfolder) and a

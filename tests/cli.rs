@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::Output;
 
-use common::{offload, root};
+use common::{offload, png_size, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
 
 fn text(bytes: &[u8]) -> String {
@@ -813,16 +813,6 @@ fn halt_now_cancels_the_running_jobs() {
     let (code, lines, stderr, _) = run_halting("later,fail=1", &inputs);
     assert_eq!((code, lines.len()), (Some(2), 0));
     assert!(stderr.contains("soon|now"), "{stderr}");
-}
-
-/// (width, height) from a PNG's IHDR.
-fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.len() < 24 {
-        return None;
-    }
-    let word =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    Some((word(16), word(20)))
 }
 
 #[test]

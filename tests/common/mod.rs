@@ -264,3 +264,13 @@ pub fn field<'a>(value: &'a ciborium::Value, key: &str) -> Option<&'a ciborium::
         .find(|(k, _)| k.as_text() == Some(key))
         .map(|(_, v)| v)
 }
+
+/// (width, height) from a PNG's IHDR; `None` if the bytes are not a PNG.
+pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.len() < 24 {
+        return None;
+    }
+    let word =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Some((word(16), word(20)))
+}

@@ -2,6 +2,19 @@
 //! encoding a PNG, with the `image` crate.
 
 use image::ImageEncoder;
+use offload_sdk::Files;
+
+/// What an image processor declares: a PNG or JPEG file in its `image` field, a PNG (or the
+/// format `extension_parameter` names) out of its `image` field.
+pub fn image_files(extension_parameter: Option<&str>) -> Files {
+    Files {
+        input_field: "image".into(),
+        accepts: vec!["jpg".into(), "jpeg".into(), "png".into()],
+        output_field: "image".into(),
+        output_extension: "png".into(),
+        output_extension_parameter: extension_parameter.map(str::to_owned),
+    }
+}
 
 /// 8-bit pixels: RGB, or RGBA when `alpha`.
 pub struct Pixels {

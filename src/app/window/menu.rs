@@ -5,6 +5,9 @@ use super::*;
 
 use crate::app::settings::AppSettings;
 
+/// The processors' default nice level.
+const DEFAULT_NICE: i32 = 10;
+
 impl Window {
     /// The app's settings, when a schema was found.
     pub fn settings(&self) -> Option<AppSettings> {
@@ -163,69 +166,92 @@ impl Window {
 
     /// The Keyboard Shortcuts window.
     pub(super) fn setup_shortcuts_window(&self) {
-        let builder = gtk::Builder::from_string(SHORTCUTS_UI);
+        let builder = gtk::Builder::from_string(&shortcuts_ui());
         if let Some(shortcuts) = builder.object::<gtk::ShortcutsWindow>("help_overlay") {
             self.set_help_overlay(Some(&shortcuts));
         }
     }
 }
 
-/// The processors' default nice level.
-const DEFAULT_NICE: i32 = 10;
-
-/// Keyboard shortcuts, as the Keyboard Shortcuts window lists them (bound in `class_init`).
-pub(super) const SHORTCUTS: [(&str, &str, &str); 9] = [
-    ("<Control>o", "win.add-files", "Add files"),
-    ("<Control><Shift>o", "win.add-folder", "Add a folder"),
+/// Keyboard shortcuts: accelerator, action, title and group. They are bound in `class_init`
+/// and listed by the Keyboard Shortcuts window, which is made from this same list.
+pub(super) const SHORTCUTS: [(&str, &str, &str, &str); 9] = [
+    ("<Control>o", "win.add-files", "Add files", "Jobs"),
+    (
+        "<Control><Shift>o",
+        "win.add-folder",
+        "Add a folder",
+        "Jobs",
+    ),
     (
         "<Control>j",
         "win.add-file",
         "Add jobs from a JSON Lines file",
+        "Jobs",
     ),
-    ("<Control>p", "win.pause", "Pause or resume starting jobs"),
-    ("Delete", "win.cancel-selected", "Cancel the selected jobs"),
-    ("<Control>r", "win.retry-failed", "Retry the failed jobs"),
+    (
+        "<Control>p",
+        "win.pause",
+        "Pause or resume starting jobs",
+        "Jobs",
+    ),
+    (
+        "Delete",
+        "win.cancel-selected",
+        "Cancel the selected jobs",
+        "Jobs",
+    ),
+    (
+        "<Control>r",
+        "win.retry-failed",
+        "Retry the failed jobs",
+        "Jobs",
+    ),
     (
         "<Control>l",
         "win.clear-finished",
         "Clear the finished jobs",
+        "Jobs",
     ),
-    ("<Control>comma", "win.preferences", "Preferences"),
+    (
+        "<Control>comma",
+        "win.preferences",
+        "Preferences",
+        "General",
+    ),
     (
         "<Control>question",
         "win.show-help-overlay",
         "Keyboard shortcuts",
+        "General",
     ),
 ];
 
-const SHORTCUTS_UI: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<interface>
-  <object class="GtkShortcutsWindow" id="help_overlay">
-    <property name="modal">true</property>
-    <child>
-      <object class="GtkShortcutsSection">
-        <property name="section-name">shortcuts</property>
-        <child>
-          <object class="GtkShortcutsGroup">
-            <property name="title">Jobs</property>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;o</property><property name="title">Add files</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;&lt;Shift&gt;o</property><property name="title">Add a folder</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;j</property><property name="title">Add jobs from a JSON Lines file</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;p</property><property name="title">Pause or resume starting jobs</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">Delete</property><property name="title">Cancel the selected jobs</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;r</property><property name="title">Retry the failed jobs</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;l</property><property name="title">Clear the finished jobs</property></object></child>
-          </object>
-        </child>
-        <child>
-          <object class="GtkShortcutsGroup">
-            <property name="title">General</property>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;comma</property><property name="title">Preferences</property></object></child>
-            <child><object class="GtkShortcutsShortcut"><property name="accelerator">&lt;Control&gt;question</property><property name="title">Keyboard shortcuts</property></object></child>
-          </object>
-        </child>
-      </object>
-    </child>
-  </object>
-</interface>
-"#;
+/// The Keyboard Shortcuts window's UI, from [`SHORTCUTS`].
+fn shortcuts_ui() -> String {
+    let escape = |text: &str| glib::markup_escape_text(text).to_string();
+    let mut groups = String::new();
+    for group in ["Jobs", "General"] {
+        groups.push_str(&format!(
+            "<child><object class=\"GtkShortcutsGroup\"><property name=\"title\">{group}</property>"
+        ));
+        for (accel, _, title, _) in SHORTCUTS.iter().filter(|s| s.3 == group) {
+            groups.push_str(&format!(
+                "<child><object class=\"GtkShortcutsShortcut\">\
+                 <property name=\"accelerator\">{}</property>\
+                 <property name=\"title\">{}</property></object></child>",
+                escape(accel),
+                escape(title)
+            ));
+        }
+        groups.push_str("</object></child>");
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><interface>\
+         <object class=\"GtkShortcutsWindow\" id=\"help_overlay\">\
+         <property name=\"modal\">true</property><child>\
+         <object class=\"GtkShortcutsSection\">\
+         <property name=\"section-name\">shortcuts</property>{groups}</object></child>\
+         </object></interface>"
+    )
+}

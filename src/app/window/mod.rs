@@ -170,7 +170,7 @@ mod imp {
                 w.preferences_window().present()
             });
             klass.install_action("win.about", None, |w, _, _| w.about_window().present());
-            for (accel, action, _) in super::menu::SHORTCUTS {
+            for (accel, action, _, _) in super::menu::SHORTCUTS {
                 klass.add_shortcut(&gtk::Shortcut::new(
                     gtk::ShortcutTrigger::parse_string(accel),
                     Some(gtk::NamedAction::new(action)),

@@ -15,7 +15,7 @@ mod images;
 
 use std::process::ExitCode;
 
-use offload_sdk::{Context, Error, Files, Parameter, Processor};
+use offload_sdk::{Context, Error, Parameter, Processor};
 use serde::{Deserialize, Serialize};
 
 /// The largest radius accepted.
@@ -264,13 +264,7 @@ fn main() -> ExitCode {
         "Blurs an image (RGBA8 pixels, or a PNG or JPEG file) with three passes of a box blur",
     )
     .version(env!("CARGO_PKG_VERSION"))
-    .files(Files {
-        input_field: "image".into(),
-        accepts: vec!["jpg".into(), "jpeg".into(), "png".into()],
-        output_field: "image".into(),
-        output_extension: "png".into(),
-        output_extension_parameter: None,
-    })
+    .files(images::image_files(None))
     .parameter(
         Parameter::integer("radius", 4, "Blur radius in pixels").range(0.0, f64::from(MAX_RADIUS)),
     )

@@ -15,7 +15,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::ImageEncoder;
 use images::Pixels;
-use offload_sdk::{Context, Error, Files, Parameter, Processor};
+use offload_sdk::{Context, Error, Parameter, Processor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -215,13 +215,7 @@ fn main() -> ExitCode {
         "Fits a PNG or JPEG image into a size x size box, as PNG or JPEG",
     )
     .version(env!("CARGO_PKG_VERSION"))
-    .files(Files {
-        input_field: "image".into(),
-        accepts: vec!["jpg".into(), "jpeg".into(), "png".into()],
-        output_field: "image".into(),
-        output_extension: "png".into(),
-        output_extension_parameter: Some("format".into()),
-    })
+    .files(images::image_files(Some("format")))
     .parameter(
         Parameter::integer("size", 256, "Fit into a box of this many pixels").range(1.0, 8192.0),
     )

@@ -696,6 +696,13 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
             format!("{stem}.png")
         };
         assert_eq!(png_size(&out.join(&name)), Some(*size), "{name}");
+        // And it decodes: GDK reads the whole image.
+        let texture = gtk::gdk::Texture::from_filename(out.join(&name)).expect("a decodable PNG");
+        assert_eq!(
+            (texture.width() as u32, texture.height() as u32),
+            *size,
+            "{name}"
+        );
     }
     assert_eq!(std::fs::read_dir(&out).expect("dir").count(), 31);
     // The records keep neither the inputs nor the results: only where the output went.

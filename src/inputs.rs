@@ -46,16 +46,25 @@ pub fn encode_json(json: serde_json::Value) -> Result<Vec<u8>, InputError> {
 /// # Ok::<(), offload::inputs::InputError>(())
 /// ```
 pub fn read_json_lines(reader: impl BufRead, name: &str) -> Result<Vec<Vec<u8>>, InputError> {
-    let mut items = Vec::new();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.map_err(|err| InputError(format!("cannot read {name}: {err}")))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{name} line {}", number + 1);
-        let json = serde_json::from_str(&line)
-            .map_err(|err| InputError(format!("{}: not valid JSON: {err}", at())))?;
-        items.push(encode_json(json).map_err(|err| InputError(format!("{}: {err}", at())))?);
-    }
-    Ok(items)
+    json_lines(reader, name).collect()
+}
+
+/// The inputs of JSON Lines, encoded one at a time as they are read (empty lines skipped):
+/// what [`read_json_lines`] collects, for a caller that streams them. `name` names the source
+/// in errors ("inputs.jsonl line 2: not valid JSON: ...").
+pub fn json_lines<'a>(
+    reader: impl BufRead + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = Result<Vec<u8>, InputError>> + 'a {
+    reader
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .map(move |(number, line)| {
+            let line = line.map_err(|err| InputError(format!("cannot read {name}: {err}")))?;
+            let at = || format!("{name} line {}", number + 1);
+            let json = serde_json::from_str(&line)
+                .map_err(|err| InputError(format!("{}: not valid JSON: {err}", at())))?;
+            encode_json(json).map_err(|err| InputError(format!("{}: {err}", at())))
+        })
 }

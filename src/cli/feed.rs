@@ -6,11 +6,10 @@
 //! per credit, and blocks without one. A slow or endless producer is read only as fast as the
 //! jobs go.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use offload::inputs::encode_json;
+use offload::inputs::json_lines;
 
 /// Where inputs come from, in command-line order.
 pub enum Source {
@@ -55,23 +54,7 @@ pub fn start(
                             return;
                         }
                     };
-                    for (number, line) in reader.lines().enumerate() {
-                        let line = match line {
-                            Ok(line) => line,
-                            Err(err) => {
-                                send(Fed::Bad(count, format!("cannot read {name}: {err}")));
-                                return;
-                            }
-                        };
-                        if line.trim().is_empty() {
-                            continue;
-                        }
-                        let at = || format!("{name} line {}", number + 1);
-                        let encoded = serde_json::from_str(&line)
-                            .map_err(|err| format!("{}: not valid JSON: {err}", at()))
-                            .and_then(|json| {
-                                encode_json(json).map_err(|err| format!("{}: {err}", at()))
-                            });
+                    for encoded in json_lines(reader, &name) {
                         match encoded {
                             Ok(bytes) => {
                                 if credits.recv().is_err() || !send(Fed::Input(count, bytes, None))
@@ -81,7 +64,7 @@ pub fn start(
                                 count += 1;
                             }
                             Err(why) => {
-                                send(Fed::Bad(count, why));
+                                send(Fed::Bad(count, why.to_string()));
                                 return;
                             }
                         }

@@ -164,7 +164,8 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     };
     let halt = args.halt.and_then(|arg| arg.0);
     // Submits input `index`; the job's id while it is in the queue.
-    let submit = |index: usize, input: std::sync::Arc<Vec<u8>>, tries: u32| {
+    let logging = args.joblog.is_some();
+    let submit = |index: usize, input: std::sync::Arc<Vec<u8>>, digest: String, tries: u32| {
         let tx = tx.clone();
         match queue.submit_cbor::<Value>(&job, input.clone()) {
             Ok(handle) => {
@@ -174,6 +175,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                         index,
                         finished: Box::new(finished),
                         input,
+                        digest,
                         tries,
                     });
                 });
@@ -188,7 +190,8 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     let outcome = context.block_on(async {
         let mut stdout = std::io::stdout().lock();
         let mut tally = Tally::default();
-        // Finished lines waiting for their turn (ordered): None for a job skipped by --resume.
+        // Lines waiting to be printed (ordered: for their turn): None for a job not run
+        // (skipped by --resume, or kept from starting by --halt).
         let mut waiting: std::collections::BTreeMap<usize, Option<Printed>> = Default::default();
         let mut next = 0usize;
         let mut total: Option<usize> = None;
@@ -242,22 +245,24 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                     if let Some(path) = path {
                         file_of.insert(index, path);
                     }
-                    if total.is_some() {
-                        continue;
-                    }
-                    let digest = super::joblog::digest(&bytes);
-                    if skip(index, &digest) {
-                        // Done in an earlier run: not run, not printed again.
-                        if ordered {
-                            waiting.insert(index, None);
+                    // Read after the reading stopped: not run.
+                    if total.is_none() {
+                        // Only a job log needs the input's digest: hashed once, here.
+                        let digest = if logging {
+                            super::joblog::digest(&bytes)
                         } else {
-                            emit(None, &mut tally, &mut stdout);
-                        }
-                        tally.skipped += 1;
-                    } else {
-                        bar.inc_length(1);
-                        if let Some(id) = submit(index, std::sync::Arc::new(bytes), 1) {
-                            outstanding.insert(index, id);
+                            String::new()
+                        };
+                        if skip(index, &digest) {
+                            // Done in an earlier run: not run, not printed again.
+                            waiting.insert(index, None);
+                            tally.skipped += 1;
+                        } else {
+                            bar.inc_length(1);
+                            let input = std::sync::Arc::new(bytes);
+                            if let Some(id) = submit(index, input, digest, 1) {
+                                outstanding.insert(index, id);
+                            }
                         }
                     }
                 }
@@ -278,6 +283,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                     index,
                     finished,
                     input,
+                    digest,
                     tries,
                 } => {
                     outstanding.remove(&index);
@@ -289,53 +295,42 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                         // Halted before it started: not run, not printed.
                         bar.inc(1);
                         tally.not_run += 1;
-                        if ordered {
-                            waiting.insert(index, None);
-                        } else {
-                            emit(None, &mut tally, &mut stdout);
-                        }
-                        continue;
-                    }
-                    if tries <= retries
+                        waiting.insert(index, None);
+                    } else if tries <= retries
                         && finished.result.as_ref().is_err_and(worth_retrying)
                         && !interrupted.get()
                         && tally.halted.is_none()
                     {
-                        if let Some(id) = submit(index, input, tries + 1) {
+                        if let Some(id) = submit(index, input, digest, tries + 1) {
                             outstanding.insert(index, id);
                         }
-                        continue;
-                    }
-                    bar.inc(1);
-                    if finished.result.is_ok() {
-                        ended.succeeded += 1;
                     } else {
-                        ended.failed += 1;
-                    }
-                    let digest = super::joblog::digest(&input);
-                    let finished = *finished;
-                    let started = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .saturating_sub(finished.stats.wall)
-                        .as_secs_f64();
-                    let mut line = match (&file_jobs, file_of.remove(&index)) {
-                        (Some(jobs), Some(path)) => file_line(index, finished, jobs, &path),
-                        _ => report_line(index, finished, output_dir.as_deref()),
-                    };
-                    if retries > 0 {
-                        line["tries"] = tries.into();
-                    }
-                    let printed = Printed {
-                        line,
-                        digest,
-                        started,
-                        tries,
-                    };
-                    if ordered {
+                        bar.inc(1);
+                        if finished.result.is_ok() {
+                            ended.succeeded += 1;
+                        } else {
+                            ended.failed += 1;
+                        }
+                        let finished = *finished;
+                        let started = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .saturating_sub(finished.stats.wall)
+                            .as_secs_f64();
+                        let mut line = match (&file_jobs, file_of.remove(&index)) {
+                            (Some(jobs), Some(path)) => file_line(index, finished, jobs, &path),
+                            _ => report_line(index, finished, output_dir.as_deref()),
+                        };
+                        if retries > 0 {
+                            line["tries"] = tries.into();
+                        }
+                        let printed = Printed {
+                            line,
+                            digest,
+                            started,
+                            tries,
+                        };
                         waiting.insert(index, Some(printed));
-                    } else {
-                        emit(Some(printed), &mut tally, &mut stdout);
                     }
                 }
                 Msg::Refused(index, why) => {
@@ -351,11 +346,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                         started: 0.0,
                         tries: 1,
                     };
-                    if ordered {
-                        waiting.insert(index, Some(printed));
-                    } else {
-                        emit(Some(printed), &mut tally, &mut stdout);
-                    }
+                    waiting.insert(index, Some(printed));
                 }
             }
             if let Some(halt) = halt.filter(|h| tally.halted.is_none() && h.reached(ended, read)) {
@@ -372,9 +363,15 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                     super::halt::When::Now => queue.cancel_all(),
                 }
             }
-            while let Some(printed) = waiting.remove(&next) {
+            // Print what may be printed: in input order, or (unordered) all that waits.
+            loop {
+                let printed = if ordered {
+                    waiting.remove(&next).inspect(|_| next += 1)
+                } else {
+                    waiting.pop_first().map(|(_, printed)| printed)
+                };
+                let Some(printed) = printed else { break };
                 emit(printed, &mut tally, &mut stdout);
-                next += 1;
             }
             if total.is_some_and(|total| tally.ended >= total.min(read)) {
                 break;
@@ -437,6 +434,8 @@ enum Msg {
         index: usize,
         finished: Box<Finished<Value>>,
         input: std::sync::Arc<Vec<u8>>,
+        /// The input's digest for the job log (empty without one).
+        digest: String,
         tries: u32,
     },
     /// The queue refused input `.0` (over the input limit, ...).

@@ -263,34 +263,14 @@ impl Window {
                 processor.name()
             ));
         }
-        let chooser = gtk::FileChooserNative::new(
-            Some(if folder { "Add Folder" } else { "Add Files" }),
-            Some(self),
-            if folder {
-                gtk::FileChooserAction::SelectFolder
-            } else {
-                gtk::FileChooserAction::Open
-            },
-            Some("_Add"),
-            Some("_Cancel"),
-        );
-        chooser.set_select_multiple(!folder);
-        chooser.connect_response(glib::clone!(
-            #[weak(rename_to = window)]
-            self,
-            move |chooser, response| {
-                if response == gtk::ResponseType::Accept {
-                    let files = chooser.files();
-                    let paths: Vec<PathBuf> = (0..files.n_items())
-                        .filter_map(|i| files.item(i).and_downcast::<gio::File>())
-                        .filter_map(|f| f.path())
-                        .collect();
-                    window.add_files_from_form(paths);
-                }
-                chooser.destroy();
-            }
-        ));
-        chooser.show();
+        let (title, action) = if folder {
+            ("Add Folder", gtk::FileChooserAction::SelectFolder)
+        } else {
+            ("Add Files", gtk::FileChooserAction::Open)
+        };
+        self.choose_paths(title, "_Add", action, !folder, |window, paths| {
+            window.add_files_from_form(paths);
+        });
     }
 
     /// Where outputs go: the folder given, else Pictures/offload (or the home folder's

@@ -119,32 +119,25 @@ impl Window {
     }
 
     fn choose_output_folder(&self, row: &adw::ActionRow) {
-        let chooser = gtk::FileChooserNative::new(
-            Some("Output Folder"),
-            Some(self),
+        let row = row.downgrade();
+        self.choose_paths(
+            "Output Folder",
+            "_Choose",
             gtk::FileChooserAction::SelectFolder,
-            Some("_Choose"),
-            Some("_Cancel"),
-        );
-        chooser.connect_response(glib::clone!(
-            #[weak(rename_to = window)]
-            self,
-            #[weak]
-            row,
-            move |chooser, response| {
-                if response == gtk::ResponseType::Accept {
-                    if let Some(path) = chooser.file().and_then(|f| f.path()) {
-                        if let Some(settings) = window.settings() {
-                            settings.set_output_folder(&path);
-                        }
-                        window.set_output_dir(Some(path.clone()));
-                        row.set_subtitle(&path.display().to_string());
-                    }
+            false,
+            move |window, paths| {
+                let Some(path) = paths.into_iter().next() else {
+                    return;
+                };
+                if let Some(settings) = window.settings() {
+                    settings.set_output_folder(&path);
                 }
-                chooser.destroy();
-            }
-        ));
-        chooser.show();
+                window.set_output_dir(Some(path.clone()));
+                if let Some(row) = row.upgrade() {
+                    row.set_subtitle(&path.display().to_string());
+                }
+            },
+        );
     }
 
     /// The About window.

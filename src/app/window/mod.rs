@@ -350,6 +350,44 @@ impl Window {
             && self.imp().unsubmitted.get() == 0
     }
 
+    /// Asks for files or a folder (`action`; several files with `multiple`) with a native
+    /// chooser, then calls `chosen` with the paths picked, unless it was cancelled.
+    fn choose_paths(
+        &self,
+        title: &str,
+        accept: &str,
+        action: gtk::FileChooserAction,
+        multiple: bool,
+        chosen: impl Fn(&Self, Vec<PathBuf>) + 'static,
+    ) {
+        let chooser = gtk::FileChooserNative::new(
+            Some(title),
+            Some(self),
+            action,
+            Some(accept),
+            Some("_Cancel"),
+        );
+        chooser.set_select_multiple(multiple);
+        chooser.connect_response(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |chooser, response| {
+                if response == gtk::ResponseType::Accept {
+                    let files = chooser.files();
+                    let paths: Vec<PathBuf> = (0..files.n_items())
+                        .filter_map(|i| files.item(i).and_downcast::<gio::File>())
+                        .filter_map(|f| f.path())
+                        .collect();
+                    if !paths.is_empty() {
+                        chosen(&window, paths);
+                    }
+                }
+                chooser.destroy();
+            }
+        ));
+        chooser.show();
+    }
+
     pub fn set_max_running(&self, n: usize) {
         let n = n.max(1);
         self.queue().set_max_running(n);

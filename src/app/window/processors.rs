@@ -143,26 +143,17 @@ impl Window {
         let Some((processor, _)) = self.selected_processor() else {
             return self.toast("No processor is selected");
         };
-        let chooser = gtk::FileChooserNative::new(
-            Some("Add Jobs From a JSONL File"),
-            Some(self),
+        self.choose_paths(
+            "Add Jobs From a JSONL File",
+            "_Add Jobs",
             gtk::FileChooserAction::Open,
-            Some("_Add Jobs"),
-            Some("_Cancel"),
-        );
-        chooser.connect_response(glib::clone!(
-            #[weak(rename_to = window)]
-            self,
-            move |chooser, response| {
-                if response == gtk::ResponseType::Accept {
-                    if let Some(path) = chooser.file().and_then(|f| f.path()) {
-                        window.add_jobs_from_file(processor.clone(), path);
-                    }
+            false,
+            move |window, paths| {
+                for path in paths {
+                    window.add_jobs_from_file(processor.clone(), path);
                 }
-                chooser.destroy();
-            }
-        ));
-        chooser.show();
+            },
+        );
     }
 
     /// Reads and encodes a JSON Lines file on a worker thread, then adds one job per line.

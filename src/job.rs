@@ -307,15 +307,20 @@ impl Job {
         self.persistence
     }
 
-    /// The processor's `--describe`, run as this job runs it: after the job's arguments and
-    /// with its environment (a job whose processor is an interpreter and whose first argument
-    /// is a script describes the script). Blocks: call it off the main thread in an app.
+    /// The processor's description (`--describe`), asked as this job runs it: after the job's
+    /// arguments (a job whose processor is an interpreter and whose first argument is a
+    /// script describes the script), with its environment, in its sandbox, below a guard, with
+    /// its limits and a hard deadline of `timeout` (or its own timeout, if shorter). Nothing
+    /// the probe starts outlives it. The answer is remembered per executable file (its
+    /// identity on disk), arguments, environment and sandbox, for the life of the process, so a
+    /// processor that does not know the flag runs once for it, not once per caller. A
+    /// processor that only a launcher's hosts have is asked here if it is here too. Blocks:
+    /// call it off the main thread in an app.
     pub fn describe(
         &self,
         timeout: std::time::Duration,
     ) -> Result<offload_sdk::Description, crate::processor::DescribeError> {
-        let env = self.environment();
-        self.processor.describe_as(&self.args, Some(&env), timeout)
+        crate::runner::describe(self, timeout, None)
     }
 
     /// The processor this job runs.

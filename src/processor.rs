@@ -1,13 +1,9 @@
 //! Finding processors: by path, or by name over a search path; listing and describing them.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use offload_sdk::protocol::{Description, DESCRIBE_FLAG, EXECUTABLE_PREFIX};
 
@@ -89,6 +85,7 @@ impl std::error::Error for LookupError {}
 /// assert_eq!(err.to_string(), "no answer to --describe within 2s");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DescribeError {
     /// It could not be started.
     CannotStart(String),
@@ -99,6 +96,8 @@ pub enum DescribeError {
     Failed(String),
     /// It printed no valid description.
     Invalid(String),
+    /// It was stopped before it answered (the job it was asked for was cancelled).
+    Cancelled,
 }
 
 impl fmt::Display for DescribeError {
@@ -108,6 +107,7 @@ impl fmt::Display for DescribeError {
             Self::TimedOut(timeout) => write!(f, "no answer to {DESCRIBE_FLAG} within {timeout:?}"),
             Self::Failed(status) => write!(f, "{DESCRIBE_FLAG} failed ({status})"),
             Self::Invalid(why) => write!(f, "{DESCRIBE_FLAG} printed no valid description: {why}"),
+            Self::Cancelled => write!(f, "{DESCRIBE_FLAG} was stopped before it answered"),
         }
     }
 }
@@ -261,95 +261,15 @@ impl Processor {
         &self.path
     }
 
-    /// Runs `PROCESSOR --describe` with stdin closed and a timeout. Blocks: call it off the main
-    /// thread in an app.
+    /// Asks the processor for its description (`PROCESSOR --describe`, PROTOCOL.md section
+    /// 10) as a job with default settings runs it: below a guard, with the job environment
+    /// (not the host's: see [`crate::job::INHERITED_ENV`]), stdin empty, and a hard deadline of
+    /// `timeout`. The answer is remembered per executable file. Blocks: call it off the main
+    /// thread in an app. [`Job::describe`](crate::Job::describe) asks as a particular job runs
+    /// it (its arguments, environment, sandbox and limits).
     pub fn describe(&self, timeout: Duration) -> Result<Description, DescribeError> {
-        self.describe_as(&[], None, timeout)
+        crate::Job::new(self.clone()).describe(timeout)
     }
-
-    /// `--describe` after `args`, with exactly `env` when given (else the host's
-    /// environment): as a job with those arguments and environment would run.
-    pub(crate) fn describe_as(
-        &self,
-        args: &[OsString],
-        env: Option<&[(OsString, OsString)]>,
-        timeout: Duration,
-    ) -> Result<Description, DescribeError> {
-        let mut command = Command::new(&self.path);
-        command.args(args).arg(DESCRIBE_FLAG);
-        if let Some(env) = env {
-            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|err| {
-                DescribeError::CannotStart(format!("cannot start {}: {err}", self.path.display()))
-            })?;
-        let mut stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| DescribeError::CannotStart("no stdout pipe".into()))?;
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = (&mut stdout).take(1 << 20).read_to_end(&mut text);
-            text
-        });
-        let deadline = Instant::now() + timeout;
-        // Wait on a pidfd where there is one (no polling delay: a probe is on the path of a
-        // processor's first job), else look every 5 ms.
-        let pidfd = pidfd(child.id());
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match &pidfd {
-                        Some(fd) => wait_readable(fd, left),
-                        None => std::thread::sleep(left.min(Duration::from_millis(5))),
-                    }
-                }
-                _ => break None,
-            }
-        };
-        let Some(status) = status else {
-            // SAFETY: the child is unreaped, so its process group id is still ours to signal.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            let _ = child.wait();
-            let _ = reader.join();
-            return Err(DescribeError::TimedOut(timeout));
-        };
-        let text = reader.join().unwrap_or_default();
-        if !status.success() {
-            return Err(DescribeError::Failed(status.to_string()));
-        }
-        serde_json::from_slice(&text).map_err(|err| DescribeError::Invalid(err.to_string()))
-    }
-}
-
-/// A pidfd for `pid` (Linux 5.3 and later).
-fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a non-negative result is a fresh descriptor that nothing else owns.
-    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
-
-/// Waits until `fd` is readable (a pidfd: the process exited), at most `timeout`.
-fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut pollfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis() + 1).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pollfd, 1, ms) };
 }
 
 /// The executable a name stands for: `offload-NAME` only (PROTOCOL.md section 3), so that

@@ -38,10 +38,14 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         Err(_) if !launcher.is_local() => Processor::at(&args.processor),
         Err(err) => return Err(err.into()),
     };
+    let launcher = std::sync::Arc::new(launcher);
+    let job = job_from_args(processor, &args, &launcher)?;
     let file_jobs = if args.files.is_empty() {
         None
     } else {
-        let description = processor.describe(DESCRIBE_TIMEOUT).map_err(|err| {
+        // Asked as the jobs will run it (its sandbox, environment and limits), once: the
+        // workers reuse the answer.
+        let description = job.describe(DESCRIBE_TIMEOUT).map_err(|err| {
             anyhow::anyhow!("--files: {} cannot describe itself: {err}", args.processor)
         })?;
         Some(std::sync::Arc::new(
@@ -84,8 +88,6 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let launcher = std::sync::Arc::new(launcher);
-    let job = job_from_args(processor, &args, &launcher)?;
     let jobs = match args.jobs {
         None if !launcher.is_local() => {
             let slots = launcher.slots();

@@ -14,6 +14,7 @@ mod child;
 pub(crate) mod guard;
 mod memory;
 mod oneshot;
+mod probe;
 mod remote;
 mod sandbox;
 mod stop;
@@ -21,6 +22,7 @@ mod worker;
 mod workers;
 
 pub use memory::MEMORY_LIMIT_ENV;
+pub(crate) use probe::describe;
 
 /// What this process's jobs get for a memory limit.
 pub(crate) fn detected_memory_limit() -> crate::outcome::MemoryLimitKind {

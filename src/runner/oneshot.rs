@@ -39,19 +39,60 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
         control,
         events,
     } = request;
+    let (result, stats) = execute(
+        id,
+        &job,
+        &Extra::default(),
+        input,
+        decode,
+        &control,
+        &events,
+    );
+    // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
+    // reporting, so that a delivered result means the job holds no descriptor any more.
+    drop(control);
+    RunnerEvent::Finished {
+        id,
+        result,
+        stats,
+        next: None,
+    }
+}
+
+/// What a run adds to a job's own command line and pipes.
+#[derive(Default)]
+pub(super) struct Extra<'a> {
+    /// Arguments after the job's own (`--describe` for the probe).
+    pub trailing_args: &'a [&'a str],
+    /// No progress pipe (the probe: a description is not a job's progress).
+    pub no_progress: bool,
+}
+
+/// Runs `job`'s processor once on `input`, as `extra` says, to its end: spawned below a
+/// guard in the job's placement (sandbox, launcher), with its limits, supervised, reaped,
+/// classified and decoded. Both a job and the `--describe` probe run through here.
+pub(super) fn execute(
+    id: JobId,
+    job: &Job,
+    extra: &Extra<'_>,
+    input: Arc<Vec<u8>>,
+    decode: Decoder,
+    control: &Control,
+    events: &async_channel::Sender<RunnerEvent>,
+) -> (RawResult, RunStats) {
     let started = Instant::now();
-    let memory = Enforcement::for_job(&job);
+    let memory = Enforcement::for_job(job);
     let procs = memory.as_ref().and_then(Enforcement::procs_file);
     let launch = Launch {
-        trailing_args: &[],
-        progress_pipe: true,
+        trailing_args: extra.trailing_args,
+        progress_pipe: !extra.no_progress,
         cpu_limit: job.limits.max_cpu_time,
         data_limit: memory.as_ref().and_then(Enforcement::data_limit),
         cgroup: procs.as_deref(),
     };
-    let (result, stats) = loop {
-        let child = match spawn(&job, &launch) {
-            Err(error) => break (Err(error), RunStats::default()),
+    loop {
+        let child = match spawn(job, &launch) {
+            Err(error) => return (Err(error), RunStats::default()),
             Ok(child) => child,
         };
         let pid = child.job.processor as u32;
@@ -62,7 +103,7 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
             worker: None,
         });
         let samples = memory.as_ref().is_none_or(Enforcement::samples) && remote.is_none();
-        let ended = supervise(id, &job, child, input.clone(), &control, &events, samples);
+        let ended = supervise(id, job, child, input.clone(), control, events, samples);
         let launch_failure = remote
             .as_ref()
             .filter(|_| ended.ending.stop.is_none())
@@ -91,22 +132,13 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
         };
         let result = match launch_failure {
             Some(failure) => Err(failure),
-            None => classify(ended, &job, decode),
+            None => classify(ended, job, decode),
         };
         let result = match &memory {
             Some(memory) => result.map_err(|error| memory.judge(error)),
             None => result,
         };
-        break (result, stats);
-    };
-    // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
-    // reporting, so that a delivered result means the job holds no descriptor any more.
-    drop(control);
-    RunnerEvent::Finished {
-        id,
-        result,
-        stats,
-        next: None,
+        return (result, stats);
     }
 }
 

@@ -14,7 +14,6 @@ use std::any::Any;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use offload_sdk::sequence::SequenceBuffer;
 
 use super::child::{
     cpu_time, last_line, pidfd_open, reap, set_soft_limit, spawn, timeval, unread_bytes,
-    whole_seconds, JobProcess, Launch, PeakMemory, Tail,
+    whole_seconds, FileId, JobProcess, Launch, PeakMemory, Tail,
 };
 use super::memory::Enforcement;
 use super::oneshot::poll_timeout;
@@ -41,27 +40,6 @@ const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
 
 /// Room for a frame's own fields around its payload.
 const FRAME_OVERHEAD: usize = 1024;
-
-/// The identity of an executable file, to notice when it is replaced or rebuilt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl FileId {
-    pub(super) fn of(path: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        })
-    }
-}
 
 /// What the loop waits for.
 enum Expect {

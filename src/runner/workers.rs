@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::child::FileId;
 use super::oneshot::{self, poll_timeout};
-use super::worker::{Fate, FileId, Idle, Order, Pipeline, WorkerProcess};
+use super::worker::{Fate, Idle, Order, Pipeline, WorkerProcess};
 use super::{RunRequest, RunnerEvent};
 use crate::job::{Job, Persistence};
 use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
@@ -423,7 +424,11 @@ impl Workers {
     /// remembered per executable file,
     /// asked with `--describe` (blocking: on a worker thread only) when unknown or changed.
     /// A probe that timed out is not remembered: on a busy machine the next job asks again.
-    fn supports_persistent(&self, job: &Job) -> Result<bool, DescribeError> {
+    fn supports_persistent(
+        &self,
+        job: &Job,
+        control: &Arc<super::Control>,
+    ) -> Result<bool, DescribeError> {
         let path = job.processor.path();
         if job.launcher.is_some() && !path.exists() {
             // Only the launcher's hosts have it: asked for workers, its hello will tell.
@@ -435,9 +440,9 @@ impl Workers {
                 return Ok(*persistent);
             }
         }
-        let persistent = match job.describe(DESCRIBE_TIMEOUT) {
+        let persistent = match super::probe::describe(job, DESCRIBE_TIMEOUT, Some(control)) {
             Ok(description) => description.supports_persistent(),
-            Err(err @ DescribeError::TimedOut(_)) => return Err(err),
+            Err(err @ (DescribeError::TimedOut(_) | DescribeError::Cancelled)) => return Err(err),
             // It does not know the flag, or cannot run: a process per job (which says why).
             Err(_) => false,
         };
@@ -627,7 +632,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
     }
     let supported = match process {
         Some(_) => Ok(true),
-        None => workers.supports_persistent(&request.job),
+        None => workers.supports_persistent(&request.job, &request.control),
     };
     if supported != Ok(true) {
         if request.job.persistence != Persistence::Always {

@@ -101,19 +101,30 @@ pub fn processes() -> Vec<ProcessInfo> {
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The fields after the command name, which is in parentheses and may hold spaces:
-            // state, parent, process group, ...
-            let (_, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(ProcessInfo {
-                pid,
-                state: fields.first()?.chars().next()?,
-                parent: fields.get(1)?.parse().ok()?,
-                group: fields.get(2)?.parse().ok()?,
-            })
+            stat(pid).map(|(info, _)| info)
         })
         .collect()
+}
+
+/// A process's row and its command name, read together from one /proc/PID/stat: a name read
+/// apart from its row may be of a later moment (a guard's child that has since executed its
+/// processor and left the guard's process group).
+pub fn stat(pid: u32) -> Option<(ProcessInfo, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // state, parent, process group, ...
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        ProcessInfo {
+            pid,
+            state: fields.first()?.chars().next()?,
+            parent: fields.get(1)?.parse().ok()?,
+            group: fields.get(2)?.parse().ok()?,
+        },
+        comm,
+    ))
 }
 
 /// Every live process below `pid` (its children, theirs, and so on).
@@ -135,10 +146,9 @@ pub fn descendants(pid: u32) -> Vec<ProcessInfo> {
 pub fn processors_below(host: u32, comm_prefix: &str) -> Vec<ProcessInfo> {
     descendants(host)
         .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
-                .is_ok_and(|c| c.starts_with(comm_prefix) && !c.starts_with("offload-guard"))
-        })
+        .filter_map(|p| stat(p.pid))
+        .filter(|(_, comm)| comm.starts_with(comm_prefix) && !comm.starts_with("offload-guard"))
+        .map(|(info, _)| info)
         .collect()
 }
 

@@ -39,12 +39,11 @@ impl Window {
             #[weak(rename_to = window)]
             self,
             async move {
-                let found = gio::spawn_blocking({
-                    let processor = processor.clone();
-                    move || prepare(&processor, &params, &output_dir, paths)
-                })
-                .await
-                .unwrap_or_else(|_| Err("Preparing the files failed".to_owned()));
+                // Described as its jobs will run (sandboxed, if they are).
+                let job = window.job_for(&processor);
+                let found = gio::spawn_blocking(move || prepare(&job, &params, &output_dir, paths))
+                    .await
+                    .unwrap_or_else(|_| Err("Preparing the files failed".to_owned()));
                 let imp = window.imp();
                 imp.unsubmitted.set(imp.unsubmitted.get().saturating_sub(1));
                 match found {
@@ -316,12 +315,13 @@ impl Window {
 /// (folders searched recursively, in name order) split into taken and skipped.
 #[allow(clippy::type_complexity)]
 fn prepare(
-    processor: &Processor,
+    job: &crate::Job,
     params: &[String],
     output_dir: &std::path::Path,
     paths: Vec<PathBuf>,
 ) -> Result<(FileJobs, Vec<PathBuf>, Vec<(PathBuf, String)>), String> {
-    let description = processor
+    let processor = job.processor();
+    let description = job
         .describe(crate::processor::DESCRIBE_TIMEOUT)
         .map_err(|err| format!("{} cannot describe itself: {err}", processor.name()))?;
     let jobs = FileJobs::new(processor.name(), &description, params, Some(output_dir))?;

@@ -105,6 +105,20 @@ impl Window {
         }
     }
 
+    /// How a new job of `processor` runs, as the window is set now (nice, sandbox, launcher).
+    pub(super) fn job_for(&self, processor: &Processor) -> Job {
+        let imp = self.imp();
+        // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
+        let mut job = Job::new(processor.clone()).nice(self.job_nice());
+        if imp.sandboxed.get() {
+            job = job.sandbox(crate::Sandbox::new());
+        }
+        if let Some(launcher) = imp.launcher.borrow().as_ref() {
+            job = job.launcher(launcher.clone());
+        }
+        job
+    }
+
     /// Submits one job and keeps its record; its row comes from the job model when the queue
     /// tells of it (rows told together join the list together). Nothing here is proportional
     /// to the input's size: it is encoded already and shared with the queue.
@@ -117,14 +131,7 @@ impl Window {
         self.batch_starts();
         let imp = self.imp();
         let queue = self.queue();
-        // Processors yield the CPU to the main loop: the window stays smooth on a busy machine.
-        let mut job = Job::new(processor.clone()).nice(self.job_nice());
-        if imp.sandboxed.get() {
-            job = job.sandbox(crate::Sandbox::new());
-        }
-        if let Some(launcher) = imp.launcher.borrow().as_ref() {
-            job = job.launcher(launcher.clone());
-        }
+        let job = self.job_for(&processor);
         let record = JobRecord {
             processor,
             kind: kind.clone(),

@@ -34,8 +34,9 @@ pub(crate) struct ChildFds {
     pub stderr: RawFd,
     pub status: RawFd,
     pub progress: Option<RawFd>,
-    /// bwrap's `--info-fd`, for a sandboxed processor.
-    pub info: Option<RawFd>,
+    /// More descriptors that keep their numbers: bwrap's `--info-fd` and system-call filter,
+    /// for a sandboxed processor.
+    pub pass: Vec<RawFd>,
 }
 
 /// How the child runs, besides its descriptors.
@@ -235,7 +236,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::fcntl(plan.fds.status, libc::F_SETFD, 0) == -1 {
             fail(plan);
         }
-        for keep in [plan.fds.progress, plan.fds.info].into_iter().flatten() {
+        for keep in plan.fds.progress.iter().chain(&plan.fds.pass).copied() {
             if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
                 fail(plan);
             }

@@ -2,6 +2,7 @@
 //! spawning below a guard (`guard.rs`), the pidfd, stopping, reaping, and what the kernel tells
 //! of a process (CPU time, resident and peak memory).
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,21 +32,38 @@ pub(super) struct Spawned {
     pub progress: Option<OwnedFd>,
 }
 
+/// Where a job's processor runs, as far as stopping it and reading its figures go.
+#[derive(Clone)]
+pub(super) enum Placement {
+    /// On this machine, the guard's child.
+    Local,
+    /// In a bubblewrap sandbox, below bwrap: in a pid namespace and a session of its own,
+    /// whose leader (bwrap's pid 1 there) is `session`, as the host numbers it. A death by
+    /// signal N comes back as exit code 128 + N.
+    Sandboxed { session: libc::pid_t },
+    /// Through a launcher: the local process is srun or ssh.
+    Remote(Arc<Remote>),
+}
+
 /// A processor process and the guard it runs below (the host's child).
 #[derive(Clone)]
 pub(super) struct JobProcess {
     /// The guard: the host's child, which the host waits for and signals.
     pub guard: libc::pid_t,
-    /// The processor, which leads its own process group.
+    /// The processor (its CPU clock and memory are the job's), or the local srun or ssh.
     pub processor: libc::pid_t,
-    /// Whether it runs in the sandbox (bwrap between the guard and the processor reports a
-    /// death by signal N as exit code 128 + N).
-    pub sandboxed: bool,
-    /// Started through a launcher: `processor` is then the local srun or ssh.
-    pub remote: Option<Arc<Remote>>,
+    pub placement: Placement,
 }
 
 impl JobProcess {
+    /// The launcher's side of it, when it runs elsewhere.
+    pub(super) fn remote(&self) -> Option<&Arc<Remote>> {
+        match &self.placement {
+            Placement::Remote(remote) => Some(remote),
+            _ => None,
+        }
+    }
+
     /// The processor's end from the guard's wait status (which mirrors the processor, or in
     /// the sandbox bwrap): its exit code or signal.
     pub(super) fn ending(&self, status: libc::c_int) -> (Option<i32>, Option<i32>) {
@@ -54,30 +72,37 @@ impl JobProcess {
         } else {
             (Some(libc::WEXITSTATUS(status)), None)
         };
-        if let Some(remote) = &self.remote {
-            remote.ending(code, signal)
-        } else if self.sandboxed {
-            super::sandbox::unwrap_status(code, signal)
-        } else {
-            (code, signal)
+        match &self.placement {
+            Placement::Local => (code, signal),
+            Placement::Sandboxed { .. } => super::sandbox::unwrap_status(code, signal),
+            Placement::Remote(remote) => remote.ending(code, signal),
         }
     }
 
-    /// Asks the processor to stop: SIGTERM to its group (the guard forwards it), or to the
-    /// remote process through its launcher.
+    /// Asks the processor to stop: SIGTERM to its group (the guard forwards it), to the
+    /// sandbox's session (not to bwrap, which would die of it and take the processor with it
+    /// at once), or to the remote process through its launcher.
     pub(super) fn terminate(&self) {
-        if self.remote.as_ref().is_some_and(|r| r.terminate()) {
-            return;
+        match &self.placement {
+            Placement::Remote(remote) if remote.terminate() => {}
+            Placement::Sandboxed { session } => {
+                // SAFETY: a signal to a process group; bwrap's pid 1 leads it while the
+                // guard, our unreaped child, waits for bwrap.
+                unsafe { libc::kill(-*session, libc::SIGTERM) };
+            }
+            _ => {
+                // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
+                unsafe { libc::kill(self.guard, libc::SIGTERM) };
+            }
         }
-        // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
-        unsafe { libc::kill(self.guard, libc::SIGTERM) };
     }
 
-    /// Kills the job now: its process group and everything left below the guard.
+    /// Kills the job now: its process group and everything left below the guard (in the
+    /// sandbox, its whole pid namespace goes with bwrap).
     pub(super) fn kill(&self) {
         // SAFETY: as above.
         unsafe { libc::kill(self.guard, super::guard::KILL_JOB) };
-        if let Some(remote) = &self.remote {
+        if let Placement::Remote(remote) = &self.placement {
             remote.kill();
         }
     }
@@ -135,14 +160,6 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     if let Some((_, write)) = &progress {
         env.push((PROGRESS_FD_ENV.into(), write.as_raw_fd().to_string().into()));
     }
-    let fds = ChildFds {
-        stdin: stdin.0.as_raw_fd(),
-        stdout: stdout.1.as_raw_fd(),
-        stderr: stderr.1.as_raw_fd(),
-        status: status.1.as_raw_fd(),
-        progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
-        info: None,
-    };
     // The limits of this machine's kernel would hold srun or ssh, not the processor.
     let local = remote.is_none();
     let settings = ChildSettings {
@@ -153,11 +170,6 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
-    // In the sandbox, the guard runs bwrap, which runs the processor and says its pid.
-    let info = match &job.sandbox {
-        Some(_) => Some(pipe().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?),
-        None => None,
-    };
     if job.sandbox.is_some() {
         // Inside, bwrap would only say so on stderr: tell a missing processor apart here.
         let missing = match std::fs::metadata(path) {
@@ -172,31 +184,62 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             return Err(cannot_start(spawn_error_message(path, &err)));
         }
     }
+    // In the sandbox, the guard runs bwrap, which runs the processor and says its pid.
+    let info = match &job.sandbox {
+        Some(_) => Some(pipe().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?),
+        None => None,
+    };
+    let mut pass: Vec<RawFd> = Vec::new();
+    let mut passed: Vec<OwnedFd> = Vec::new();
     let (program, args) = match (&job.sandbox, &info, &remote) {
         (_, _, Some(remote)) => remote.command(job, &args),
         (Some(sandbox), Some((_, write)), None) => {
-            super::sandbox::wrap(sandbox, path, &args, write.as_raw_fd()).map_err(cannot_start)?
+            // What it needs inside depends on its environment, less the progress pipe's
+            // number (which changes every time).
+            let plain: Vec<(OsString, OsString)> = env
+                .iter()
+                .filter(|(k, _)| k != PROGRESS_FD_ENV)
+                .cloned()
+                .collect();
+            let wrapped = super::sandbox::wrap(sandbox, path, &args, &plain, write.as_raw_fd())
+                .map_err(cannot_start)?;
+            pass.push(write.as_raw_fd());
+            pass.extend(wrapped.pass);
+            passed = wrapped.owned;
+            (wrapped.program, wrapped.args)
         }
         _ => (path.to_path_buf(), args),
     };
     let fds = ChildFds {
-        info: info.as_ref().map(|(_, write)| write.as_raw_fd()),
-        ..fds
+        stdin: stdin.0.as_raw_fd(),
+        stdout: stdout.1.as_raw_fd(),
+        stderr: stderr.1.as_raw_fd(),
+        status: status.1.as_raw_fd(),
+        progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
+        pass,
     };
     let guard = crate::spawn::spawn(&program, &args, &env, fds, &settings)
         .map_err(|err| cannot_start(spawn_error_message(&program, &err)))?;
     // The child's ends close here; ours stay.
     drop(status.1);
+    drop(passed);
     let info = info.map(|(read, write)| {
         drop(write);
         read
     });
     let mut status_pipe = File::from(status.0);
-    let processor = match super::guard::first_status(&mut status_pipe, GUARD_START) {
+    let (processor, placement) = match super::guard::first_status(&mut status_pipe, GUARD_START) {
         Some(super::guard::Status::Running(pid)) => match info {
-            None => pid as libc::pid_t,
+            None => (
+                pid as libc::pid_t,
+                remote.map_or(Placement::Local, Placement::Remote),
+            ),
             Some(info) => match sandboxed_pid(info) {
-                Some(pid) => pid,
+                Some(session) => (
+                    // The processor is bwrap's pid 1's child there; its figures are the job's.
+                    sandboxed_processor(session).unwrap_or(session),
+                    Placement::Sandboxed { session },
+                ),
                 None => {
                     // bwrap could not make the sandbox: it says why on stderr, as the job's.
                     let _ = unsafe { libc::kill(guard, super::guard::KILL_JOB) };
@@ -238,8 +281,7 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         job: JobProcess {
             guard,
             processor,
-            sandboxed: job.sandbox.is_some(),
-            remote,
+            placement,
         },
         status: OwnedFd::from(status_pipe),
         stdin: stdin.1,
@@ -293,6 +335,43 @@ fn sandboxed_pid(info: OwnedFd) -> Option<libc::pid_t> {
     }
     super::sandbox::child_pid(&String::from_utf8_lossy(&text))
         .and_then(|pid| libc::pid_t::try_from(pid).ok())
+}
+
+/// The processor in a sandbox whose pid 1 is `session`: pid 1's child (bwrap forks it once
+/// the sandbox is made, so it may take a moment to appear), at most [`GUARD_START`]. `None` if
+/// the sandbox ended first.
+fn sandboxed_processor(session: libc::pid_t) -> Option<libc::pid_t> {
+    let until = std::time::Instant::now() + GUARD_START;
+    let children = format!("/proc/{session}/task/{session}/children");
+    loop {
+        let found = match std::fs::read_to_string(&children) {
+            Ok(text) => text.split_whitespace().next().and_then(|p| p.parse().ok()),
+            // Not built into this kernel (CONFIG_PROC_CHILDREN): look for it by its parent.
+            Err(_) if Path::new(&format!("/proc/{session}")).exists() => child_of(session),
+            Err(_) => return None,
+        };
+        if found.is_some() {
+            return found;
+        }
+        if std::time::Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A child of `parent`, found by reading every process's parent in /proc.
+fn child_of(parent: libc::pid_t) -> Option<libc::pid_t> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: libc::pid_t = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid: libc::pid_t = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
 }
 
 /// What can be read from `fd` now without waiting (a failed start's stderr).
@@ -393,7 +472,7 @@ impl Tail {
     /// A tail of `process`'s stderr.
     pub(super) fn of(process: &JobProcess, cap: usize) -> Self {
         Self {
-            markers: process.remote.clone().map(Markers::new),
+            markers: process.remote().cloned().map(Markers::new),
             ..Self::new(cap)
         }
     }

@@ -20,6 +20,16 @@
  *    processor and of every descendant it or the guard reaped (wait4's ru_maxrss).
  *  - Exits as the processor did: the same code, or killed by the same signal.
  *
+ *     offload-guard --exec-as UID GID SELF_FD PROGRAM [ARG...]
+ *
+ * A second, tiny mode, for a sandbox started by root: run inside the sandbox (from the memfd,
+ * as /proc/self/fd/SELF_FD) once bubblewrap has made it, it drops every capability from the
+ * bounding set, clears the supplementary groups, becomes UID and GID (all of real, effective
+ * and saved: the kernel then clears the permitted and effective capabilities), closes SELF_FD
+ * and executes PROGRAM. So a processor sandboxed by root runs as an unprivileged user, which
+ * bubblewrap cannot do by itself without a user namespace that maps it to root outside. On
+ * failure it says why on stderr ("offload-sandbox: ...") and exits 127.
+ *
  * Why it exists: the host starts processes with clone(CLONE_VM | CLONE_VFORK) so that a large
  * host (a GTK app) never copies its page tables; but a CLONE_VM child records the host's
  * high-water resident memory into its own ru_maxrss when it calls execve, so a processor's
@@ -222,9 +232,80 @@ static int kill_children(word self) {
     return found;
 }
 
+/* ---- the sandbox's privilege drop ---------------------------------------------------------- */
+
+static void complain(const char *what, const char *detail, word err) {
+    const char *prefix = "offload-sandbox: ";
+    char line[512];
+    int n = 0;
+    while (*prefix && n < 100)
+        line[n++] = *prefix++;
+    while (*what && n < 200)
+        line[n++] = *what++;
+    while (detail && *detail && n < 440)
+        line[n++] = *detail++;
+    const char *tail = " (errno ";
+    while (*tail)
+        line[n++] = *tail++;
+    char digits[24];
+    int d = 0;
+    unsigned long e = (unsigned long)err;
+    do {
+        digits[d++] = (char)('0' + e % 10);
+        e /= 10;
+    } while (e && d < 24);
+    while (d)
+        line[n++] = digits[--d];
+    line[n++] = ')';
+    line[n++] = '\n';
+    SYS(write, 2, line, n, 0, 0, 0);
+}
+
+__attribute__((noreturn)) static void exec_as(word argc, char **argv, char **envp) {
+    /* argv: offload-guard --exec-as UID GID SELF_FD PROGRAM [ARG...] */
+    if (argc < 6) {
+        complain("--exec-as takes UID GID SELF_FD PROGRAM", 0, 22);
+        exit_now(127);
+    }
+    word uid = (word)parse(argv[2]), gid = (word)parse(argv[3]);
+    int self_fd = (int)parse(argv[4]);
+    char **program = argv + 5;
+    /* Every capability out of the bounding set first (this needs CAP_SETPCAP, held until the
+     * uid changes), so that nothing can bring one back. */
+    for (word cap = 0; cap < 64; cap++) {
+        word r = SYS(prctl, PR_CAPBSET_DROP, cap, 0, 0, 0, 0);
+        if (ERR(r) && ERRNO(r) == 22 /* EINVAL: no such capability */)
+            break;
+        if (ERR(r)) {
+            complain("cannot drop a capability from the bounding set", 0, ERRNO(r));
+            exit_now(127);
+        }
+    }
+    word r = SYS(setgroups, 0, 0, 0, 0, 0, 0);
+    if (!ERR(r))
+        r = SYS(setresgid, gid, gid, gid, 0, 0, 0);
+    if (!ERR(r))
+        r = SYS(setresuid, uid, uid, uid, 0, 0, 0);
+    if (ERR(r)) {
+        complain("cannot become an unprivileged user", 0, ERRNO(r));
+        exit_now(127);
+    }
+    if (SYS(getuid, 0, 0, 0, 0, 0, 0) != uid || SYS(geteuid, 0, 0, 0, 0, 0, 0) != uid ||
+        SYS(getgid, 0, 0, 0, 0, 0, 0) != gid) {
+        complain("the user did not change", 0, 1);
+        exit_now(127);
+    }
+    SYS(close, self_fd, 0, 0, 0, 0, 0);
+    r = SYS(execve, program[0], program, envp, 0, 0, 0);
+    complain("cannot execute ", program[0], ERRNO(r));
+    exit_now(127);
+}
+
 /* ---- the guard ---------------------------------------------------------------------------- */
 
 __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **envp) {
+    if (argc >= 2 && same(argv[1], "--exec-as"))
+        exec_as(argc, argv, envp);
     if (argc < 3)
         exit_now(125);
     status_fd = (int)parse(argv[1]);

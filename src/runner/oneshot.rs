@@ -96,7 +96,7 @@ pub(super) fn execute(
             Ok(child) => child,
         };
         let pid = child.job.processor as u32;
-        let remote = child.job.remote.clone();
+        let remote = child.job.remote().cloned();
         let _ = events.try_send(RunnerEvent::Started {
             id,
             pid,

@@ -281,7 +281,7 @@ impl WorkerProcess {
         let child = spawn(job, &launch).map_err(|error| (error, false))?;
         let process = child.job;
         let pid = process.processor;
-        let remote = process.remote.clone();
+        let remote = process.remote().cloned();
         let mut worker = Self {
             number,
             job: process.clone(),
@@ -421,7 +421,7 @@ impl WorkerProcess {
 
     /// Where it runs, when a launcher started it elsewhere.
     pub(super) fn host(&self) -> Option<String> {
-        self.job.remote.as_ref().map(|r| r.host())
+        self.job.remote().map(|r| r.host())
     }
 
     /// The worker's number.
@@ -485,7 +485,7 @@ impl WorkerProcess {
         }
         self.jobs += 1;
         self.tail = Tail::of(&self.job, limits.stderr_tail_bytes);
-        let local = self.job.remote.is_none();
+        let local = self.job.remote().is_none();
         self.frames.set_limits(frame_limits(&limits));
         let cpu_start = cpu_time(pid).unwrap_or_default();
         if local && (limits.max_cpu_time.is_some() || self.cpu_limited) {
@@ -609,8 +609,7 @@ impl WorkerProcess {
             ))
         } else if let Some(error) = self
             .job
-            .remote
-            .as_ref()
+            .remote()
             .filter(|_| watch.stopped().is_none())
             .and_then(|remote| remote.launch_failure(exit.code, &tail))
         {

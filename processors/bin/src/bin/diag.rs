@@ -39,8 +39,12 @@ struct DiagInput {
     /// Allocate and touch this many bytes, then free them and answer: a known peak.
     #[serde(default)]
     hold_bytes: usize,
-    /// Try each of these and say how it went, in `probes` (for sandbox tests):
-    /// `connect:HOST:PORT`, `read:PATH`, `write:PATH`.
+    /// Try each of these and say how it went, in `probes` (for sandbox tests): "ok", or the
+    /// error. `connect:HOST:PORT`, `read:PATH`, `write:PATH`; escapes: `remount:PATH`
+    /// (read-write), `mount:PATH` (a tmpfs there), `kill:PID` (SIGKILL), `signal:PID` (signal
+    /// 0: can it reach it), `cmdline:PID` (read its command line), `keyctl` (its session key
+    /// ring), `unshare` (a user namespace); and `status:NAME` (the line of
+    /// /proc/self/status, as "NAME:\tVALUE"), `processes` (how many it can see).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     probe: Vec<String>,
     /// Start a daemon (a `sleep 3600` that left the job's session with `setsid`, after a
@@ -182,9 +186,84 @@ fn probe(what: &str) -> String {
             }),
         "read" => std::fs::read(target).map(drop).map_err(|e| e.to_string()),
         "write" => std::fs::write(target, b"diag").map_err(|e| e.to_string()),
+        "status" => {
+            return std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .find(|l| l.split(':').next() == Some(target))
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| format!("error: no {target} in /proc/self/status"))
+        }
+        "processes" => {
+            return std::fs::read_dir("/proc")
+                .map(|dir| {
+                    dir.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                        .count()
+                        .to_string()
+                })
+                .unwrap_or_else(|e| format!("error: {e}"))
+        }
+        "cmdline" => std::fs::read(format!("/proc/{target}/cmdline"))
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "kill" | "signal" => target
+            .parse::<libc::pid_t>()
+            .map_err(|e| e.to_string())
+            .and_then(|pid| {
+                let signal = if action == "kill" { libc::SIGKILL } else { 0 };
+                // SAFETY: kill has no memory preconditions; what it may reach is the test.
+                os_result(unsafe { libc::kill(pid, signal) })
+            }),
+        "remount" | "mount" => std::ffi::CString::new(target)
+            .map_err(|e| e.to_string())
+            .and_then(|path| {
+                let (source, kind, flags) = if action == "remount" {
+                    (c"none", std::ptr::null(), libc::MS_REMOUNT)
+                } else {
+                    (c"tmpfs", c"tmpfs".as_ptr(), 0)
+                };
+                // SAFETY: valid C strings (or null) for the duration of the call.
+                os_result(unsafe {
+                    libc::mount(
+                        source.as_ptr(),
+                        path.as_ptr(),
+                        kind,
+                        flags,
+                        std::ptr::null(),
+                    )
+                })
+            }),
+        "keyctl" => {
+            const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+            const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+            // SAFETY: a plain system call with integer arguments.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    KEY_SPEC_SESSION_KEYRING,
+                    1,
+                )
+            };
+            os_result(if r < 0 { -1 } else { 0 })
+        }
+        // SAFETY: unshare has no memory preconditions.
+        "unshare" => os_result(unsafe { libc::unshare(libc::CLONE_NEWUSER) }),
         other => Err(format!("unknown probe {other:?}")),
     };
     outcome.map_or_else(|err| format!("error: {err}"), |()| "ok".to_owned())
+}
+
+/// A system call's -1 as its error.
+fn os_result(r: libc::c_int) -> Result<(), String> {
+    if r == -1 {
+        Err(std::io::Error::last_os_error().to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// Allocates and touches `size` bytes, then frees them.

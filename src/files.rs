@@ -175,48 +175,17 @@ impl FileJobs {
 }
 
 /// Writes `bytes` to DIR/STEM.EXT, or DIR/STEM-2.EXT, DIR/STEM-3.EXT... if taken: never over
-/// an existing file, and atomically (a temporary file, then a hard link, which fails rather
-/// than replace; a file that is there is complete).
+/// an existing file or through a link planted there, and atomically (a file that is there is
+/// complete; a failure or a kill leaves nothing). See [`crate::output`].
 pub fn write_new(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf, String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let cannot = |err: std::io::Error| format!("cannot write in {}: {err}", dir.display());
-    let (temp_path, mut temp) = loop {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!(".offload-{}-{n}.partial", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-        {
-            Ok(file) => break (path, file),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(cannot(err)),
+    let names = (1u32..).map(|n| {
+        if n == 1 {
+            format!("{stem}.{extension}")
+        } else {
+            format!("{stem}-{n}.{extension}")
         }
-    };
-    let written = temp.write_all(bytes).and_then(|()| temp.sync_data());
-    let result = match written {
-        Err(err) => Err(cannot(err)),
-        Ok(()) => (1u32..)
-            .map(|n| {
-                let name = if n == 1 {
-                    format!("{stem}.{extension}")
-                } else {
-                    format!("{stem}-{n}.{extension}")
-                };
-                dir.join(name)
-            })
-            .find_map(|path| match std::fs::hard_link(&temp_path, &path) {
-                Ok(()) => Some(Ok(path)),
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => None,
-                Err(err) => Some(Err(format!("cannot write {}: {err}", path.display()))),
-            })
-            .unwrap_or_else(|| Err(format!("no free name for {stem}.{extension}"))),
-    };
-    let _ = std::fs::remove_file(&temp_path);
-    result
+    });
+    crate::output::write_new(dir, names, bytes).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

@@ -302,3 +302,102 @@ fn a_full_disk_fails_that_job_as_output_not_written_and_leaves_nothing() {
     );
     drop(disk);
 }
+
+/// Starts `command` with an endless line on its stdin (a JSON string that never ends, written
+/// until nobody reads), waits for it to end while sampling its peak resident memory, and kills
+/// it (and says so) once that passes `max_rss` or after `limit`.
+fn run_on_an_endless_line(mut command: Command, max_rss: u64, limit: Duration) -> (Output, u64) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        let chunk = vec![b'a'; 1 << 16];
+        let _ = stdin.write_all(b"\"");
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let pid = child.id();
+    let until = Instant::now() + limit;
+    let mut peak = 0;
+    while child.try_wait().expect("try_wait").is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        peak = peak.max(hwm_kib * 1024);
+        if peak > max_rss || Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "killed after {:.1} s with {} MiB resident; stderr: {}",
+                (Instant::now() + limit - until).as_secs_f64(),
+                peak >> 20,
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child.wait_with_output().expect("wait"), peak)
+}
+
+#[test]
+fn an_endless_line_ends_the_run_with_a_clear_error_and_bounded_memory() {
+    let mut command = offload();
+    command.args(["run", "diag", "--inputs", "-", "--max-input", "1M"]);
+    let (out, peak) = run_on_an_endless_line(command, 100 << 20, Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "standard input line 1 is over the input limit of 1048576 bytes \
+             (--max-input raises it)"
+        ),
+        "{stderr}"
+    );
+    assert!(lines(&out).is_empty());
+    eprintln!("peak resident memory: {} MiB", peak >> 20);
+}
+
+#[test]
+fn an_endless_line_under_an_address_space_limit_is_an_error_not_an_abort() {
+    use std::os::unix::process::CommandExt as _;
+    // With a small --max-input, and with the default (1 GiB), which this address space cannot
+    // hold: the line's buffer cannot grow, and that is a bad input like any other.
+    for max_input in [Some("1M"), None] {
+        let mut command = offload();
+        command.args(["run", "diag", "--inputs", "-"]);
+        if let Some(size) = max_input {
+            command.args(["--max-input", size]);
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 768 << 20,
+                    rlim_max: 768 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (out, _) = run_on_an_endless_line(command, 1 << 30, Duration::from_secs(120));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{max_input:?}: {stderr}");
+        assert!(
+            stderr.contains("standard input line 1"),
+            "{max_input:?}: {stderr}"
+        );
+        for abort in ["memory allocation of", "panicked", "backtrace"] {
+            assert!(!stderr.contains(abort), "{max_input:?}: {stderr}");
+        }
+        eprintln!("{max_input:?}: {stderr}");
+    }
+}

@@ -112,7 +112,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_output: Option<u64>,
     /// The largest input accepted (bytes; K, M, G suffixes allowed). Default 1G. A file over
-    /// it is refused before it is read.
+    /// it is refused before it is read, a JSON Lines line as it is read.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_input: Option<u64>,
     /// Kill a job whose processor's resident memory exceeds SIZE (K, M, G suffixes allowed).

@@ -61,6 +61,29 @@ fn assert_unchanged(secret: &Path) {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Runs `command` to its end, killing it (and failing) if it takes more than `limit`.
+fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let until = Instant::now() + limit;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "still running after {limit:?}, killed; stderr: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
 #[test]
 fn links_planted_at_every_output_name_are_never_written_through() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -400,4 +423,58 @@ fn an_endless_line_under_an_address_space_limit_is_an_error_not_an_abort() {
         }
         eprintln!("{max_input:?}: {stderr}");
     }
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_and_a_link_to_dev_zero_among_the_files_are_skipped_and_the_others_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).expect("mkdir");
+    for name in ["plasma.jpg", "glow.png"] {
+        std::fs::copy(root().join("data/images").join(name), photos.join(name)).expect("copy");
+    }
+    mkfifo(&photos.join("x.jpg"));
+    std::os::unix::fs::symlink("/dev/zero", photos.join("y.jpg")).expect("symlink");
+    std::fs::create_dir(photos.join("z.png")).expect("mkdir");
+    // A link to a regular file still runs.
+    std::os::unix::fs::symlink(photos.join("glow.png"), photos.join("linked.png")).expect("ln");
+    let out_dir = dir.path().join("thumbs");
+    let mut command = offload();
+    command
+        .args(["run", "thumbnail", "--param", "size=32", "--files"])
+        .args(
+            [
+                "plasma.jpg",
+                "x.jpg",
+                "y.jpg",
+                "z.png",
+                "linked.png",
+                "glow.png",
+            ]
+            .map(|name| photos.join(name)),
+        )
+        .arg("--output-dir")
+        .arg(&out_dir);
+    let out = output_within(command, Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "files were skipped: {stderr}");
+    for (name, why) in [
+        ("x.jpg", "not a regular file (a FIFO)"),
+        ("y.jpg", "not a regular file (a link to a character device)"),
+        ("z.png", "not a regular file (a directory)"),
+    ] {
+        let said = format!("skipped {}: {why}", photos.join(name).display());
+        assert!(stderr.contains(&said), "{said:?} in {stderr}");
+    }
+    assert!(stderr.contains("3 files skipped"), "{stderr}");
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l["status"] == "ok"), "{lines:?}");
+    assert_eq!(names_in(&out_dir), ["glow.png", "linked.png", "plasma.png"]);
 }

@@ -62,8 +62,9 @@ pub struct RunArgs {
     #[arg(long = "input", value_name = "FILE")]
     input: Vec<PathBuf>,
     /// Files to run the processor on, one job each (it must declare files in --describe);
-    /// each output goes to --output-dir, named after its input. Files it does not take are
-    /// reported by name, and the others run.
+    /// each output goes to --output-dir, named after its input. Files it does not take, and
+    /// anything that is not a regular file (a FIFO, a device), are reported by name, and the
+    /// others run.
     #[arg(long = "files", value_name = "FILE", num_args = 1.., conflicts_with_all = ["inputs", "input"])]
     files: Vec<PathBuf>,
     /// A parameter of the processor, for --files (repeatable), checked against its

@@ -478,3 +478,115 @@ fn a_fifo_and_a_link_to_dev_zero_among_the_files_are_skipped_and_the_others_run(
     assert!(lines.iter().all(|l| l["status"] == "ok"), "{lines:?}");
     assert_eq!(names_in(&out_dir), ["glow.png", "linked.png", "plasma.png"]);
 }
+
+/// CRC-32 (ISO-HDLC, as PNG chunks use), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few dozen bytes whose header declares `width` x `height` RGB pixels, with an
+/// IDAT that holds none of them.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    // A zlib stream of nothing: one empty stored block, and the Adler-32 of nothing.
+    chunk(
+        b"IDAT",
+        &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1],
+    );
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// A real JPEG whose frame header (SOF) is changed to declare `width` x `height`.
+fn jpeg_declaring(width: u16, height: u16) -> Vec<u8> {
+    let mut jpeg = std::fs::read(root().join("data/images/plasma.jpg")).expect("a JPEG");
+    let mut at = 2;
+    while at + 4 <= jpeg.len() {
+        assert_eq!(jpeg[at], 0xFF, "a marker at {at}");
+        let marker = jpeg[at + 1];
+        if matches!(marker, 0xC0..=0xC2) {
+            jpeg[at + 5..at + 7].copy_from_slice(&height.to_be_bytes());
+            jpeg[at + 7..at + 9].copy_from_slice(&width.to_be_bytes());
+            return jpeg;
+        }
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+    }
+    panic!("no frame header in plasma.jpg");
+}
+
+#[test]
+fn images_declaring_60000x60000_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge_png = dir.path().join("huge.png");
+    let huge_jpg = dir.path().join("huge.jpg");
+    std::fs::write(&huge_png, png_declaring(60000, 60000)).expect("write");
+    std::fs::write(&huge_jpg, jpeg_declaring(60000, 60000)).expect("write");
+    let fine = root().join("data/images/glow.png");
+    for processor in ["thumbnail", "blur"] {
+        let out_dir = dir.path().join(processor);
+        // The timeout only bounds a regression; the outcome is what is checked.
+        let out = offload()
+            .args(["run", processor, "--timeout", "60", "--files"])
+            .args([&huge_png, &huge_jpg, &fine])
+            .arg("--output-dir")
+            .arg(&out_dir)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let lines = lines(&out);
+        for line in &lines[..2] {
+            assert_eq!(line["status"], "failed", "{processor}: {line}");
+            let reported = &line["error"]["reported"];
+            assert_eq!(reported["kind"], "invalid_input", "{processor}: {line}");
+            let message = reported["error"].as_str().expect("text");
+            assert!(
+                message.contains(
+                    "the image is 60000x60000 (3600000000 pixels), over the limit \
+                     of 100000000 pixels (the max_pixels parameter raises it)"
+                ),
+                "{processor}: {message}"
+            );
+        }
+        assert_eq!(lines[2]["status"], "ok", "{processor}: {}", lines[2]);
+        assert_eq!(names_in(&out_dir), ["glow.png"]);
+    }
+    // A lower limit is a parameter like the others.
+    let out = offload()
+        .args(["run", "thumbnail", "--param", "max_pixels=1000", "--files"])
+        .arg(&fine)
+        .arg("--output-dir")
+        .arg(dir.path().join("low"))
+        .output()
+        .expect("run");
+    let line = &lines(&out)[0];
+    assert_eq!(line["error"]["reported"]["kind"], "invalid_input", "{line}");
+    assert!(
+        line["error"]["reported"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("320x200 (64000 pixels), over the limit of 1000")),
+        "{line}"
+    );
+}

@@ -111,7 +111,8 @@ impl FileJobs {
     }
 
     /// The job input for `path`: its bytes in the input field, the parameters beside them,
-    /// encoded. `Err` says why the file is skipped (not accepted, unreadable, too large).
+    /// encoded. `Err` says why the file is skipped (not accepted, not a regular file,
+    /// unreadable, too large).
     pub fn input(&self, path: &Path, max_input: u64) -> Result<Vec<u8>, String> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         if !name.as_deref().is_some_and(|n| self.files.accepts_name(n)) {
@@ -120,15 +121,7 @@ impl FileJobs {
                 self.files.accepts.join(", .")
             ));
         }
-        let size = std::fs::metadata(path)
-            .map_err(|err| format!("cannot read it: {err}"))?
-            .len();
-        if size > max_input {
-            return Err(format!(
-                "{size} bytes, over the input limit of {max_input} (--max-input raises it)"
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|err| format!("cannot read it: {err}"))?;
+        let bytes = read_regular_file(path, max_input)?;
         let mut map = vec![(
             Value::Text(self.files.input_field.clone()),
             Value::Bytes(bytes),
@@ -174,54 +167,121 @@ impl FileJobs {
     }
 }
 
-/// Writes `bytes` to DIR/STEM.EXT, or DIR/STEM-2.EXT, DIR/STEM-3.EXT... if taken: never over
-/// an existing file, and atomically (a temporary file, then a hard link, which fails rather
-/// than replace; a file that is there is complete).
-pub fn write_new(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf, String> {
-    use std::io::Write as _;
+/// The bytes of the regular file at `path` (a link to one is followed), at most `max_input`
+/// of them. Anything else (a FIFO, a device, a socket, a directory) is refused, saying what it
+/// is, and never read: a FIFO would block the reading for ever, a link to `/dev/zero` fill the
+/// memory.
+fn read_regular_file(path: &Path, max_input: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let cannot = |err: std::io::Error| format!("cannot write in {}: {err}", dir.display());
-    let (temp_path, mut temp) = loop {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!(".offload-{}-{n}.partial", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-        {
-            Ok(file) => break (path, file),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(cannot(err)),
+    let cannot = |err: std::io::Error| format!("cannot read it: {err}");
+    // Looked at before it is opened: opening a FIFO or a device can block or do something.
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    // Opened without blocking (in case a FIFO took its place since) and checked again, so what
+    // is read is what was checked. O_NONBLOCK changes nothing for a regular file's reads.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    let over = |size: u64, more: bool| {
+        format!(
+            "{size} bytes{}, over the input limit of {max_input} (--max-input raises it)",
+            if more { " or more" } else { "" }
+        )
+    };
+    if meta.len() > max_input {
+        return Err(over(meta.len(), false));
+    }
+    // Read with the limit, not the size it had: a file growing meanwhile stops at the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.by_ref()
+        .take(max_input.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max_input {
+        return Err(over(bytes.len() as u64, true));
+    }
+    Ok(bytes)
+}
+
+/// Why `path`, of type `kind`, is not read: "not a regular file (a FIFO)", "... (a link to a
+/// character device)".
+fn not_regular(path: &Path, kind: std::fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt as _;
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    };
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    format!(
+        "not a regular file ({}{what})",
+        if link { "a link to " } else { "" }
+    )
+}
+
+/// Writes `bytes` to DIR/STEM.EXT, or DIR/STEM-2.EXT, DIR/STEM-3.EXT... if taken: never over
+/// an existing file or through a link planted there, and atomically (a file that is there is
+/// complete; a failure or a kill leaves nothing). See [`crate::output`].
+pub fn write_new(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    let names = (1u32..).map(|n| {
+        if n == 1 {
+            format!("{stem}.{extension}")
+        } else {
+            format!("{stem}-{n}.{extension}")
         }
-    };
-    let written = temp.write_all(bytes).and_then(|()| temp.sync_data());
-    let result = match written {
-        Err(err) => Err(cannot(err)),
-        Ok(()) => (1u32..)
-            .map(|n| {
-                let name = if n == 1 {
-                    format!("{stem}.{extension}")
-                } else {
-                    format!("{stem}-{n}.{extension}")
-                };
-                dir.join(name)
-            })
-            .find_map(|path| match std::fs::hard_link(&temp_path, &path) {
-                Ok(()) => Some(Ok(path)),
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => None,
-                Err(err) => Some(Err(format!("cannot write {}: {err}", path.display()))),
-            })
-            .unwrap_or_else(|| Err(format!("no free name for {stem}.{extension}"))),
-    };
-    let _ = std::fs::remove_file(&temp_path);
-    result
+    });
+    crate::output::write_new(dir, names, bytes).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::write_new;
+    use super::{read_regular_file, write_new};
+
+    #[test]
+    fn only_regular_files_are_read_and_never_past_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.jpg");
+        std::fs::write(&file, b"0123456789").expect("write");
+        assert_eq!(read_regular_file(&file, 10).expect("read"), b"0123456789");
+        let over = read_regular_file(&file, 9).expect_err("over");
+        assert!(
+            over.starts_with("10 bytes, over the input limit of 9"),
+            "{over}"
+        );
+        // A link to a regular file is followed; a link to a device is not read.
+        let link = dir.path().join("b.jpg");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert_eq!(read_regular_file(&link, 10).expect("read"), b"0123456789");
+        let zero = dir.path().join("c.jpg");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        assert_eq!(
+            read_regular_file(&zero, 10).expect_err("a device"),
+            "not a regular file (a link to a character device)"
+        );
+        assert_eq!(
+            read_regular_file(dir.path(), 10).expect_err("a directory"),
+            "not a regular file (a directory)"
+        );
+        let missing = read_regular_file(&dir.path().join("none.jpg"), 10).expect_err("missing");
+        assert!(missing.starts_with("cannot read it: "), "{missing}");
+    }
 
     #[test]
     fn an_existing_file_is_never_overwritten() {

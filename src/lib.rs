@@ -39,6 +39,7 @@ pub mod launcher;
 pub mod model;
 pub mod mosaic;
 pub mod outcome;
+pub mod output;
 pub mod processor;
 pub mod queue;
 mod runner;

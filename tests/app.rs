@@ -659,6 +659,61 @@ fn thirty_images(dir: &std::path::Path) -> Vec<(String, (u32, u32))> {
 }
 
 #[gtk::test]
+fn a_fifo_and_a_link_to_a_device_in_a_folder_are_skipped_with_their_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos = dir.path().join("photos");
+    let out = dir.path().join("thumbs");
+    std::fs::create_dir_all(&photos).expect("mkdir");
+    std::fs::copy(
+        common::root().join("data/images/glow.png"),
+        photos.join("glow.png"),
+    )
+    .expect("copy");
+    let fifo = Command::new("mkfifo")
+        .arg(photos.join("x.jpg"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    std::os::unix::fs::symlink("/dev/zero", photos.join("y.jpg")).expect("symlink");
+
+    let window = window(2);
+    let thumbnail = Processor::find("thumbnail").expect("the thumbnail processor is built");
+    window.add_files(
+        &thumbnail,
+        vec!["size=16".into()],
+        out.clone(),
+        vec![photos],
+    );
+    assert!(
+        run_until(Duration::from_secs(60), || window.is_idle()
+            && window.state_counts().succeeded == 1),
+        "the folder's real image ran, and nothing hangs"
+    );
+    let mut skipped: Vec<(String, String)> = window
+        .skipped_files()
+        .into_iter()
+        .map(|(path, why)| {
+            (
+                path.file_name().expect("name").to_string_lossy().into(),
+                why,
+            )
+        })
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            ("x.jpg".into(), "not a regular file (a FIFO)".into()),
+            (
+                "y.jpg".into(),
+                "not a regular file (a link to a character device)".into()
+            ),
+        ]
+    );
+    assert_eq!(png_size(&out.join("glow.png")), Some((16, 10)));
+}
+
+#[gtk::test]
 fn adding_files_makes_one_output_each_and_lists_the_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dir.path().join("photos");

@@ -845,7 +845,7 @@ fn files_in_files_out_with_parameters_checked_first() {
     let out = run(&["colour=red"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("no such parameter (it has: size, format, quality)"),
+        text(&out.stderr).contains("no such parameter (it has: size, format, quality, max_pixels)"),
         "{}",
         text(&out.stderr)
     );

@@ -207,14 +207,16 @@ fn activate(app: &adw::Application, options: &AppOptions, failed: &Rc<Cell<bool>
 /// An input encoded as the CBOR item a processor reads, shared with the queue.
 pub type EncodedInput = Arc<Vec<u8>>;
 
-/// Reads and encodes a JSON Lines file ([`crate::inputs::read_json_lines`]). Blocking: for a
-/// worker thread.
+/// Reads and encodes a JSON Lines file ([`crate::inputs::json_lines_bounded`]), each line
+/// bounded by the queue's input limit as it is read. Blocking: for a worker thread.
 pub fn read_jsonl(path: &Path) -> Result<Vec<EncodedInput>, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("Cannot read {}: {e}", path.display()))?;
     let name = path.display().to_string();
-    crate::inputs::read_json_lines(std::io::BufReader::new(file), &name)
-        .map(|items| items.into_iter().map(Arc::new).collect())
+    let max_line = crate::RunLimits::default().max_input_bytes as u64;
+    crate::inputs::json_lines_bounded(std::io::BufReader::new(file), &name, max_line)
+        .map(|item| item.map(Arc::new))
+        .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())
 }
 

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use offload::inputs::json_lines;
+use offload::inputs::{json_lines_bounded, LineError};
 
 /// Where inputs come from, in command-line order.
 pub enum Source {
@@ -46,7 +46,11 @@ pub fn start(
         for source in sources {
             match source {
                 Source::Lines(path) => {
-                    let name = path.display().to_string();
+                    let name = if path == std::path::Path::new("-") {
+                        "standard input".to_owned()
+                    } else {
+                        path.display().to_string()
+                    };
                     let reader = match super::run::open(&path) {
                         Ok(file) => std::io::BufReader::new(file),
                         Err(err) => {
@@ -54,7 +58,9 @@ pub fn start(
                             return;
                         }
                     };
-                    for encoded in json_lines(reader, &name) {
+                    // Each line is read with the input limit: an endless line ends the
+                    // reading once it is over, holding no more of it.
+                    for encoded in json_lines_bounded(reader, &name, max_input) {
                         match encoded {
                             Ok(bytes) => {
                                 if credits.recv().is_err() || !send(Fed::Input(count, bytes, None))
@@ -62,6 +68,10 @@ pub fn start(
                                     return;
                                 }
                                 count += 1;
+                            }
+                            Err(why @ LineError::OverLimit { .. }) => {
+                                send(Fed::Bad(count, format!("{why} (--max-input raises it)")));
+                                return;
                             }
                             Err(why) => {
                                 send(Fed::Bad(count, why.to_string()));

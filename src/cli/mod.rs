@@ -62,8 +62,9 @@ pub struct RunArgs {
     #[arg(long = "input", value_name = "FILE")]
     input: Vec<PathBuf>,
     /// Files to run the processor on, one job each (it must declare files in --describe);
-    /// each output goes to --output-dir, named after its input. Files it does not take are
-    /// reported by name, and the others run.
+    /// each output goes to --output-dir, named after its input. Files it does not take, and
+    /// anything that is not a regular file (a FIFO, a device), are reported by name, and the
+    /// others run.
     #[arg(long = "files", value_name = "FILE", num_args = 1.., conflicts_with_all = ["inputs", "input"])]
     files: Vec<PathBuf>,
     /// A parameter of the processor, for --files (repeatable), checked against its
@@ -112,7 +113,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_output: Option<u64>,
     /// The largest input accepted (bytes; K, M, G suffixes allowed). Default 1G. A file over
-    /// it is refused before it is read.
+    /// it is refused before it is read, a JSON Lines line as it is read.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_input: Option<u64>,
     /// Kill a job whose processor's resident memory exceeds SIZE (K, M, G suffixes allowed).

@@ -633,16 +633,16 @@ fn stats_json(stats: &offload::RunStats) -> serde_json::Value {
     })
 }
 
-/// Writes DIR/<index>.cbor so that it is either absent or complete.
+/// Writes DIR/<index>.cbor so that it is either absent or complete, over an existing one (or
+/// a link planted there: replaced, never followed).
 fn write_atomically(dir: &Path, index: usize, value: &Value) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("{index}.cbor"));
-    let temp = dir.join(format!(".{index}.cbor.partial"));
     let mut bytes = Vec::new();
     ciborium::into_writer(value, &mut bytes).context("cannot encode the result")?;
-    std::fs::write(&temp, &bytes).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path)
-        .with_context(|| format!("cannot rename to {}", path.display()))?;
-    Ok(path)
+    Ok(offload::output::replace(
+        dir,
+        &format!("{index}.cbor"),
+        &bytes,
+    )?)
 }
 
 /// Where the inputs come from, in command-line order (`--inputs` and `--input` as given,

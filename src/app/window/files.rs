@@ -67,7 +67,8 @@ impl Window {
         ));
     }
 
-    /// Files skipped so far (not taken by the processor, or unreadable), and why.
+    /// Files skipped so far (not taken by the processor, not regular files, unreadable, too
+    /// large), and why.
     pub fn skipped_files(&self) -> Vec<(PathBuf, String)> {
         self.imp().skipped.borrow().clone()
     }
@@ -212,22 +213,41 @@ impl Window {
         if skipped.is_empty() {
             return;
         }
+        // Files it does not take are the usual case, said once; any other reason (a FIFO, a
+        // file too large, unreadable) goes with the file's name.
+        let not_taken = skipped
+            .iter()
+            .all(|(_, why)| why.starts_with("not a file it takes"));
         let names: Vec<String> = skipped
             .iter()
             .take(3)
-            .map(|(p, _)| {
-                p.file_name()
-                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            .map(|(p, why)| {
+                let name = p
+                    .file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+                if not_taken {
+                    name
+                } else {
+                    format!("{name} ({why})")
+                }
             })
             .collect();
         let more = if skipped.len() > 3 { ", …" } else { "" };
-        self.toast(&format!(
-            "Skipped {} file{} it does not take (it takes .{}): {}{more}",
-            skipped.len(),
-            if skipped.len() == 1 { "" } else { "s" },
-            jobs.extensions().join(", ."),
-            names.join(", ")
-        ));
+        let plural = if skipped.len() == 1 { "" } else { "s" };
+        self.toast(&if not_taken {
+            format!(
+                "Skipped {} file{plural} it does not take (it takes .{}): {}{more}",
+                skipped.len(),
+                jobs.extensions().join(", ."),
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "Skipped {} file{plural}: {}{more}",
+                skipped.len(),
+                names.join(", ")
+            )
+        });
         self.imp().skipped.borrow_mut().extend(skipped);
     }
 

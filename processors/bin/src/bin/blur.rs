@@ -39,6 +39,16 @@ struct BlurInput {
     /// Half the box width, in pixels, 0 to 1000; 0 returns the image unchanged.
     #[serde(default = "default_radius")]
     radius: u32,
+    /// With `image`: a file of more pixels is refused before it is decoded.
+    #[serde(
+        default = "images::default_max_pixels",
+        skip_serializing_if = "is_default_max_pixels"
+    )]
+    max_pixels: u64,
+}
+
+fn is_default_max_pixels(n: &u64) -> bool {
+    *n == images::DEFAULT_MAX_PIXELS
 }
 
 fn default_radius() -> u32 {
@@ -186,7 +196,7 @@ fn blur(mut input: BlurInput, ctx: &mut Context) -> Result<BlurOutput, Error> {
         ));
     }
     if let Some(bytes) = &file {
-        let pixels = images::decode(bytes, true).map_err(Error::invalid_input)?;
+        let pixels = images::decode(bytes, true, input.max_pixels).map_err(Error::invalid_input)?;
         (input.width, input.height, input.rgba) = (pixels.width, pixels.height, pixels.bytes);
     }
     validate(&input)?;
@@ -255,6 +265,7 @@ fn example() -> BlurInput {
         rgba,
         image: None,
         radius: 1,
+        max_pixels: images::DEFAULT_MAX_PIXELS,
     }
 }
 
@@ -268,6 +279,7 @@ fn main() -> ExitCode {
     .parameter(
         Parameter::integer("radius", 4, "Blur radius in pixels").range(0.0, f64::from(MAX_RADIUS)),
     )
+    .parameter(images::max_pixels_parameter())
     .example(&example())
     .example_output_with(|| blur(example(), &mut Context::detached()).ok())
     .run(blur)
@@ -319,6 +331,7 @@ mod tests {
             rgba,
             radius,
             image: None,
+            max_pixels: images::DEFAULT_MAX_PIXELS,
         };
         blur(input, &mut Context::detached())
     }

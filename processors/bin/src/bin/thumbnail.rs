@@ -29,6 +29,9 @@ struct ThumbnailInput {
     format: String,
     #[serde(default = "default_quality")]
     quality: u8,
+    /// Images of more pixels are refused before they are decoded.
+    #[serde(default = "images::default_max_pixels")]
+    max_pixels: u64,
 }
 
 fn default_size() -> u32 {
@@ -55,7 +58,7 @@ struct ThumbnailOutput {
 }
 
 fn thumbnail(input: ThumbnailInput, ctx: &mut Context) -> Result<ThumbnailOutput, Error> {
-    let pixels = decode(&input.image, input.size)?;
+    let pixels = decode(&input.image, input.size, input.max_pixels)?;
     ctx.progress(0.5);
     ctx.check_cancelled()?;
     let (width, height) = fit(pixels.width, pixels.height, input.size);
@@ -85,21 +88,39 @@ fn fit(width: u32, height: u32, size: u32) -> (u32, u32) {
     (scale(width), scale(height))
 }
 
-fn decode(bytes: &[u8], size: u32) -> Result<Pixels, Error> {
+/// The image's pixels, refused before decoding when its header declares more than
+/// `max_pixels` (a few KiB can declare 60000x60000, which took 52 s of CPU to decode).
+fn decode(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Pixels, Error> {
+    images::check_dimensions(bytes, max_pixels).map_err(Error::invalid_input)?;
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        if let Some(pixels) = decode_jpeg_scaled(bytes, size) {
+        if let Some(pixels) = decode_jpeg_scaled(bytes, size, max_pixels)? {
             return Ok(pixels);
         }
     }
-    images::decode(bytes, false).map_err(Error::invalid_input)
+    images::decode(bytes, false, max_pixels).map_err(Error::invalid_input)
 }
 
 /// A JPEG decoded at the smallest DCT scale still at least the thumbnail's size; `None` for a
 /// JPEG this path does not handle (CMYK, 16-bit), which the general decoder then takes.
-fn decode_jpeg_scaled(bytes: &[u8], size: u32) -> Option<Pixels> {
+fn decode_jpeg_scaled(bytes: &[u8], size: u32, max_pixels: u64) -> Result<Option<Pixels>, Error> {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
+    if decoder.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    // This decoder reads the header on its own: it is held to the same limit.
+    images::refuse_over(u32::from(info.width), u32::from(info.height), max_pixels)
+        .map_err(Error::invalid_input)?;
+    Ok(decode_jpeg_at_scale(decoder, info, size))
+}
+
+fn decode_jpeg_at_scale(
+    mut decoder: jpeg_decoder::Decoder<Cursor<&[u8]>>,
+    info: jpeg_decoder::ImageInfo,
+    size: u32,
+) -> Option<Pixels> {
     let (want_w, want_h) = fit(u32::from(info.width), u32::from(info.height), size);
     decoder
         .scale(
@@ -206,6 +227,7 @@ fn example() -> ThumbnailInput {
         size: 2,
         format: default_format(),
         quality: default_quality(),
+        max_pixels: images::DEFAULT_MAX_PIXELS,
     }
 }
 
@@ -226,6 +248,7 @@ fn main() -> ExitCode {
         "Output format",
     ))
     .parameter(Parameter::integer("quality", 85, "JPEG quality").range(1.0, 100.0))
+    .parameter(images::max_pixels_parameter())
     .example(&example())
     .example_output_with(|| thumbnail(example(), &mut Context::detached()).ok())
     .run(thumbnail)
@@ -268,6 +291,7 @@ mod tests {
             size: 64,
             format: "png".into(),
             quality: 85,
+            max_pixels: images::DEFAULT_MAX_PIXELS,
         };
         let out = thumbnail(input, &mut Context::detached()).expect("thumbnail");
         assert_eq!((out.width, out.height), (64, 48));
@@ -288,6 +312,7 @@ mod tests {
             size: 64,
             format: "png".into(),
             quality: 85,
+            max_pixels: images::DEFAULT_MAX_PIXELS,
         };
         let err = thumbnail(input, &mut Context::detached()).expect_err("refused");
         assert_eq!(err.kind(), offload_sdk::ErrorKind::InvalidInput);

@@ -59,7 +59,7 @@ pub use outcome::{
 };
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
-pub use runner::{WorkerSettings, MEMORY_LIMIT_ENV};
+pub use runner::{WorkerSettings, MAX_FAILED_STARTS, MEMORY_LIMIT_ENV};
 
 /// The README's Rust samples, compiled by `cargo test --doc` so they cannot go stale.
 #[cfg(doctest)]

@@ -222,11 +222,13 @@ impl Start {
     fn request(
         self,
         id: JobId,
+        newest: JobId,
         control: &Arc<Control>,
         events: &async_channel::Sender<RunnerEvent>,
     ) -> RunRequest {
         RunRequest {
             id,
+            newest,
             job: self.job,
             input: self.input,
             decode: self.decode,
@@ -546,6 +548,7 @@ impl Inner {
                 return;
             };
             let max_running = state.max_running;
+            let newest = JobId(state.next_id.saturating_sub(1));
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
@@ -553,7 +556,7 @@ impl Inner {
                 continue;
             };
             let started = Control::new().and_then(|control| {
-                let request = start.request(id, &control, &self.events);
+                let request = start.request(id, newest, &control, &self.events);
                 runner::start(request, &self.workers, max_running).map(|()| control)
             });
             match started {
@@ -589,6 +592,7 @@ impl Inner {
             };
             let max_running = state.max_running;
             let decked = state.decked;
+            let newest = JobId(state.next_id.saturating_sub(1));
             let Some(record) = state.jobs.get_mut(&id) else {
                 state.pending.pop_front();
                 continue;
@@ -619,7 +623,7 @@ impl Inner {
             let Some(start) = record.start.take() else {
                 return;
             };
-            let request = start.request(id, &control, &self.events);
+            let request = start.request(id, newest, &control, &self.events);
             if let Some(request) = self.workers.offer_deck(request) {
                 record.start = Some(Start::from_request(request));
                 return;

@@ -378,3 +378,50 @@ fn inputs_that_cannot_be_encoded_are_refused_at_submission() {
         assert_eq!(queue.counts().queued + queue.counts().running, 0);
     });
 }
+
+#[test]
+fn a_result_declaring_more_than_the_limit_is_stopped_at_once_in_both_modes() {
+    // A head that declares a byte string of 2^64 - 1 bytes, then nothing: judged from the
+    // head as it arrives, not after the process ends (it never would: no timeout is set).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("offload-declares");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > /dev/null\nprintf '\\133\\377\\377\\377\\377\\377\\377\\377\\377'\nexec sleep 1000\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let job = Job::new(Processor::at(&script)).persistence(offload::Persistence::Never);
+    let results = common::run_jobs_within(Duration::from_secs(120), &job, &[json!({})], 1)
+        .expect("the declared size stops the job; it does not wait for the process");
+    let oneshot = results[0].result.as_ref().expect_err("over the limit");
+    assert_eq!(oneshot.kind, FailureKind::BadOutput, "{oneshot:?}");
+    assert!(
+        oneshot.message.contains("over the limit"),
+        "{}",
+        oneshot.message
+    );
+    // A worker's frame declaring as much ends the same way.
+    let worker = diag_job()
+        .persistence(offload::Persistence::Always)
+        .limits(RunLimits {
+            max_output_bytes: 1 << 20,
+            ..RunLimits::default()
+        });
+    let results = common::run_jobs_within(
+        Duration::from_secs(120),
+        &worker,
+        &[json!({"output_bytes": 4 << 20})],
+        1,
+    )
+    .expect("no hang");
+    let persistent = results[0].result.as_ref().expect_err("over the limit");
+    assert_eq!(
+        (
+            persistent.kind,
+            persistent.message.contains("over the limit")
+        ),
+        (oneshot.kind, true),
+        "{persistent:?}"
+    );
+}

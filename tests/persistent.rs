@@ -811,3 +811,241 @@ fn a_job_that_does_not_watch_for_cancel_dies_at_sigterm_even_after_one_that_did(
         "no grace period waited"
     );
 }
+
+/// Generous: these runs take well under a second; a hang is what they would show.
+const HANG: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_worker_that_answers_a_job_twice_fails_no_job_and_is_replaced() {
+    let inputs: Vec<_> = (0..40)
+        .map(|i| raw(if i % 5 == 2 { "answer_twice" } else { "echo" }, i))
+        .collect();
+    let results = common::run_jobs_within(HANG, &rawworker(), &inputs, 1).expect("no hang");
+    for (i, finished) in results.iter().enumerate() {
+        assert_eq!(
+            value_of(finished),
+            Some(i as i128),
+            "job {i}: {:?}",
+            finished.result
+        );
+    }
+    for i in (2..39).step_by(5) {
+        assert_ne!(
+            pid_of(&results[i]),
+            pid_of(&results[i + 1]),
+            "the worker that answered job {i} twice was replaced"
+        );
+    }
+}
+
+#[test]
+fn a_worker_that_closes_its_stdin_and_lives_on_loses_no_job_and_hangs_none() {
+    let inputs = [
+        raw("echo", 0),
+        raw("close_stdin", 1),
+        raw("echo", 2),
+        raw("echo", 3),
+    ];
+    let results = common::run_jobs_within(HANG, &rawworker(), &inputs, 1)
+        .expect("the jobs after a worker closed its stdin do not hang");
+    for (i, finished) in results.iter().enumerate() {
+        assert_eq!(
+            value_of(finished),
+            Some(i as i128),
+            "job {i}: {:?}",
+            finished.result
+        );
+    }
+    assert_ne!(pid_of(&results[1]), pid_of(&results[2]));
+}
+
+#[test]
+fn a_worker_that_closes_its_stdout_fails_its_job_at_once_and_is_replaced() {
+    let inputs = [raw("echo", 0), raw("close_stdout", 1), raw("echo", 2)];
+    let results = common::run_jobs_within(HANG, &rawworker(), &inputs, 1)
+        .expect("a worker that closed its stdout does not hang its job (no timeout set)");
+    assert_eq!(value_of(&results[0]), Some(0));
+    let err = error_of(&results[1]);
+    assert_eq!(err.kind, FailureKind::BadOutput, "{err:?}");
+    assert!(err.message.contains("closed its stdout"), "{}", err.message);
+    assert_eq!(value_of(&results[2]), Some(2));
+    assert_ne!(pid_of(&results[0]), pid_of(&results[2]));
+}
+
+#[test]
+fn late_progress_and_progress_for_another_job_are_ignored() {
+    // One job at a time, so that the late frames reach the worker while it is idle (and,
+    // the second time, while the next job runs).
+    let job = rawworker();
+    let pids: Vec<u32> = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let mut pids = Vec::new();
+        for (i, what) in ["late_progress", "late_progress", "echo"]
+            .iter()
+            .enumerate()
+        {
+            let finished = queue
+                .submit::<_, Value>(&job, &raw(what, i as i64))
+                .expect("submit")
+                .finished()
+                .await;
+            assert_eq!(
+                value_of(&finished),
+                Some(i as i128),
+                "{:?}",
+                finished.result
+            );
+            pids.push(pid_of(&finished));
+        }
+        pids
+    });
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "harmless frames do not cost the worker: {pids:?}"
+    );
+}
+
+#[test]
+fn a_hello_with_another_protocol_version_is_refused() {
+    let job = rawworker().env("RAWWORKER_PROTOCOL", "99");
+    let results = run_all(&job, &[raw("echo", 0)]);
+    let err = error_of(&results[0]);
+    assert_eq!(err.kind, FailureKind::BadOutput, "{err:?}");
+    assert!(err.message.contains("protocol 99"), "{}", err.message);
+}
+
+#[test]
+fn workers_that_keep_failing_to_start_fail_the_waiting_jobs_at_once_and_a_retry_tries_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("starts");
+    let job = rawworker().env("RAWWORKER_FAIL_SETUP", &log);
+    let starts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let parallel = 2;
+    on_main_context(|| async {
+        let queue = Queue::with_max_running(parallel);
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                queue
+                    .submit::<_, Value>(&job, &raw("echo", i))
+                    .expect("submit")
+            })
+            .collect();
+        for handle in handles {
+            let finished = handle.finished().await;
+            let err = finished.result.expect_err("fails");
+            assert_eq!(err.kind, FailureKind::Failed, "{err:?}");
+            assert!(err.message.contains("no model here"), "{}", err.message);
+        }
+        // Three failed in a row, then the waiting jobs failed without trying; a few more
+        // may have been starting at the same moment (a slot's thread is counted free only
+        // once it reported).
+        let tries = starts();
+        let max = offload::MAX_FAILED_STARTS as usize;
+        assert!(
+            (max..max + 4 * parallel).contains(&tries),
+            "{tries} workers started for 30 jobs"
+        );
+        // A job submitted after is a retry: it tries again, once.
+        let again = queue
+            .submit::<_, Value>(&job, &raw("echo", 99))
+            .expect("submit")
+            .finished()
+            .await;
+        let err = again.result.expect_err("fails again");
+        assert!(err.message.contains("no model here"), "{}", err.message);
+        assert_eq!(starts(), tries + 1);
+    });
+}
+
+/// Runs `offload-diag --persistent` (the Rust SDK's worker) on `frames` as its whole stdin:
+/// its exit code and the frames it wrote.
+fn sdk_worker_on(frames: &[serde_json::Value], extra: &[u8]) -> (Option<i32>, Vec<Value>) {
+    let mut stdin = Vec::new();
+    for frame in frames {
+        let value = offload::sdk::json::json_to_cbor(frame.clone()).expect("a frame");
+        ciborium::into_writer(&value, &mut stdin).expect("encode");
+    }
+    stdin.extend_from_slice(extra);
+    let mut command = std::process::Command::new(common::bin("offload-diag"));
+    command.arg("--persistent");
+    let out = common::run_with_input(command, &stdin);
+    let mut written = Vec::new();
+    let mut rest = &out.stdout[..];
+    while !rest.is_empty() {
+        let value: Value = ciborium::from_reader(&mut rest).expect("frames only on stdout");
+        written.push(value);
+    }
+    (out.status.code(), written)
+}
+
+fn frame_type(frame: &Value) -> Option<&str> {
+    field(frame, "type").and_then(Value::as_text)
+}
+
+#[test]
+fn a_worker_answers_nothing_to_a_broken_host_frame_and_exits_65() {
+    let hello = json!({"type": "hello", "protocol": 2});
+    let (code, frames) = sdk_worker_on(&[hello], b"\xff\xfe not CBOR");
+    assert_eq!(code, Some(65));
+    let types: Vec<_> = frames.iter().map(frame_type).collect();
+    assert_eq!(types, [Some("hello")], "its hello, then nothing");
+    // A job frame without an id is broken too.
+    let (code, frames) = sdk_worker_on(
+        &[
+            json!({"type": "hello", "protocol": 2}),
+            json!({"type": "job", "input": {"echo": 1}}),
+        ],
+        b"",
+    );
+    assert_eq!((code, frames.len()), (Some(65), 1));
+}
+
+#[test]
+fn a_worker_refuses_a_host_below_its_protocol_and_ignores_a_second_hello() {
+    let (code, frames) = sdk_worker_on(&[json!({"type": "hello", "protocol": 1})], b"");
+    assert_eq!(
+        (code, frames.len()),
+        (Some(65), 0),
+        "no hello to a version-1 host"
+    );
+    let (code, frames) = sdk_worker_on(
+        &[
+            json!({"type": "hello", "protocol": 2}),
+            json!({"type": "hello", "protocol": 2}),
+            json!({"type": "job", "id": 4, "input": {"echo": 9}}),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "end of input between frames");
+    let types: Vec<_> = frames.iter().map(frame_type).collect();
+    assert_eq!(
+        types,
+        [Some("hello"), Some("result")],
+        "the second hello ignored"
+    );
+}
+
+#[test]
+fn a_request_over_the_workers_input_limit_fails_that_job_only() {
+    let job = diag_job()
+        .persistence(Persistence::Always)
+        .env("OFFLOAD_MAX_INPUT_BYTES", "1000");
+    let big = "x".repeat(5000);
+    let results = run_all(
+        &job,
+        &[json!({"echo": 1}), json!({"echo": big}), json!({"echo": 3})],
+    );
+    assert_eq!(echo_of(&results[0]), Some(1));
+    let err = error_of(&results[1]);
+    assert_eq!(
+        (err.kind, err.exit_code),
+        (FailureKind::Failed, Some(65)),
+        "{err:?}"
+    );
+    assert_eq!(echo_of(&results[2]), Some(3));
+}

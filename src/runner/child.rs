@@ -571,6 +571,26 @@ pub(super) fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether process `pid` lives and is not exiting (`PF_EXITING` in its /proc flags: set
+/// before the kernel closes a dying process's files).
+pub(super) fn lives_on(pid: libc::pid_t) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    // After the name: state (1), ppid, pgrp, session, tty, tpgid, flags (7).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or("X");
+    let flags: u64 = fields
+        .get(6)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(PF_EXITING);
+    !matches!(state, "Z" | "X" | "x") && flags & PF_EXITING == 0
+}
+
 /// Whether the child has exited, without reaping it (so its group id stays reserved).
 pub(super) fn has_exited(pid: libc::pid_t) -> bool {
     // SAFETY: waitid with WNOWAIT only inspects the child's state.

@@ -28,8 +28,8 @@ pub(crate) use probe::describe;
 pub(crate) fn detected_memory_limit() -> crate::outcome::MemoryLimitKind {
     memory::mechanism().kind()
 }
-pub use workers::WorkerSettings;
 pub(crate) use workers::Workers;
+pub use workers::{WorkerSettings, MAX_FAILED_STARTS};
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -138,6 +138,9 @@ impl Control {
 /// Everything a runner needs; moved onto its thread.
 pub(crate) struct RunRequest {
     pub id: JobId,
+    /// The newest job submitted to the queue when this one was handed to a runner: jobs up to
+    /// it were waiting then (ids grow in submission order).
+    pub newest: JobId,
     pub job: Job,
     pub input: Arc<Vec<u8>>,
     pub decode: Decoder,

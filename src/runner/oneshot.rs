@@ -11,8 +11,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offload_sdk::decode::{decode_one, hex_preview, DecodeLimits};
+use offload_sdk::decode::{decode_one, hex_preview, DecodeError, DecodeLimits};
 use offload_sdk::protocol::{ErrorReport, ProgressItem};
+use offload_sdk::sequence::ItemScanner;
 
 use super::child::{
     drain, has_exited, last_line, pidfd_open, raw, reap, spawn, timeval, write_some, Launch,
@@ -33,21 +34,14 @@ const MAX_PROGRESS_BUFFER: usize = 64 * 1024;
 pub(super) fn run(request: RunRequest) -> RunnerEvent {
     let RunRequest {
         id,
+        newest: _,
         job,
         input,
         decode,
         control,
         events,
     } = request;
-    let (result, stats) = execute(
-        id,
-        &job,
-        &Extra::default(),
-        input,
-        decode,
-        &control,
-        &events,
-    );
+    let (result, stats) = execute(id, &job, Purpose::Job, input, decode, &control, &events);
     // Close our last descriptor (the cancel eventfd, shared with the queue's record) before
     // reporting, so that a delivered result means the job holds no descriptor any more.
     drop(control);
@@ -59,22 +53,31 @@ pub(super) fn run(request: RunRequest) -> RunnerEvent {
     }
 }
 
-/// What a run adds to a job's own command line and pipes.
-#[derive(Default)]
-pub(super) struct Extra<'a> {
-    /// Arguments after the job's own (`--describe` for the probe).
-    pub trailing_args: &'a [&'a str],
-    /// No progress pipe (the probe: a description is not a job's progress).
-    pub no_progress: bool,
+/// Why a processor runs once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A job: its input on stdin, one CBOR item on stdout, progress on its pipe.
+    Job,
+    /// The `--describe` probe: nothing on stdin, a JSON description on stdout, no progress.
+    Describe,
 }
 
-/// Runs `job`'s processor once on `input`, as `extra` says, to its end: spawned below a
-/// guard in the job's placement (sandbox, launcher), with its limits, supervised, reaped,
-/// classified and decoded. Both a job and the `--describe` probe run through here.
+impl Purpose {
+    fn trailing_args(self) -> &'static [&'static str] {
+        match self {
+            Self::Job => &[],
+            Self::Describe => &[offload_sdk::protocol::DESCRIBE_FLAG],
+        }
+    }
+}
+
+/// Runs `job`'s processor once on `input` for `purpose`, to its end: spawned below a guard in
+/// the job's placement (sandbox, launcher), with its limits, supervised, reaped, classified
+/// and decoded. Both a job and the `--describe` probe run through here.
 pub(super) fn execute(
     id: JobId,
     job: &Job,
-    extra: &Extra<'_>,
+    purpose: Purpose,
     input: Arc<Vec<u8>>,
     decode: Decoder,
     control: &Control,
@@ -84,8 +87,8 @@ pub(super) fn execute(
     let memory = Enforcement::for_job(job);
     let procs = memory.as_ref().and_then(Enforcement::procs_file);
     let launch = Launch {
-        trailing_args: extra.trailing_args,
-        progress_pipe: !extra.no_progress,
+        trailing_args: purpose.trailing_args(),
+        progress_pipe: purpose == Purpose::Job,
         cpu_limit: job.limits.max_cpu_time,
         data_limit: memory.as_ref().and_then(Enforcement::data_limit),
         cgroup: procs.as_deref(),
@@ -103,7 +106,16 @@ pub(super) fn execute(
             worker: None,
         });
         let samples = memory.as_ref().is_none_or(Enforcement::samples) && remote.is_none();
-        let ended = supervise(id, job, child, input.clone(), control, events, samples);
+        let ended = supervise(
+            id,
+            job,
+            child,
+            input.clone(),
+            control,
+            events,
+            samples,
+            purpose,
+        );
         let launch_failure = remote
             .as_ref()
             .filter(|_| ended.ending.stop.is_none())
@@ -150,6 +162,7 @@ struct Ended {
     peak_rss_bytes: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     id: JobId,
     job: &Job,
@@ -158,6 +171,7 @@ fn supervise(
     control: &Control,
     events: &async_channel::Sender<RunnerEvent>,
     sample_memory: bool,
+    purpose: Purpose,
 ) -> Ended {
     let limits = job.limits;
     let process = child.job;
@@ -179,6 +193,15 @@ fn supervise(
     let mut input = Some(input);
     let mut written = 0usize;
     let mut out = Vec::new();
+    // Where the result item ends, as its heads declare while it arrives: a head declaring more
+    // than the output limit stops the job at once, as on a worker (a description is JSON
+    // text, not CBOR: only its size counts).
+    let mut result_heads = (purpose == Purpose::Job).then(|| {
+        ItemScanner::new(DecodeLimits {
+            max_bytes: limits.max_output_bytes,
+            max_depth: limits.max_output_depth,
+        })
+    });
     let mut tail = Tail::of(&process, limits.stderr_tail_bytes);
     let mut progress_parser = ProgressParser::default();
     let mut scratch = vec![0u8; 64 * 1024];
@@ -295,7 +318,14 @@ fn supervise(
                         false
                     }
                 };
-                if over {
+                let declared_over = result_heads.as_mut().is_some_and(|heads| {
+                    matches!(heads.scan(&out), Err(DecodeError::TooLarge { .. }))
+                });
+                if declared_over {
+                    // Judged now; what else it says no longer matters.
+                    result_heads = None;
+                }
+                if over || declared_over {
                     stdout = None;
                     watch.stop(Stop::OutputTooLarge);
                 }

@@ -18,11 +18,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use offload_sdk::protocol::DESCRIBE_FLAG;
 use offload_sdk::Description;
 
 use super::child::FileId;
-use super::oneshot::{execute, Extra};
+use super::oneshot::{execute, Purpose};
 use super::{Control, Decoder};
 use crate::job::{Job, JobId, RunLimits, Sandbox};
 use crate::outcome::FailureKind;
@@ -122,14 +121,10 @@ fn probe(job: &Job, timeout: Duration, control: Option<&Arc<Control>>) -> Answer
     let (events, _) = async_channel::bounded(1);
     let keep_bytes: Decoder =
         Box::new(|bytes: &[u8], _| Ok(Box::new(bytes.to_vec()) as Box<dyn Any + Send>));
-    let extra = Extra {
-        trailing_args: &[DESCRIBE_FLAG],
-        no_progress: true,
-    };
     let (result, _) = execute(
         JobId(u64::MAX),
         &run,
-        &extra,
+        Purpose::Describe,
         Arc::new(Vec::new()),
         keep_bytes,
         control,

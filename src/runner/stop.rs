@@ -142,6 +142,12 @@ impl<'a> Watch<'a> {
     }
 
     /// When the loop must wake next for a deadline while the processor lives.
+    /// How long a process has between SIGTERM and SIGKILL; also how long a worker that
+    /// closed a pipe has to end by itself before it is taken to live on without it.
+    pub(super) fn grace(&self) -> Duration {
+        self.limits.grace
+    }
+
     pub(super) fn wake_at(&self) -> Option<Instant> {
         [
             self.announcement.as_ref().map(|(_, at)| *at),

@@ -62,6 +62,14 @@ enum Exchange {
     Error(crate::outcome::Reported),
     /// The frame stream is unusable: why.
     Broken(String),
+    /// A second answer to a job this worker answered before: the earlier job's fault, not
+    /// the running one's. The worker is out of step.
+    Stray(u64),
+    /// It closed its stdin (a write failed with EPIPE) before the request was all written:
+    /// it cannot have read the request whole.
+    Refused,
+    /// It closed its stdout and lives on: it can answer nothing any more.
+    StdoutClosed,
     /// The process exited (it is not reaped yet).
     Exited,
 }
@@ -75,6 +83,10 @@ pub(super) enum Fate {
     Gone,
     /// Dead and reaped without having read a byte of the request: the job was not delivered.
     Undelivered,
+    /// Replaced for another job's fault (it answered an earlier job again), or unable to
+    /// take the request (it closed its stdin): this job is innocent and runs again on a fresh
+    /// worker.
+    Innocent,
 }
 
 /// One job's end on a worker.
@@ -181,6 +193,12 @@ pub(super) struct WorkerProcess {
     stdout: Option<File>,
     stderr: Option<File>,
     frames: SequenceBuffer,
+    /// Stdout ended (the worker closed it, or died).
+    stdout_ended: bool,
+    /// The worker closed its stdin (its end of the pipe): no request can reach it any more.
+    stdin_closed: bool,
+    /// The ids of the last jobs sent, to tell a late second answer to one of them.
+    sent: std::collections::VecDeque<u64>,
     /// Stderr since the current job's request (or since the start).
     tail: Tail,
     peak: PeakMemory,
@@ -292,6 +310,9 @@ impl WorkerProcess {
             stdout: Some(File::from(child.stdout)),
             stderr: Some(File::from(child.stderr)),
             frames: SequenceBuffer::new(frame_limits(&job.limits)),
+            stdout_ended: false,
+            stdin_closed: false,
+            sent: std::collections::VecDeque::new(),
             tail: Tail::of(&process, job.limits.stderr_tail_bytes),
             // Of srun or ssh, for a remote worker: not measured.
             peak: if remote.is_some() {
@@ -321,20 +342,34 @@ impl WorkerProcess {
         let not_ready = |why: &str| format!("the persistent worker did not start: {why}");
         let broken = match worker.exchange(&mut hello, &mut Expect::Hello, &mut watch, None) {
             Exchange::Hello(_) if watch.stopped().is_some() => None,
-            Exchange::Hello(protocol) if protocol >= u64::from(PERSISTENT_PROTOCOL) => {
+            // A worker answers with a version the host's hello allows (PROTOCOL.md 18.4): this
+            // host speaks exactly one.
+            Exchange::Hello(protocol) if protocol == u64::from(PERSISTENT_PROTOCOL) => {
                 return Ok(worker);
             }
             Exchange::Hello(protocol) => Some(format!(
-                "its hello says protocol {protocol}; persistent mode needs {PERSISTENT_PROTOCOL}"
+                "its hello says protocol {protocol}; this host speaks protocol \
+                 {PERSISTENT_PROTOCOL} and said so in its hello"
             )),
             Exchange::Broken(why) => Some(why),
-            Exchange::Result(_) | Exchange::Error(_) | Exchange::Exited => None,
+            Exchange::Stray(id) => Some(format!("an answer to job {id} before its hello")),
+            // Judged by how it ended, below.
+            Exchange::StdoutClosed
+            | Exchange::Result(_)
+            | Exchange::Error(_)
+            | Exchange::Refused
+            | Exchange::Exited => None,
         };
         if broken.is_none() && watch.stopped().is_some() {
             // Cancelled or timed out: it gets its grace period, as a job would.
             worker.exchange(&mut hello, &mut Expect::Exit, &mut watch, None);
         }
         let exit = worker.end();
+        // Killed by us, not ended by itself: it closed its stdout and lived on.
+        let broken = broken.or_else(|| {
+            (worker.stdout_ended && exit.signal == Some(libc::SIGKILL) && watch.stopped().is_none())
+                .then(|| "it closed its stdout before its hello".to_owned())
+        });
         let tail = worker.tail.text();
         let ending = watch.ending(exit.code, exit.signal, exit.cpu);
         if let Some(remote) = remote.as_ref().filter(|_| watch.stopped().is_none()) {
@@ -483,7 +518,25 @@ impl WorkerProcess {
                 fate: Fate::Serving,
             };
         }
+        if self.stdin_closed && sent_ahead.is_none() && !self.exited {
+            // It closed its stdin after its last answer: this request cannot reach it.
+            self.end();
+            return JobEnd {
+                result: Err(JobError::new(
+                    FailureKind::BadOutput,
+                    "its worker had closed its stdin",
+                )),
+                memory_limit: self.memory_limit(),
+                cpu: Duration::ZERO,
+                peak_rss_bytes: 0,
+                fate: Fate::Innocent,
+            };
+        }
         self.jobs += 1;
+        self.sent.push_back(id.0);
+        if self.sent.len() > 1024 {
+            self.sent.pop_front();
+        }
         self.tail = Tail::of(&self.job, limits.stderr_tail_bytes);
         let local = self.job.remote().is_none();
         self.frames.set_limits(frame_limits(&limits));
@@ -540,6 +593,8 @@ impl WorkerProcess {
         // The answer, unless the runner stopped the job (then the stop decides, as for a
         // one-shot run); a broken frame stream ends the worker.
         let stopped = watch.stopped().is_some();
+        let innocent = !stopped && matches!(exchange, Exchange::Stray(_) | Exchange::Refused);
+        let stdout_closed = !stopped && matches!(exchange, Exchange::StdoutClosed);
         let (answer, broken) = match exchange {
             _ if stopped => (None, None),
             Exchange::Result(Ok(value)) => (Some(Ok(value)), None),
@@ -554,7 +609,9 @@ impl WorkerProcess {
             }
             Exchange::Broken(why) => (None, Some(why)),
             Exchange::Hello(_) => (None, Some("a second hello".to_owned())),
-            Exchange::Exited => (None, None),
+            Exchange::Stray(_) | Exchange::Refused | Exchange::StdoutClosed | Exchange::Exited => {
+                (None, None)
+            }
         };
         if let Some(result) = answer {
             let tail = self.tail.text();
@@ -562,8 +619,10 @@ impl WorkerProcess {
                 error.stderr_tail = tail;
                 error
             });
-            if self.exited {
-                // It answered, then ended (as a processor does after a panic).
+            let ahead_refused = self.ahead.as_ref().is_some_and(|a| a.out.refused);
+            if self.exited || ahead_refused {
+                // It answered, then ended (as a processor does after a panic), or it cannot
+                // take the request written ahead of its turn: that job runs elsewhere.
                 let exit = self.end();
                 return JobEnd {
                     result: self.judge(result),
@@ -583,6 +642,22 @@ impl WorkerProcess {
                     .unwrap_or_default(),
                 peak_rss_bytes: self.peak.peak().unwrap_or(0),
                 fate: Fate::Serving,
+            };
+        }
+        if innocent {
+            // Another job's fault, or a request it could not take: this one runs again on a
+            // fresh worker. What it left on stderr is the worker's, not this job's.
+            self.end();
+            return JobEnd {
+                result: Err(JobError::new(
+                    FailureKind::BadOutput,
+                    "its worker was replaced before it answered (the worker answered an \
+                     earlier job again, or closed its stdin)",
+                )),
+                memory_limit: self.memory_limit(),
+                cpu: Duration::ZERO,
+                peak_rss_bytes: 0,
+                fate: Fate::Innocent,
             };
         }
         // The job ends with the worker: it died, broke the protocol, or was stopped.
@@ -605,6 +680,13 @@ impl WorkerProcess {
             Err(ending.fail(
                 FailureKind::BadOutput,
                 format!("the worker broke the frame protocol and was stopped: {why}"),
+                &tail,
+            ))
+        } else if stdout_closed && exit.signal == Some(libc::SIGKILL) {
+            // Killed by us (it had not ended by itself): it closed its stdout and lived on.
+            Err(ending.fail(
+                FailureKind::BadOutput,
+                "the worker closed its stdout without answering and was replaced".to_owned(),
                 &tail,
             ))
         } else if let Some(error) = self
@@ -668,8 +750,9 @@ impl WorkerProcess {
             if self.reaped {
                 return Idle::Ended;
             }
-            if !self.frames.is_empty() {
-                // A frame after the job's answer: the worker is out of step.
+            if !self.only_late_progress() {
+                // A frame after the job's answer (not a late progress frame, which is
+                // harmless): the worker is out of step.
                 self.end();
                 return Idle::Ended;
             }
@@ -682,6 +765,12 @@ impl WorkerProcess {
                 pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
                 pollfd(raw(self.stdout.as_ref())),
                 pollfd(raw(self.stderr.as_ref())),
+                // Asked for nothing: POLLERR once the worker has closed its stdin.
+                libc::pollfd {
+                    fd: raw(self.stdin.as_ref()),
+                    events: 0,
+                    revents: 0,
+                },
             ];
             // Without a pidfd, look at the process every 100 ms.
             let until = match &self.pidfd {
@@ -691,7 +780,7 @@ impl WorkerProcess {
                 })),
             };
             // SAFETY: fds is a valid array of pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 4, poll_timeout(until, now)) };
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 5, poll_timeout(until, now)) };
             if ready < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -703,8 +792,15 @@ impl WorkerProcess {
                 self.read_stderr();
             }
             if fds[2].revents != 0 {
-                // Bytes, or end of file, on stdout between jobs: either way it is over.
                 self.read_stdout();
+                if self.stdout_ended || !self.only_late_progress() {
+                    // End of file, or more than late progress, on stdout between jobs: over.
+                    self.end();
+                    return Idle::Ended;
+                }
+            }
+            if fds[4].revents != 0 {
+                // It closed its stdin: it can take no more requests.
                 self.end();
                 return Idle::Ended;
             }
@@ -715,6 +811,24 @@ impl WorkerProcess {
             }
             if fds[0].revents != 0 {
                 return Idle::Woken;
+            }
+        }
+    }
+
+    /// Drops the complete progress frames waiting (progress after a job's answer, or for
+    /// another job, is harmless: PROTOCOL.md 18.3); whether nothing else waits.
+    fn only_late_progress(&mut self) -> bool {
+        loop {
+            match self.frames.next_range() {
+                Ok(Some(range)) => {
+                    let progress = Frame::parse(self.frames.get(range))
+                        .is_ok_and(|frame| frame.kind() == frame::PROGRESS);
+                    if !progress {
+                        return false;
+                    }
+                }
+                Ok(None) => return self.frames.is_empty(),
+                Err(_) => return false,
             }
         }
     }
@@ -792,6 +906,9 @@ impl WorkerProcess {
         watch: &mut Watch<'_>,
         events: Option<&async_channel::Sender<RunnerEvent>>,
     ) -> Exchange {
+        // When a pipe ended while the worker lived: it may be on its way out (a process closes
+        // its pipes as it exits, or just before), so it has the grace period to end by itself.
+        let mut pipe_ended_at: Option<Instant> = None;
         loop {
             // Frames already here (from an earlier read) come first.
             if let Some(exchange) = self.take_frames(expect, watch) {
@@ -810,23 +927,26 @@ impl WorkerProcess {
                 self.take_ahead();
             }
             let ahead_pending = self.ahead.as_ref().is_some_and(|a| a.out.pending());
-            let writing = (out.pending() || ahead_pending) && self.stdin.is_some();
+            let writing =
+                (out.pending() || ahead_pending) && self.stdin.is_some() && !self.stdin_closed;
             let pipeline_wake = self
                 .pipeline
                 .as_ref()
                 .filter(|_| answering && self.ahead.is_none())
                 .map_or(-1, |p| p.wake);
             let mut fds = [
-                pollfd(raw(self.stdin.as_ref().filter(|_| writing))),
+                pollfd(raw(self.stdin.as_ref().filter(|_| !self.stdin_closed))),
                 pollfd(raw(self.stdout.as_ref())),
                 pollfd(raw(self.stderr.as_ref())),
                 pollfd(self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
                 pollfd(watch.control_fd()),
                 pollfd(pipeline_wake),
             ];
-            fds[0].events = libc::POLLOUT;
+            // Room to write; when not writing, nothing but POLLERR: the worker closed its stdin.
+            fds[0].events = if writing { libc::POLLOUT } else { 0 };
             let wake_at = [
                 watch.wake_at(),
+                pipe_ended_at.map(|t| t + watch.grace()),
                 self.pidfd
                     .is_none()
                     .then(|| now + Duration::from_millis(20)),
@@ -845,10 +965,25 @@ impl WorkerProcess {
                 self.end();
                 return Exchange::Exited;
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents != 0 && !writing {
+                // It closed its stdin after the request was written: did it read it whole?
+                // (What it did not read stays countable in the pipe.)
+                let unread = self
+                    .stdin
+                    .as_ref()
+                    .and_then(|stdin| unread_bytes(stdin.as_raw_fd()))
+                    .unwrap_or(0);
+                // Kept open (what is unread is counted again if it exits), not polled again.
+                self.stdin_closed = true;
+                if unread > 0 {
+                    out.refused = true;
+                }
+            }
+            if fds[0].revents != 0 && writing {
                 if let Some(stdin) = &self.stdin {
                     if out.write_to(stdin.as_raw_fd()).is_err() {
-                        // EPIPE: the worker closed stdin; it is judged by what it does next.
+                        // EPIPE: the worker closed its stdin before it had the request whole
+                        // (a worker that exited is judged by its exit, below).
                         out.refused = true;
                     }
                     if let Some(ahead) = self.ahead.as_mut().filter(|_| !out.pending()) {
@@ -877,7 +1012,34 @@ impl WorkerProcess {
             if fds[4].revents != 0 {
                 watch.on_control();
             }
+            if watch.stopped().is_none() && !self.exited && !matches!(expect, Expect::Exit) {
+                if let Some(exchange) = self.take_frames(expect, watch) {
+                    return exchange;
+                }
+                // Whatever it still says, it can never take this request, or answer. (A pipe
+                // also ends when the worker dies: then its exit decides, once it is seen.)
+                if (out.refused || self.stdout_ended) && self.lives_on() {
+                    let since = *pipe_ended_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= watch.grace() {
+                        return if out.refused {
+                            Exchange::Refused
+                        } else {
+                            Exchange::StdoutClosed
+                        };
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether the worker lives on, not exiting: a pipe of a dying process ends (the kernel
+    /// closes its files) a moment before its exit can be seen, and an OOM kill must read as
+    /// the kill it is, not as a worker that closed its stdout.
+    fn lives_on(&mut self) -> bool {
+        if !self.exited && has_exited(self.job.guard) {
+            self.exited = true;
+        }
+        !self.exited && super::child::lives_on(self.job.processor)
     }
 
     /// Acts on the complete frames received; returns when one ends the exchange.
@@ -943,6 +1105,9 @@ impl WorkerProcess {
                 frame::RESULT | frame::ERROR => {
                     match id {
                         Ok(Some(got)) if got == expected_id => {}
+                        Ok(Some(got)) if self.sent.contains(&got) => {
+                            return Some(Exchange::Stray(got));
+                        }
                         Ok(Some(got)) => {
                             return Some(Exchange::Broken(format!(
                                 "it answered job {got} while job {expected_id} was running"
@@ -995,6 +1160,7 @@ impl WorkerProcess {
             match self.frames.read_from(stdout, 64 * 1024) {
                 Ok(0) => {
                     self.stdout = None;
+                    self.stdout_ended = true;
                     return;
                 }
                 Ok(_) => {}
@@ -1002,6 +1168,7 @@ impl WorkerProcess {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.stdout = None;
+                    self.stdout_ended = true;
                     return;
                 }
             }

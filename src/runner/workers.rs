@@ -33,7 +33,7 @@ use super::child::FileId;
 use super::oneshot::{self, poll_timeout};
 use super::worker::{Fate, Idle, Order, Pipeline, WorkerProcess};
 use super::{RunRequest, RunnerEvent};
-use crate::job::{Job, Persistence};
+use crate::job::{Job, JobId, Persistence};
 use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
 use crate::processor::{DescribeError, DESCRIBE_TIMEOUT};
 
@@ -138,6 +138,24 @@ struct PoolState {
     slots: Vec<Entry>,
     /// Whether each processor supports persistent mode, and for which file it was asked.
     modes: HashMap<PathBuf, (Option<FileId>, bool)>,
+    /// Workers that failed to start, per key, in a row.
+    failed_starts: HashMap<WorkerKey, FailedStarts>,
+}
+
+/// After this many workers of a key failed to start in a row, the jobs of that key that were
+/// waiting then fail at once with the last start's failure, instead of each starting (and
+/// waiting for) a worker that fails the same way: a set-up that fails slowly would otherwise
+/// cost its time once per job.
+pub const MAX_FAILED_STARTS: u32 = 3;
+
+/// A key's workers that failed to start in a row, and once there were
+/// [`MAX_FAILED_STARTS`], the jobs that fail without trying.
+#[derive(Default)]
+struct FailedStarts {
+    in_a_row: u32,
+    /// The last failure, and the newest job submitted when it happened: jobs up to it fail
+    /// at once; a job submitted later (a retry) tries again.
+    given_up: Option<(JobId, JobError)>,
 }
 
 /// A worker thread as the pool sees it.
@@ -237,6 +255,7 @@ impl Workers {
                 settings: WorkerSettings::default(),
                 slots: Vec::new(),
                 modes: HashMap::new(),
+                failed_starts: HashMap::new(),
             }),
         })
     }
@@ -418,6 +437,47 @@ impl Workers {
         }
         state.slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
         true
+    }
+
+    /// Why job `id` (on the key of `job`) fails without starting a worker, if its key's
+    /// workers failed to start [`MAX_FAILED_STARTS`] times in a row when it was waiting.
+    fn given_up(&self, job: &Job, id: JobId) -> Option<JobError> {
+        let state = self.lock();
+        let (through, error) = state
+            .failed_starts
+            .get(&WorkerKey::of(job))?
+            .given_up
+            .as_ref()?;
+        (id <= *through).then(|| {
+            let mut error = error.clone();
+            error.message = format!(
+                "not started: its persistent workers failed to start {MAX_FAILED_STARTS} times \
+                 in a row, so the jobs waiting then fail without trying; submit them again once \
+                 the cause is fixed (offload run --resume-failed, or Retry Failed in the app). \
+                 The last failure: {}",
+                error.message
+            );
+            error
+        })
+    }
+
+    /// Counts a worker's start for `job`'s key: failed (with `error`, while job `newest` was
+    /// the newest submitted) or not.
+    fn count_start(&self, job: &Job, failure: Option<(&JobError, JobId)>) {
+        let mut state = self.lock();
+        let key = WorkerKey::of(job);
+        match failure {
+            None => {
+                state.failed_starts.remove(&key);
+            }
+            Some((error, newest)) => {
+                let failed = state.failed_starts.entry(key).or_default();
+                failed.in_a_row += 1;
+                if failed.in_a_row >= MAX_FAILED_STARTS {
+                    failed.given_up = Some((newest, error.clone()));
+                }
+            }
+        }
     }
 
     /// Whether `job`'s processor supports persistent mode (asked as the job runs it):
@@ -659,6 +719,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
     }
     let RunRequest {
         id,
+        newest,
         job,
         input,
         decode,
@@ -673,7 +734,19 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
         if process.is_none() {
             let began = Instant::now();
             let number = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
-            match WorkerProcess::start(&job, id, number, settings.start_timeout, &control) {
+            let worker = match workers.given_up(&job, id) {
+                Some(error) => Err(error),
+                None => {
+                    let worker =
+                        WorkerProcess::start(&job, id, number, settings.start_timeout, &control);
+                    // A start that this job's cancel stopped says nothing of the processor.
+                    if !control.is_cancelled() {
+                        workers.count_start(&job, worker.as_ref().err().map(|e| (e, newest)));
+                    }
+                    worker
+                }
+            };
+            match worker {
                 Ok(worker) => {
                     *process = Some(worker);
                     startup = Some(began.elapsed());
@@ -723,8 +796,9 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
         // The job whose request went out behind this one's: it runs next, on this worker if
         // it still serves (its request is there already), else on a fresh one.
         ahead = ahead.or_else(|| worker.next_ahead().map(Box::new));
-        if end.fate == Fate::Undelivered && !delivered_once {
-            // It ended before reading any of the request: a fresh worker gets the job.
+        if matches!(end.fate, Fate::Undelivered | Fate::Innocent) && !delivered_once {
+            // It ended before reading any of the request, or was replaced for no fault of
+            // this job's: a fresh worker gets the job (PROTOCOL.md 18.6).
             delivered_once = true;
             *process = None;
             continue;
@@ -738,7 +812,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
                         .max_memory_bytes
                         .is_some_and(|limit| end.peak_rss_bytes > limit)
             }
-            Fate::Gone | Fate::Undelivered => {
+            Fate::Gone | Fate::Undelivered | Fate::Innocent => {
                 *process = None;
                 false
             }

@@ -77,6 +77,22 @@ pub fn run_jobs(
     })
 }
 
+/// [`run_jobs`] on a thread of its own, waited for at most `bound`: `None` if the jobs did not
+/// all end by then (a hang detector with a generous bound, not a timing).
+pub fn run_jobs_within(
+    bound: std::time::Duration,
+    job: &Job,
+    inputs: &[serde_json::Value],
+    parallel: usize,
+) -> Option<Vec<offload::Finished<ciborium::Value>>> {
+    let (job, inputs) = (job.clone(), inputs.to_vec());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(run_jobs(&job, &inputs, parallel, None));
+    });
+    finished.recv_timeout(bound).ok()
+}
+
 /// Waits on the main context for `duration`.
 pub async fn sleep(duration: std::time::Duration) {
     glib::timeout_future(duration).await;

@@ -104,11 +104,26 @@ where
 
     // The host speaks first; we answer once ready.
     match frames.next() {
-        Ok(Some(range))
-            if Frame::parse(frames.get(range.clone())).is_ok_and(|f| f.kind() == frame::HELLO) => {}
-        Ok(Some(_)) => {
-            say("persistent mode: the host's first frame is not a hello");
-            return ExitCode::from(EXIT_BAD_INPUT);
+        Ok(Some(range)) => {
+            let hello = Frame::parse(frames.get(range))
+                .ok()
+                .filter(|f| f.kind() == frame::HELLO);
+            let Some(hello) = hello else {
+                say("persistent mode: the host's first frame is not a hello");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            };
+            // The host says the highest version it speaks; this worker speaks 2 (18.4).
+            let host = hello
+                .field::<u64>("protocol", DecodeLimits::default())
+                .ok()
+                .flatten();
+            if host.is_none_or(|v| v < u64::from(PROTOCOL_VERSION)) {
+                say(&format!(
+                    "persistent mode: the host speaks protocol {}, this worker {PROTOCOL_VERSION}",
+                    host.map_or("(none said)".to_owned(), |v| v.to_string())
+                ));
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
         }
         Ok(None) => return ExitCode::SUCCESS,
         Err(message) => {

@@ -736,7 +736,10 @@ pub(super) fn read_single(path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>
         return one_item(bytes, path, max_input);
     }
     match serde_json::from_slice(&bytes) {
-        Ok(json) => encode_json(json).with_context(|| path.display().to_string()),
+        Ok(json) => offload::sdk::json::check_integers(&bytes)
+            .map_err(|err| anyhow::anyhow!(err.0))
+            .and_then(|()| Ok(encode_json(json)?))
+            .with_context(|| path.display().to_string()),
         // From standard input, anything that is not JSON is passed on as CBOR.
         Err(_) if path == Path::new("-") => one_item(bytes, path, max_input),
         Err(err) => Err(err).with_context(|| {

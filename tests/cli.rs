@@ -496,6 +496,37 @@ fn a_name_is_looked_up_with_its_prefix_only() {
     );
 }
 
+/// A processor found by name that cannot run is not "not found": the message names the file
+/// and says what is wrong with it (and how to fix a missing execute bit).
+#[test]
+fn a_processor_by_name_that_is_not_executable_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("offload-plain");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
+    std::fs::create_dir(dir.path().join("offload-folder")).expect("mkdir");
+    for (name, says) in [
+        (
+            "plain",
+            "offload-plain is not executable: make it executable with chmod +x",
+        ),
+        ("folder", "offload-folder is a directory"),
+    ] {
+        let out = offload()
+            .env("OFFLOAD_PROCESSOR_PATH", dir.path())
+            .args(["run", name, "--inputs", "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("processor \"{name}\" cannot run: ")) && err.contains(says),
+            "{err}"
+        );
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+}
+
 /// `--retries N` runs a failed job again, up to N more times, and the line says how many
 /// tries it took; an input the processor called invalid is not tried again.
 #[test]

@@ -496,6 +496,33 @@ fn a_name_is_looked_up_with_its_prefix_only() {
     );
 }
 
+/// An input the queue refuses (its CBOR is over `--max-input`, though its JSON line was
+/// not) is a `could_not_start` line with its `stats`, like every other line.
+#[test]
+fn a_refused_input_has_a_line_with_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 150 doubles: 901 bytes of JSON, 1,353 of CBOR.
+    let big = format!("[{}1e300]", "1e300,".repeat(149));
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, format!("{{\"echo\": 1}}\n{big}\n")).expect("write");
+    let out = offload()
+        .args(["run", "diag", "--max-input", "1000", "--inputs"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["error"]["kind"], "could_not_start", "{}", lines[1]);
+    assert_eq!(lines[1]["stats"]["wall_ms"], 0.0, "{}", lines[1]);
+    assert_eq!(lines[1]["stats"]["worker"], serde_json::Value::Null);
+    assert!(
+        lines[1]["stats"].get("peak_rss_bytes").is_some(),
+        "{}",
+        lines[1]
+    );
+}
+
 /// A processor found by name that cannot run is not "not found": the message names the file
 /// and says what is wrong with it (and how to fix a missing execute bit).
 #[test]

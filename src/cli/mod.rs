@@ -1,6 +1,7 @@
 //! The command-line interface: one file per subcommand, all driving the same engine.
 
 mod codec;
+mod commit;
 mod demo;
 mod feed;
 mod halt;
@@ -48,6 +49,9 @@ enum Command {
         #[arg(long)]
         pretty: bool,
     },
+    /// `offload run --joblog`'s own writer of lines and log entries (commit.rs).
+    #[command(name = commit::SUBCOMMAND, hide = true)]
+    LogWriter,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +295,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Encode => codec::encode(),
         Command::Decode { seq, pretty } => codec::decode(seq, pretty),
+        Command::LogWriter => commit::serve(),
     }
 }
 

@@ -548,7 +548,11 @@ mod tests {
         })
         .expect("written");
         assert_eq!(path, dir.path().join("a-2.png"));
-        assert_eq!(told, [path.clone()], "a taken name is not announced");
+        assert_eq!(
+            told,
+            std::slice::from_ref(&path),
+            "a taken name is not announced"
+        );
         std::fs::remove_file(&path).expect("remove");
         write_new_announced(dir.path(), names(), b"out", &mut |_| {
             Err(io::Error::other("no log"))

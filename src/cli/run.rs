@@ -609,7 +609,7 @@ fn report_line(
                 Ok(path) => json!({"job": index, "status": "ok",
                     "output": super::joblog::path_json(&path), "stats": stats}),
                 Err(err) => json!({"job": index, "status": "failed", "error": {
-                    "kind": "output_not_written",
+                    "kind": FailureKind::OutputNotWritten.as_str(),
                     "message": format!("{err:#}"),
                     "exit_code": 0, "signal": null, "stderr_tail": "",
                 }, "stats": stats}),
@@ -649,7 +649,7 @@ fn file_line(
         Ok(Ok((written, rest))) => json!({"job": index, "status": "ok",
             "output": super::joblog::path_json(&written), "result": cbor_to_json(&rest)}),
         Ok(Err(err)) => json!({"job": index, "status": "failed", "error": {
-            "kind": "output_not_written",
+            "kind": FailureKind::OutputNotWritten.as_str(),
             "message": err,
             "exit_code": 0, "signal": null, "stderr_tail": "",
         }}),

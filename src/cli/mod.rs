@@ -89,7 +89,10 @@ pub struct RunArgs {
     #[arg(long)]
     unordered: bool,
     /// Append one JSON line per finished job to FILE (job number, input digest, status and
-    /// kind, start time, wall and CPU time, exit code or signal, tries), flushed as it goes.
+    /// kind, start time, wall and CPU time, exit code or signal, tries), as it goes; each job
+    /// is printed and logged together, so that after a kill a --resume runs each job once.
+    /// The log is locked for the run (another run on it is refused) and must not be a
+    /// symbolic link.
     #[arg(long, value_name = "FILE")]
     joblog: Option<PathBuf>,
     /// With --joblog: skip the jobs the log shows done (same job number, same input), as after

@@ -800,7 +800,12 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
         .stdout(std::fs::File::create(&first_out).expect("create"))
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Killed once it has printed three lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&first_out).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no lines");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // SAFETY: killing a process this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     let mut child = child;
@@ -811,11 +816,6 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
             .filter_map(|l| l["job"].as_u64())
             .collect()
     };
-    let first = jobs_of(&std::fs::read_to_string(&first_out).expect("first output"));
-    assert!(
-        !first.is_empty() && first.len() < count,
-        "killed mid-batch: {first:?}"
-    );
     let out = offload()
         .args(["run", "diag", "-j", "2", "--resume", "--inputs"])
         .arg(&file)
@@ -823,7 +823,13 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
         .arg(&log)
         .output()
         .expect("rerun");
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Read once the resume had the log: the killed run's log writer had written everything.
+    let first = jobs_of(&std::fs::read_to_string(&first_out).expect("first output"));
+    assert!(
+        !first.is_empty() && first.len() < count,
+        "killed mid-batch: {first:?}"
+    );
     let second = jobs_of(&text(&out.stdout));
     let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
     all.sort_unstable();

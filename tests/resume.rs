@@ -292,13 +292,15 @@ fn twenty_kills_and_resumes_write_every_output_file_exactly_once() {
     );
 }
 
-/// A second run on a job log that a run holds is refused at once with a clear error (two
-/// runs on one log interleaved 61 of 400 lines); the first run's log is whole.
+/// A second run on a job log that a run holds is refused with a clear error, after waiting
+/// 2 s for it (two runs on one log interleaved 61 of 400 lines); the log holds the first
+/// run's entries alone, whole.
 #[test]
 fn a_job_log_another_run_holds_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inputs: String = (0..6)
-        .map(|i| format!("{{\"echo\": {i}, \"sleep_ms\": 150}}\n"))
+    // Long enough to outlast the 2 s a second run waits for the lock.
+    let inputs: String = (0..10)
+        .map(|i| format!("{{\"echo\": {i}, \"sleep_ms\": 800}}\n"))
         .collect();
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, inputs).expect("write");
@@ -325,14 +327,17 @@ fn a_job_log_another_run_holds_is_refused() {
         stderr.contains("is in use by another offload run"),
         "{stderr}"
     );
-    assert!(!first.kill_when(|_| false), "it ended by itself");
+    assert!(first.kill_when(|_| true), "still running after the refusal");
     let entries: Vec<Value> = std::fs::read_to_string(&log)
         .expect("the log")
         .lines()
         .map(|l| serde_json::from_str(l).expect("a whole entry"))
         .collect();
-    assert_eq!(count_jobs(&entries).len(), 6);
-    assert_eq!(entries.len(), 6);
+    assert_eq!(
+        count_jobs(&entries),
+        count_jobs(&first.seen),
+        "the first run's alone"
+    );
 }
 
 /// `--joblog` at a name where someone planted a symbolic link (say, in a shared directory,

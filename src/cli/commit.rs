@@ -56,7 +56,13 @@ impl Sink {
     pub fn writer(log: &File) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let fd = log.as_raw_fd();
-        let mut command = Command::new("/proc/self/exe");
+        // This very executable, even if a newer one was installed over it since.
+        let exe = std::path::Path::new("/proc/self/exe");
+        let mut command = Command::new(if exe.exists() {
+            exe.to_path_buf()
+        } else {
+            std::env::current_exe().context("cannot find offload's own executable")?
+        });
         command
             .arg(SUBCOMMAND)
             .stdin(Stdio::piped())

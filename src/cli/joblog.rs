@@ -67,23 +67,13 @@ impl JobLog {
         if !meta.is_file() {
             bail!("the job log {shown} is not a regular file");
         }
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } == -1
-        {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                bail!(
-                    "the job log {shown} is in use by another offload run (it holds a lock on \
-                     it): wait for that run to end, or give another --joblog FILE"
-                );
-            }
-            return Err(err).with_context(|| format!("cannot lock the job log {shown}"));
-        }
+        lock(&file).map_err(|err| match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => anyhow::anyhow!(
+                "the job log {shown} is in use by another offload run (it holds a lock on \
+                 it): wait for that run to end, or give another --joblog FILE"
+            ),
+            _ => anyhow::Error::new(err).context(format!("cannot lock the job log {shown}")),
+        })?;
         let log = Self {
             file,
             path: path.to_path_buf(),
@@ -161,6 +151,34 @@ impl JobLog {
             }
         }
         Ok(logged)
+    }
+}
+
+/// How long [`lock`] waits for a log that another run holds: enough for the log writer of a
+/// run killed a moment ago to write what it was handed and exit (`kill -9` and `--resume` in
+/// a script), not for a run that goes on.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the log's exclusive lock (`flock(LOCK_EX | LOCK_NB)`), asking again for up to
+/// [`LOCK_PATIENCE`] while another holds it; `EWOULDBLOCK` if it is still held then.
+fn lock(file: &File) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns.
+        let done = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() > deadline {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

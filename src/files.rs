@@ -138,6 +138,49 @@ impl FileJobs {
     /// Writes the result's output field for the input `path` and gives the file's path and the
     /// rest of the result (for the job's line).
     pub fn write(&self, path: &Path, result: Value) -> Result<(PathBuf, Value), String> {
+        let (bytes, rest) = self.split_result(result)?;
+        let written = crate::output::write_new(&self.output_dir, self.output_names(path), &bytes)
+            .map_err(|err| err.to_string())?;
+        Ok((written, rest))
+    }
+
+    /// [`FileJobs::write`] of bytes already taken from a result ([`FileJobs::split_result`]),
+    /// telling `announce` the output's path before the file gets it
+    /// ([`crate::output::write_new_announced`]).
+    pub fn write_announced(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        announce: &mut crate::output::Announce<'_>,
+    ) -> Result<PathBuf, String> {
+        crate::output::write_new_announced(
+            &self.output_dir,
+            self.output_names(path),
+            bytes,
+            announce,
+        )
+        .map_err(|err| err.to_string())
+    }
+
+    /// The names an output for the input `path` may take, in order: `STEM.EXT`, then
+    /// `STEM-2.EXT`, `STEM-3.EXT`... (a stem that is not UTF-8 has its odd bytes replaced).
+    pub fn output_names(&self, path: &Path) -> impl Iterator<Item = String> {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "output".to_owned());
+        let extension = self.extension.clone();
+        (1u32..).map(move |n| {
+            if n == 1 {
+                format!("{stem}.{extension}")
+            } else {
+                format!("{stem}-{n}.{extension}")
+            }
+        })
+    }
+
+    /// The result's output field (the bytes of the output file) and the rest of the result.
+    pub fn split_result(&self, result: Value) -> Result<(Vec<u8>, Value), String> {
         let Value::Map(entries) = result else {
             bail!("the result is not a map with {:?}", self.files.output_field);
         };
@@ -158,12 +201,7 @@ impl FileJobs {
                 self.files.output_field
             );
         };
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".to_owned());
-        let written = write_new(&self.output_dir, &stem, &self.extension, &bytes)?;
-        Ok((written, Value::Map(rest)))
+        Ok((bytes, Value::Map(rest)))
     }
 }
 

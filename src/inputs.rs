@@ -34,6 +34,21 @@ pub fn encode_json(json: serde_json::Value) -> Result<Vec<u8>, InputError> {
     Ok(item)
 }
 
+/// Parses one JSON input: "not valid JSON: ..." if it is not, and an error too if it holds an
+/// integer outside the 64-bit range, which JSON parsers read as a float without a word
+/// ([`crate::sdk::json::check_integers`]).
+///
+/// ```
+/// let err = offload::inputs::parse_json(b"[18446744073709551616]").unwrap_err();
+/// assert!(err.0.starts_with("the integer 18446744073709551616 is outside the 64-bit range"));
+/// ```
+pub fn parse_json(text: &[u8]) -> Result<serde_json::Value, InputError> {
+    let json =
+        serde_json::from_slice(text).map_err(|err| InputError(format!("not valid JSON: {err}")))?;
+    crate::sdk::json::check_integers(text).map_err(|err| InputError(err.0))?;
+    Ok(json)
+}
+
 /// The longest line [`read_json_lines`] and [`json_lines`] take, in bytes: the queue's own
 /// input limit ([`crate::RunLimits`]'s default, 1 GiB), since a longer input would be
 /// refused at submission anyway.
@@ -170,8 +185,8 @@ pub fn json_lines_bounded<'a>(
         if text.trim().is_empty() {
             continue;
         }
-        let encoded = serde_json::from_str(text)
-            .map_err(|err| format!("{}: not valid JSON: {err}", at()))
+        let encoded = parse_json(text.as_bytes())
+            .map_err(|err| format!("{}: {err}", at()))
             .and_then(|json| encode_json(json).map_err(|err| format!("{}: {err}", at())));
         return Some(match encoded {
             Ok(item) => Ok(item),

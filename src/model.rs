@@ -162,6 +162,20 @@ impl JobObject {
         self.set_text(&self.imp().worker, &worker_label(worker), "worker");
     }
 
+    /// A job that succeeded failed after all: what its caller did with the result failed.
+    fn failed_after(&self, error: &JobError) {
+        let _guard = self.freeze_notify();
+        let imp = self.imp();
+        self.set_text(&imp.failure_kind, error.kind.as_str(), "failure-kind");
+        self.set_text(&imp.reason, &reason(error), "reason");
+        imp.error.replace(Some(error.clone()));
+        self.set_state(if error.kind == FailureKind::Cancelled {
+            state::CANCELLED
+        } else {
+            state::FAILED
+        });
+    }
+
     fn finished(&self, error: Option<&JobError>, stats: &RunStats) {
         let _guard = self.freeze_notify();
         let imp = self.imp();
@@ -323,6 +337,31 @@ impl JobList {
     pub fn remove_finished(&self, ids: &[JobId]) {
         let ids: std::collections::HashSet<u64> = ids.iter().map(|id| id.0).collect();
         self.remove_where(|job| job.is_finished() && ids.contains(&job.id()));
+    }
+
+    /// Marks job `id`, which succeeded, as failed with `error` after all: for what the caller
+    /// does with a result and can fail, such as writing the output file it was to become
+    /// ([`FailureKind::OutputNotWritten`]). The row shows `failed` with the error's kind and
+    /// message, and the counts move with it. A job that has not succeeded (still running,
+    /// already failed, no row) is left as it is; gives whether the row changed.
+    pub fn fail(&self, id: JobId, error: JobError) -> bool {
+        self.flush_pending();
+        let Some(job) = self.job(id) else {
+            return false;
+        };
+        if job.state() != state::SUCCEEDED {
+            return false;
+        }
+        let imp = self.imp();
+        let _guard = self.freeze_notify();
+        bump(&imp.succeeded, -1, || self.notify_succeeded());
+        if error.kind == FailureKind::Cancelled {
+            bump(&imp.cancelled, 1, || self.notify_cancelled());
+        } else {
+            bump(&imp.failed, 1, || self.notify_failed());
+        }
+        job.failed_after(&error);
+        true
     }
 
     /// Sets the `elapsed-ms` of running jobs to the time since they started: call it from a

@@ -34,6 +34,11 @@ pub enum FailureKind {
     /// The launcher could not start it: srun could not create the step, ssh could not reach
     /// the host (or lost it while the job ran), or the host has no such processor.
     LaunchFailed,
+    /// The job gave a result, but the output file it was to become could not be written (a
+    /// full disk; a result without the output field). The queue never ends a job this way:
+    /// the caller that writes outputs does (`offload run`, the app; see
+    /// [`crate::model::JobList::fail`]).
+    OutputNotWritten,
 }
 
 impl FailureKind {
@@ -48,6 +53,7 @@ impl FailureKind {
             Self::CouldNotStart => "could_not_start",
             Self::ResourceLimit => "resource_limit",
             Self::LaunchFailed => "launch_failed",
+            Self::OutputNotWritten => "output_not_written",
         }
     }
 }

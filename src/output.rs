@@ -60,6 +60,59 @@ pub fn write_new(
     })
 }
 
+/// What [`write_new_announced`] tells of each name before the file gets it.
+pub type Announce<'a> = dyn FnMut(&Path) -> io::Result<()> + 'a;
+
+/// [`write_new`], telling `announce` each name before the file is given it (a name already
+/// taken is skipped without a word): a caller that must find its file again after a crash
+/// records the name first. An error from `announce` stops the writing, and nothing is left.
+pub fn write_new_announced(
+    dir: &Path,
+    names: impl IntoIterator<Item = String>,
+    bytes: &[u8],
+    announce: &mut Announce<'_>,
+) -> Result<PathBuf, OutputError> {
+    write_new_with_announce(
+        dir,
+        names,
+        Temporary::Unnamed,
+        |file| {
+            file.write_all(bytes)?;
+            file.sync_data()
+        },
+        Some(announce),
+    )
+}
+
+/// The bytes of the regular file `DIR/NAME` if this user owns it, at most `limit` of them
+/// (`Err` past that): opened relative to the directory without following a link at the
+/// name, so a link planted there is refused, not followed.
+pub fn read_own(dir: &Path, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let name = file_name(name)?;
+    let dir = Dir::open(dir)?;
+    let file = dir.open_file(
+        &name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+    )?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a regular file of this user's",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "over the limit"));
+    }
+    Ok(bytes)
+}
+
 /// Which temporary file to try first; `Named` only in tests, to prove the fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Temporary {
@@ -102,6 +155,16 @@ fn write_new_with(
     first: Temporary,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<PathBuf, OutputError> {
+    write_new_with_announce(dir_path, names, first, fill, None)
+}
+
+fn write_new_with_announce(
+    dir_path: &Path,
+    names: impl IntoIterator<Item = String>,
+    first: Temporary,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    mut announce: Option<&mut Announce<'_>>,
+) -> Result<PathBuf, OutputError> {
     let failed = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OutputError { path, source }
@@ -112,6 +175,12 @@ fn write_new_with(
     for name in names {
         let path = dir_path.join(&name);
         let name = file_name(&name).map_err(failed(&path))?;
+        if let Some(announce) = announce.as_mut() {
+            if dir.has(&name) {
+                continue;
+            }
+            announce(&path).map_err(failed(&path))?;
+        }
         match temp.link(&dir, &name) {
             // A named temporary file goes when `temp` drops; the output stays.
             Ok(()) => return Ok(path),
@@ -231,6 +300,22 @@ impl Dir {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Whether anything (a file, a link, ...) has the name `name`.
+    fn has(&self, name: &CStr) -> bool {
+        // SAFETY: a zeroed stat is a valid buffer for fstatat to fill.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated name relative to a live directory descriptor, a stat
+        // buffer to fill; the name is not followed.
+        unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
+        }
     }
 
     fn remove(&self, name: &CStr) {
@@ -447,6 +532,39 @@ mod tests {
             .expect_err("taken");
             assert_eq!(names_in(dir.path()), ["0.cbor"], "{first:?}");
         }
+    }
+
+    #[test]
+    fn announced_names_are_told_before_the_file_has_them_and_a_refusal_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.png"), b"taken").expect("write");
+        let names = || ["a.png", "a-2.png"].map(String::from);
+        let mut told = Vec::new();
+        let path = write_new_announced(dir.path(), names(), b"out", &mut |path| {
+            // Not there yet when announced.
+            assert!(!path.exists());
+            told.push(path.to_path_buf());
+            Ok(())
+        })
+        .expect("written");
+        assert_eq!(path, dir.path().join("a-2.png"));
+        assert_eq!(
+            told,
+            std::slice::from_ref(&path),
+            "a taken name is not announced"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        write_new_announced(dir.path(), names(), b"out", &mut |_| {
+            Err(io::Error::other("no log"))
+        })
+        .expect_err("refused");
+        assert_eq!(names_in(dir.path()), ["a.png"]);
+        // read_own reads a file of this user's, not a link to one.
+        assert_eq!(read_own(dir.path(), "a.png", 5).expect("read"), b"taken");
+        read_own(dir.path(), "a.png", 4).expect_err("over the limit");
+        std::os::unix::fs::symlink(dir.path().join("a.png"), dir.path().join("l.png"))
+            .expect("symlink");
+        read_own(dir.path(), "l.png", 5).expect_err("a link is not followed");
     }
 
     #[test]

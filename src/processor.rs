@@ -45,6 +45,9 @@ pub struct LookupError {
     pub tried_names: Vec<String>,
     /// The directories searched, in order.
     pub searched: Vec<PathBuf>,
+    /// Files of a name tried that are there but cannot run, and why ("is not executable",
+    /// "is a directory"): the usual reason a processor a person just installed is not found.
+    pub unusable: Vec<(PathBuf, String)>,
 }
 
 impl fmt::Display for LookupError {
@@ -61,6 +64,21 @@ impl fmt::Display for LookupError {
             .iter()
             .map(|d| d.display().to_string())
             .collect();
+        if let Some((path, why)) = self.unusable.first() {
+            return write!(
+                f,
+                "processor {:?} cannot run: {} {why}{} (looked for {} in {})",
+                self.wanted,
+                path.display(),
+                if why == NOT_EXECUTABLE {
+                    format!(": make it executable with chmod +x {}", path.display())
+                } else {
+                    String::new()
+                },
+                self.tried_names.join(" and "),
+                dirs.join(", "),
+            );
+        }
         write!(
             f,
             "processor {:?} not found: looked for {} in {} (add its directory to \
@@ -180,6 +198,7 @@ impl Processor {
                     wanted: wanted.to_owned(),
                     tried_names: vec![wanted.to_owned()],
                     searched: Vec::new(),
+                    unusable: Vec::new(),
                 })
             };
         }
@@ -195,10 +214,28 @@ impl Processor {
                 });
             }
         }
+        // Not found as something that runs: say so of a file by that name that is there.
+        let unusable = dirs
+            .iter()
+            .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+            .filter_map(|path| {
+                let meta = std::fs::metadata(&path).ok()?;
+                let why = if meta.is_dir() {
+                    "is a directory"
+                } else if meta.permissions().mode() & 0o111 == 0 {
+                    NOT_EXECUTABLE
+                } else {
+                    // Executable by someone, not by this user.
+                    "cannot be executed by this user"
+                };
+                Some((path, why.to_owned()))
+            })
+            .collect();
         Err(LookupError {
             wanted: wanted.to_owned(),
             tried_names: names,
             searched: dirs,
+            unusable,
         })
     }
 
@@ -281,6 +318,9 @@ fn candidate_names(wanted: &str) -> Vec<String> {
         vec![format!("{EXECUTABLE_PREFIX}{wanted}")]
     }
 }
+
+/// What [`LookupError`] says of a file without execute permission.
+const NOT_EXECUTABLE: &str = "is not executable";
 
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

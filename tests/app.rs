@@ -658,6 +658,60 @@ fn thirty_images(dir: &std::path::Path) -> Vec<(String, (u32, u32))> {
     expected
 }
 
+/// A job on a file whose output could not be written is not a success: its row shows
+/// `failed` with the kind `output_not_written` and why (it showed `succeeded`).
+#[gtk::test]
+fn a_file_job_whose_output_is_not_written_shows_failed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // It takes .txt files and answers an empty map: no output field to write.
+    let script = dir.path().join("offload-nooutput");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         if [ \"$1\" = --describe ]; then\n\
+         echo '{\"name\": \"nooutput\", \"summary\": \"no output\", \"protocol\": 2, \
+         \"example_input\": {}, \"files\": {\"input_field\": \"data\", \"accepts\": [\"txt\"], \
+         \"output_field\": \"data\", \"output_extension\": \"out\"}}'\n\
+         exit 0\n\
+         fi\n\
+         cat > /dev/null\n\
+         printf '\\240'\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let input = dir.path().join("a.txt");
+    std::fs::write(&input, "text").expect("write");
+    let window = window(1);
+    window.add_files(
+        &Processor::at(&script),
+        Vec::new(),
+        dir.path().join("out"),
+        vec![input],
+    );
+    assert!(
+        run_until(Duration::from_secs(60), || window.is_idle()
+            && window.state_counts().failed == 1),
+        "{:?}",
+        window.state_counts()
+    );
+    assert_eq!(window.state_counts().succeeded, 0);
+    let row = rows(&window).pop().expect("a row");
+    assert_eq!(row.state(), "failed");
+    assert_eq!(row.failure_kind(), "output_not_written");
+    assert!(
+        row.reason().contains("no byte string \"data\""),
+        "{}",
+        row.reason()
+    );
+    let record = window.record(row.job_id()).expect("its record");
+    assert_eq!(
+        record.error.map(|e| e.kind),
+        Some(offload::FailureKind::OutputNotWritten)
+    );
+    window.close();
+}
+
 #[gtk::test]
 fn a_fifo_and_a_link_to_a_device_in_a_folder_are_skipped_with_their_reason() {
     let dir = tempfile::tempdir().expect("tempdir");

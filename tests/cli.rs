@@ -248,6 +248,102 @@ fn encode_and_decode_are_inverse() {
     assert_eq!(back, original);
 }
 
+/// Numbers come back as they went in: 1,000 random doubles through `offload run --inputs` and
+/// a worker, and through `offload encode | offload decode`, to the bit (110 of them came back
+/// one unit in the last place off before serde_json's `float_roundtrip`); an integer beyond
+/// 64 bits is refused, by name, instead of becoming a float.
+#[test]
+fn doubles_come_back_to_the_bit_and_integers_beyond_64_bits_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let doubles: Vec<f64> = (0..1000)
+        .map(|_| {
+            // xorshift64*, uniform in [0, 1): the doubles programs write most.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect();
+    let inputs: Vec<_> = doubles
+        .iter()
+        .map(|x| serde_json::json!({"echo": x}))
+        .collect();
+    let file = write_lines(dir.path(), "in.jsonl", &inputs);
+    let out = offload()
+        .args(["run", "diag", "-j", "2", "--inputs"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let echoed: Vec<f64> = lines(&out)
+        .iter()
+        .map(|l| l["result"]["echo"].as_f64().expect("a number"))
+        .collect();
+    let off: Vec<(f64, f64)> = doubles
+        .iter()
+        .zip(&echoed)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    assert_eq!(echoed.len(), 1000);
+    assert!(off.is_empty(), "{} came back changed: {off:?}", off.len());
+
+    let text_in = serde_json::to_string(&doubles).expect("json");
+    let mut encode = offload();
+    encode.arg("encode");
+    let encoded = common::run_with_input(encode, text_in.as_bytes());
+    assert!(encoded.status.success());
+    let mut decode = offload();
+    decode.arg("decode");
+    let decoded = common::run_with_input(decode, &encoded.stdout);
+    let back: Vec<f64> = serde_json::from_slice(&decoded.stdout).expect("json");
+    assert!(
+        back.iter()
+            .zip(&doubles)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "encode | decode changed a double"
+    );
+
+    // 2^64 and -2^63 - 1: refused by encode, by a JSON Lines line and by an --input file.
+    let mut encode = offload();
+    encode.arg("encode");
+    let refused = common::run_with_input(encode, b"{\"n\": 18446744073709551616}");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("the integer 18446744073709551616 is outside the 64-bit range"),
+        "{stderr}"
+    );
+    let big = dir.path().join("big.jsonl");
+    std::fs::write(&big, "{\"echo\": 1}\n{\"echo\": -9223372036854775809}\n").expect("write");
+    let out = offload()
+        .args(["run", "diag", "--inputs"])
+        .arg(&big)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("line 2: the integer -9223372036854775809 is outside"),
+        "{stderr}"
+    );
+    assert_eq!(lines(&out).len(), 1, "the line before it ran");
+    let single = dir.path().join("big.json");
+    std::fs::write(&single, "[18446744073709551615, 18446744073709551616]").expect("write");
+    let out = offload()
+        .args(["run", "diag", "--input"])
+        .arg(&single)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("the integer 18446744073709551616 is outside"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn demo_renders_a_mosaic_png() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -398,6 +494,64 @@ fn a_name_is_looked_up_with_its_prefix_only() {
         err.contains("looked for offload-cat in") && err.contains("/usr/bin/cat"),
         "{err}"
     );
+}
+
+/// An input the queue refuses (its CBOR is over `--max-input`, though its JSON line was
+/// not) is a `could_not_start` line with its `stats`, like every other line.
+#[test]
+fn a_refused_input_has_a_line_with_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 150 doubles: 901 bytes of JSON, 1,353 of CBOR.
+    let big = format!("[{}1e300]", "1e300,".repeat(149));
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, format!("{{\"echo\": 1}}\n{big}\n")).expect("write");
+    let out = offload()
+        .args(["run", "diag", "--max-input", "1000", "--inputs"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["error"]["kind"], "could_not_start", "{}", lines[1]);
+    assert_eq!(lines[1]["stats"]["wall_ms"], 0.0, "{}", lines[1]);
+    assert_eq!(lines[1]["stats"]["worker"], serde_json::Value::Null);
+    assert!(
+        lines[1]["stats"].get("peak_rss_bytes").is_some(),
+        "{}",
+        lines[1]
+    );
+}
+
+/// A processor found by name that cannot run is not "not found": the message names the file
+/// and says what is wrong with it (and how to fix a missing execute bit).
+#[test]
+fn a_processor_by_name_that_is_not_executable_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("offload-plain");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
+    std::fs::create_dir(dir.path().join("offload-folder")).expect("mkdir");
+    for (name, says) in [
+        (
+            "plain",
+            "offload-plain is not executable: make it executable with chmod +x",
+        ),
+        ("folder", "offload-folder is a directory"),
+    ] {
+        let out = offload()
+            .env("OFFLOAD_PROCESSOR_PATH", dir.path())
+            .args(["run", name, "--inputs", "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("processor \"{name}\" cannot run: ")) && err.contains(says),
+            "{err}"
+        );
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
 }
 
 /// `--retries N` runs a failed job again, up to N more times, and the line says how many
@@ -646,7 +800,12 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
         .stdout(std::fs::File::create(&first_out).expect("create"))
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Killed once it has printed three lines.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&first_out).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no lines");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // SAFETY: killing a process this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     let mut child = child;
@@ -657,11 +816,6 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
             .filter_map(|l| l["job"].as_u64())
             .collect()
     };
-    let first = jobs_of(&std::fs::read_to_string(&first_out).expect("first output"));
-    assert!(
-        !first.is_empty() && first.len() < count,
-        "killed mid-batch: {first:?}"
-    );
     let out = offload()
         .args(["run", "diag", "-j", "2", "--resume", "--inputs"])
         .arg(&file)
@@ -669,7 +823,13 @@ fn resume_after_kill_9_runs_each_job_exactly_once() {
         .arg(&log)
         .output()
         .expect("rerun");
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Read once the resume had the log: the killed run's log writer had written everything.
+    let first = jobs_of(&std::fs::read_to_string(&first_out).expect("first output"));
+    assert!(
+        !first.is_empty() && first.len() < count,
+        "killed mid-batch: {first:?}"
+    );
     let second = jobs_of(&text(&out.stdout));
     let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
     all.sort_unstable();

@@ -14,8 +14,7 @@ pub fn encode() -> anyhow::Result<ExitCode> {
         .lock()
         .read_to_end(&mut text)
         .context("cannot read stdin")?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&text).context("stdin is not one valid JSON document")?;
+    let json = offload::inputs::parse_json(&text).context("stdin is not one JSON input")?;
     write_stdout(&encode_json(json)?)
 }
 

@@ -1,21 +1,30 @@
-//! `offload run --joblog FILE`: one JSON line per finished job, appended and flushed as it
-//! goes, so that the log survives the run being killed; and `--resume` / `--resume-failed`,
-//! which read it back.
+//! `offload run --joblog FILE`: one JSON line per finished job, appended as it goes, so that
+//! the log survives the run being killed; and `--resume` / `--resume-failed`, which read it
+//! back.
 //!
-//! A job is logged when its line is printed, so that the log and the output agree: after a
-//! `kill -9`, the jobs in the log are the jobs in the output, and a rerun with `--resume`
-//! prints the others.
+//! The log is opened without following a link at its name and held under an exclusive
+//! `flock` for the whole run (and by the log writer after it: `commit.rs`), so two runs never
+//! append to one log, and a `--resume` reads it only once nothing writes it any more. Each
+//! entry is one `write(2)` of a whole line on an `O_APPEND` descriptor, so a kill leaves an
+//! entry whole or absent, never cut.
+//!
+//! Besides a finished job's entry, a `--files` job's output gets an entry of its own before
+//! the file is given its name (`"writing"`: the output's path and a digest of its bytes), so
+//! that a `--resume` after a kill recognises the file that job wrote, and replaces it instead
+//! of writing a second one beside it.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, Write};
-use std::path::Path;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 /// A digest of an input, to tell a changed input from the one logged: 64-bit FNV-1a of its
-/// CBOR bytes, in hex (stable across versions and machines; not cryptographic).
+/// CBOR bytes, in hex (stable across versions and machines; not cryptographic). Also of an
+/// output file's bytes, to recognise the file a job wrote.
 pub fn digest(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in bytes {
@@ -25,107 +34,350 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
-/// The log being written.
+/// The log, open and locked.
 pub struct JobLog {
     file: File,
+    path: PathBuf,
 }
 
 impl JobLog {
+    /// Opens (or creates) the log at `path` for appending, refusing a symbolic link at that
+    /// name (in a shared directory it could point anywhere, and offload often runs as root),
+    /// anything that is not a regular file, and a log that another run holds.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let shown = path.display();
         let file = std::fs::OpenOptions::new()
-            .create(true)
+            .read(true)
             .append(true)
+            .create(true)
+            .mode(0o644)
+            // O_NONBLOCK: a FIFO planted at the name must not block the open.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
-            .with_context(|| format!("cannot open the job log {}", path.display()))?;
-        let mut log = Self { file };
-        // A run killed mid-write leaves a line cut short: end it, so that the next entry
-        // starts a line of its own (the reader skips the broken one).
-        if ends_mid_line(path) {
-            let _ = writeln!(log.file);
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => anyhow::anyhow!(
+                    "the job log {shown} is a symbolic link: give the file itself (a link \
+                     could make offload append to any file)"
+                ),
+                _ => anyhow::Error::new(err).context(format!("cannot open the job log {shown}")),
+            })?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot open the job log {shown}"))?;
+        if !meta.is_file() {
+            bail!("the job log {shown} is not a regular file");
+        }
+        lock(&file).map_err(|err| match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => anyhow::anyhow!(
+                "the job log {shown} is in use by another offload run (it holds a lock on \
+                 it): wait for that run to end, or give another --joblog FILE"
+            ),
+            _ => anyhow::Error::new(err).context(format!("cannot lock the job log {shown}")),
+        })?;
+        let log = Self {
+            file,
+            path: path.to_path_buf(),
+        };
+        // A run killed mid-write by an older offload could leave a line cut short: end it,
+        // so that the next entry starts a line of its own (the reader skips the broken one).
+        if log.ends_mid_line() {
+            log.append(b"\n")
+                .with_context(|| format!("cannot write the job log {shown}"))?;
         }
         Ok(log)
     }
 
-    /// Appends the entry of a printed job `line` (as `offload run` prints it), with its input's
-    /// digest, when it started (Unix seconds) and how many tries it took.
-    pub fn append(&mut self, line: &Value, digest: &str, started: f64, tries: u32) {
-        let error = &line["error"];
-        let entry = json!({
-            "job": line["job"],
-            "input": digest,
-            "status": line["status"],
-            "kind": error["kind"],
-            "start": (started * 1e3).round() / 1e3,
-            "wall_ms": line["stats"]["wall_ms"],
-            "cpu_ms": line["stats"]["cpu_ms"],
-            "exit_code": if line["status"] == "ok" { json!(0) } else { error["exit_code"].clone() },
-            "signal": error["signal"],
-            "tries": tries,
-            "host": line["stats"]["host"],
-        });
-        // Best effort: a full disk must not stop the jobs.
-        let _ = writeln!(self.file, "{entry}").and_then(|()| self.file.flush());
+    /// The open log, for the log writer to inherit (with its lock).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Appends `entry` (whole lines) with one `write(2)`: on an `O_APPEND` descriptor a kill
+    /// then leaves all of it or none. Gives the number of `write` calls it took: 1, unless
+    /// the disk filled up or a signal cut it short, in which case the rest is written after.
+    pub fn append(&self, entry: &[u8]) -> std::io::Result<usize> {
+        append_to(&self.file, entry)
+    }
+
+    /// Whether the file's last byte is something other than a newline.
+    fn ends_mid_line(&self) -> bool {
+        use std::os::unix::fs::FileExt as _;
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let mut last = [0u8; 1];
+        len > 0 && self.file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
+    }
+
+    /// What the log says of earlier runs: per job number, the last finished entry's input
+    /// digest and whether it succeeded, and the output file each `--files` job was writing.
+    /// A line that is not an entry (cut short by an older offload, not UTF-8, not JSON) is
+    /// skipped.
+    pub fn read(&self) -> anyhow::Result<Logged> {
+        use std::io::{Seek as _, SeekFrom};
+        let mut text = Vec::new();
+        // From the start: appending moved the offset (writes go to the end regardless).
+        (&self.file)
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| (&self.file).read_to_end(&mut text))
+            .with_context(|| format!("cannot read the job log {}", self.path.display()))?;
+        let mut logged = Logged::default();
+        for line in text.split(|&b| b == b'\n') {
+            let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let (Some(job), Some(input)) = (entry["job"].as_u64(), entry["input"].as_str()) else {
+                continue;
+            };
+            let Ok(job) = usize::try_from(job) else {
+                continue;
+            };
+            if let Some(output) = path_from_json(&entry["writing"]) {
+                let Some(output_digest) = entry["output_digest"].as_str() else {
+                    continue;
+                };
+                logged.writing.insert(
+                    job,
+                    Writing {
+                        input: input.to_owned(),
+                        output,
+                        output_digest: output_digest.to_owned(),
+                    },
+                );
+            } else if entry.get("status").is_some() {
+                logged
+                    .done
+                    .insert(job, (input.to_owned(), entry["status"] == "ok"));
+            }
+        }
+        Ok(logged)
     }
 }
 
-/// Whether the file's last byte is something other than a newline.
-fn ends_mid_line(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = File::open(path) else {
-        return false;
-    };
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] != b'\n'
+/// How long [`lock`] waits for a log that another run holds: enough for the log writer of a
+/// run killed a moment ago to write what it was handed and exit (`kill -9` and `--resume` in
+/// a script), not for a run that goes on.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the log's exclusive lock (`flock(LOCK_EX | LOCK_NB)`), asking again for up to
+/// [`LOCK_PATIENCE`] while another holds it; `EWOULDBLOCK` if it is still held then.
+fn lock(file: &File) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns.
+        let done = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() > deadline {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
-/// What a log says of earlier runs: per job number, the input digest and whether it
-/// succeeded (the last entry of a job wins). A missing file says nothing; a line that is not
-/// an entry (one cut short by a kill) is skipped.
-pub fn read(path: &Path) -> anyhow::Result<HashMap<usize, (String, bool)>> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(err) => {
-            return Err(err).with_context(|| format!("cannot read the job log {}", path.display()))
-        }
-    };
-    let mut done = HashMap::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        let (Some(job), Some(input)) = (entry["job"].as_u64(), entry["input"].as_str()) else {
-            continue;
-        };
-        let ok = entry["status"] == "ok";
-        if let Ok(job) = usize::try_from(job) {
-            done.insert(job, (input.to_owned(), ok));
+/// [`JobLog::append`] on any descriptor (the log writer's inherited one).
+pub fn append_to(mut file: &File, entry: &[u8]) -> std::io::Result<usize> {
+    let written = file.write(entry)?;
+    if written == entry.len() {
+        return Ok(1);
+    }
+    file.write_all(&entry[written..])?;
+    Ok(2)
+}
+
+/// What the log says of earlier runs.
+#[derive(Debug, Default)]
+pub struct Logged {
+    /// Per job: the input digest and whether it succeeded (the last entry wins).
+    pub done: HashMap<usize, (String, bool)>,
+    /// Per `--files` job: the output it was giving a name to (the last one wins).
+    pub writing: HashMap<usize, Writing>,
+}
+
+/// An output file a job was writing: whichever name it took is recorded before the file had
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writing {
+    /// The job's input digest.
+    pub input: String,
+    pub output: PathBuf,
+    /// [`digest`] of the output's bytes.
+    pub output_digest: String,
+}
+
+/// The entry of a printed job `line` (as `offload run` prints it), with its input's digest,
+/// when it started (Unix seconds) and how many tries it took; a `--files` job's entry also
+/// names its input file and output. One line, newline included.
+pub fn entry(line: &Value, digest: &str, started: f64, tries: u32) -> Vec<u8> {
+    let error = &line["error"];
+    let mut entry = json!({
+        "job": line["job"],
+        "input": digest,
+        "status": line["status"],
+        "kind": error["kind"],
+        "start": (started * 1e3).round() / 1e3,
+        "wall_ms": line["stats"]["wall_ms"],
+        "cpu_ms": line["stats"]["cpu_ms"],
+        "exit_code": if line["status"] == "ok" { json!(0) } else { error["exit_code"].clone() },
+        "signal": error["signal"],
+        "tries": tries,
+        "host": line["stats"]["host"],
+    });
+    for key in ["file", "output"] {
+        if let Some(value) = line.get(key) {
+            entry[key] = value.clone();
         }
     }
-    Ok(done)
+    let mut bytes = entry.to_string().into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The entry that says job `job` (input digest `input`) is giving its output the name
+/// `output`, with a digest of the output's bytes. One line, newline included.
+pub fn writing_entry(job: usize, input: &str, output: &Path, output_bytes: &[u8]) -> Vec<u8> {
+    let entry = json!({
+        "job": job,
+        "input": input,
+        "writing": path_json(output),
+        "output_digest": digest(output_bytes),
+    });
+    let mut bytes = entry.to_string().into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// A path in a JSON line: a string, or where it is not UTF-8, its bytes as
+/// `{"$bytes": "<base64>"}` (the JSON form of a byte string), so that it is kept exactly.
+pub fn path_json(path: &Path) -> Value {
+    use std::os::unix::ffi::OsStrExt as _;
+    match path.to_str() {
+        Some(text) => Value::String(text.to_owned()),
+        None => offload::sdk::json::cbor_to_json(&ciborium::Value::Bytes(
+            path.as_os_str().as_bytes().to_vec(),
+        )),
+    }
+}
+
+/// The path [`path_json`] wrote.
+fn path_from_json(value: &Value) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt as _;
+    match value {
+        Value::String(text) => Some(PathBuf::from(text)),
+        Value::Object(_) => match offload::sdk::json::json_to_cbor(value.clone()).ok()? {
+            ciborium::Value::Bytes(bytes) => Some(std::ffi::OsString::from_vec(bytes).into()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{digest, read, JobLog};
+    use super::*;
+
+    fn log_at(dir: &Path, text: &[u8]) -> PathBuf {
+        let path = dir.join("jobs.log");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
 
     #[test]
     fn a_line_cut_short_by_a_kill_does_not_swallow_the_next_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = log_at(
+            dir.path(),
+            b"{\"job\":0,\"input\":\"aa\",\"status\":\"ok\"}\n{\"job\":1,\"inp",
+        );
+        let log = JobLog::open(&path).expect("open");
+        let line = json!({"job": 2, "status": "ok", "stats": {}});
+        log.append(&entry(&line, "bb", 0.0, 1)).expect("append");
+        let logged = log.read().expect("read");
+        assert_eq!(logged.done.get(&0), Some(&("aa".to_owned(), true)));
+        assert_eq!(logged.done.get(&2), Some(&("bb".to_owned(), true)));
+        assert!(!logged.done.contains_key(&1));
+    }
+
+    /// A line that is not UTF-8 (a disk error, a stray write) is skipped like any broken
+    /// line: it used to make `--resume` refuse to run.
+    #[test]
+    fn a_line_that_is_not_utf8_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = log_at(
+            dir.path(),
+            b"{\"job\":0,\"input\":\"aa\",\"status\":\"ok\"}\n\xff\xfe{\"job\n{\"job\":1,\"input\":\"bb\",\"status\":\"failed\"}\n",
+        );
+        let logged = JobLog::open(&path).expect("open").read().expect("read");
+        assert_eq!(logged.done.len(), 2);
+        assert_eq!(logged.done.get(&1), Some(&("bb".to_owned(), false)));
+    }
+
+    /// Each entry is one write(2), counted by the kernel for this thread (`syscw`).
+    #[test]
+    fn an_entry_is_one_write() {
+        let writes = || -> u64 {
+            std::fs::read_to_string("/proc/thread-self/io")
+                .expect("/proc/thread-self/io")
+                .lines()
+                .find_map(|l| l.strip_prefix("syscw: "))
+                .and_then(|n| n.parse().ok())
+                .expect("syscw")
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = JobLog::open(&dir.path().join("jobs.log")).expect("open");
+        let line = json!({"job": 7, "status": "failed", "error": {"kind": "timed_out",
+            "exit_code": null, "signal": 9}, "stats": {"wall_ms": 1.5, "cpu_ms": 0.25,
+            "host": null}, "file": "in/a.png", "output": "out/a.png"});
+        let entry = entry(&line, &digest(b"input"), 1_795_552_641.25, 3);
+        let before = writes();
+        assert_eq!(log.append(&entry).expect("append"), 1);
+        assert_eq!(
+            writes() - before,
+            1,
+            "one write(2) for {} bytes",
+            entry.len()
+        );
+        let text = std::fs::read(dir.path().join("jobs.log")).expect("read");
+        assert_eq!(text, entry);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("jobs.log");
-        std::fs::write(
-            &path,
-            "{\"job\":0,\"input\":\"aa\",\"status\":\"ok\"}\n{\"job\":1,\"inp",
-        )
-        .expect("write");
-        let mut log = JobLog::open(&path).expect("open");
-        let line = serde_json::json!({"job": 2, "status": "ok", "stats": {}});
-        log.append(&line, "bb", 0.0, 1);
-        let logged = read(&path).expect("read");
-        assert_eq!(logged.get(&0), Some(&("aa".to_owned(), true)));
-        assert_eq!(logged.get(&2), Some(&("bb".to_owned(), true)));
-        assert!(!logged.contains_key(&1));
+        let first = JobLog::open(&path).expect("open");
+        let err = JobLog::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("in use by another offload run"), "{err}");
+        drop(first);
+        JobLog::open(&path).expect("free again");
+    }
+
+    #[test]
+    fn writing_entries_and_paths_that_are_not_utf8_are_read_back() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = JobLog::open(&dir.path().join("jobs.log")).expect("open");
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"out/caf\xe9.png"));
+        assert_eq!(path_json(&odd), json!({"$bytes": "b3V0L2NhZukucG5n"}));
+        log.append(&writing_entry(4, "cc", &odd, b"png bytes"))
+            .expect("append");
+        let logged = log.read().expect("read");
+        assert_eq!(
+            logged.writing.get(&4),
+            Some(&Writing {
+                input: "cc".into(),
+                output: odd,
+                output_digest: digest(b"png bytes"),
+            })
+        );
+        assert!(logged.done.is_empty());
     }
 
     #[test]

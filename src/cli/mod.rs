@@ -1,6 +1,7 @@
 //! The command-line interface: one file per subcommand, all driving the same engine.
 
 mod codec;
+mod commit;
 mod demo;
 mod feed;
 mod halt;
@@ -48,6 +49,9 @@ enum Command {
         #[arg(long)]
         pretty: bool,
     },
+    /// `offload run --joblog`'s own writer of lines and log entries (commit.rs).
+    #[command(name = commit::SUBCOMMAND, hide = true)]
+    LogWriter,
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +89,10 @@ pub struct RunArgs {
     #[arg(long)]
     unordered: bool,
     /// Append one JSON line per finished job to FILE (job number, input digest, status and
-    /// kind, start time, wall and CPU time, exit code or signal, tries), flushed as it goes.
+    /// kind, start time, wall and CPU time, exit code or signal, tries), as it goes; each job
+    /// is printed and logged together, so that after a kill a --resume runs each job once.
+    /// The log is locked for the run (another run on it is refused) and must not be a
+    /// symbolic link.
     #[arg(long, value_name = "FILE")]
     joblog: Option<PathBuf>,
     /// With --joblog: skip the jobs the log shows done (same job number, same input), as after
@@ -291,6 +298,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Encode => codec::encode(),
         Command::Decode { seq, pretty } => codec::decode(seq, pretty),
+        Command::LogWriter => commit::serve(),
     }
 }
 

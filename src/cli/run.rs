@@ -1,6 +1,6 @@
 //! `offload run`: one job per input, results printed as JSON lines in input order.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -75,16 +75,17 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     let max_input = args
         .max_input
         .unwrap_or(offload_sdk::decode::DEFAULT_MAX_BYTES as u64);
-    let logged = match (&args.joblog, args.resume || args.resume_failed) {
-        (Some(path), true) => super::joblog::read(path)?,
-        (None, true) => bail!("--resume and --resume-failed need --joblog FILE"),
-        _ => Default::default(),
-    };
-    let mut joblog = args
+    // Opened (and locked) before it is read: what --resume reads, no other run writes.
+    let joblog = args
         .joblog
         .as_deref()
         .map(super::joblog::JobLog::open)
         .transpose()?;
+    let logged = match (&joblog, args.resume || args.resume_failed) {
+        (Some(log), true) => log.read()?,
+        (None, true) => bail!("--resume and --resume-failed need --joblog FILE"),
+        _ => Default::default(),
+    };
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -160,9 +161,15 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
     let retries = args.retries;
     let ordered = !args.unordered;
     let skip = |index: usize, digest: &str| {
-        logged.get(&index).is_some_and(|(logged_digest, ok)| {
+        logged.done.get(&index).is_some_and(|(logged_digest, ok)| {
             logged_digest == digest && (*ok || !args.resume_failed)
         })
+    };
+    // Lines and log entries: with a job log, through the log writer (commit.rs), so that a
+    // kill leaves each job printed and logged, or neither.
+    let mut sink = match &joblog {
+        Some(log) => super::commit::Sink::writer(log.file())?,
+        None => super::commit::Sink::stdout(),
     };
     let halt = args.halt.and_then(|arg| arg.0);
     // Submits input `index`; the job's id while it is in the queue.
@@ -184,13 +191,13 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                 Some(id)
             }
             Err(err) => {
-                let _ = tx.try_send(Msg::Refused(index, err.to_string()));
+                let _ = tx.try_send(Msg::Refused(index, err.to_string(), digest));
                 None
             }
         }
     };
     let outcome = context.block_on(async {
-        let mut stdout = std::io::stdout().lock();
+        let sink = &mut sink;
         let mut tally = Tally::default();
         // Lines waiting to be printed (ordered: for their turn): None for a job not run
         // (skipped by --resume, or kept from starting by --halt).
@@ -206,36 +213,36 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         let mut ended = super::halt::Ended::default();
         // With --files: the file of each job not printed yet.
         let mut file_of: std::collections::HashMap<usize, PathBuf> = Default::default();
-        let mut emit =
-            |printed: Option<Printed>, tally: &mut Tally, stdout: &mut std::io::StdoutLock<'_>| {
-                let _ = credit.send(());
-                tally.ended += 1;
-                let Some(printed) = printed else { return };
-                if printed.line["status"] == "ok" {
-                    tally.ok += 1;
-                } else if tally.halted.is_some() && printed.line["error"]["kind"] == "cancelled" {
-                    // Stopped by `--halt now`: printed, but not a failure of its own.
-                    tally.halt_cancelled += 1;
-                } else {
-                    tally.failed += 1;
-                }
-                if writeln!(stdout, "{}", printed.line)
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    // Nobody reads our output any more: stop the rest.
-                    tally.broken = true;
-                    queue.cancel_all();
-                }
-                if let Some(log) = joblog.as_mut() {
-                    log.append(
-                        &printed.line,
-                        &printed.digest,
-                        printed.started,
-                        printed.tries,
-                    );
-                }
+        let emit = |printed: Option<Printed>, tally: &mut Tally, sink: &mut super::commit::Sink| {
+            let _ = credit.send(());
+            tally.ended += 1;
+            let Some(printed) = printed else { return };
+            if printed.line["status"] == "ok" {
+                tally.ok += 1;
+            } else if tally.halted.is_some() && printed.line["error"]["kind"] == "cancelled" {
+                // Stopped by `--halt now`: printed, but not a failure of its own.
+                tally.halt_cancelled += 1;
+            } else {
+                tally.failed += 1;
+            }
+            let mut line = printed.line.to_string().into_bytes();
+            line.push(b'\n');
+            let entry = if logging {
+                super::joblog::entry(
+                    &printed.line,
+                    &printed.digest,
+                    printed.started,
+                    printed.tries,
+                )
+            } else {
+                Vec::new()
             };
+            if !tally.broken && sink.commit(&line, &entry).is_err() {
+                // Nobody reads our output any more: stop the rest.
+                tally.broken = true;
+                queue.cancel_all();
+            }
+        };
         while let Ok(msg) = rx.recv().await {
             match msg {
                 Msg::Fed(Fed::Skipped(path, why)) => {
@@ -320,7 +327,21 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                             .saturating_sub(finished.stats.wall)
                             .as_secs_f64();
                         let mut line = match (&file_jobs, file_of.remove(&index)) {
-                            (Some(jobs), Some(path)) => file_line(index, finished, jobs, &path),
+                            (Some(jobs), Some(path)) => {
+                                let output = FileOutput {
+                                    jobs,
+                                    input: &path,
+                                    index,
+                                    digest: &digest,
+                                    // What a killed run was writing for this input, if it
+                                    // was this input.
+                                    earlier: logged
+                                        .writing
+                                        .get(&index)
+                                        .filter(|w| w.input == digest),
+                                };
+                                file_line(finished, &output, sink)
+                            }
                             _ => report_line(index, finished, output_dir.as_deref()),
                         };
                         if retries > 0 {
@@ -335,17 +356,23 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                         waiting.insert(index, Some(printed));
                     }
                 }
-                Msg::Refused(index, why) => {
+                Msg::Refused(index, why, digest) => {
                     bar.inc(1);
                     ended.failed += 1;
-                    let line = json!({"job": index, "status": "failed", "error": {
+                    let mut line = json!({"job": index, "status": "failed", "error": {
                         "kind": "could_not_start", "message": why,
                         "exit_code": null, "signal": null, "stderr_tail": "",
-                    }});
+                    }, "stats": stats_json(&offload::RunStats::default())});
+                    if let Some(path) = file_of.remove(&index) {
+                        line["file"] = super::joblog::path_json(&path);
+                    }
                     let printed = Printed {
                         line,
-                        digest: String::new(),
-                        started: 0.0,
+                        digest,
+                        started: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
                         tries: 1,
                     };
                     waiting.insert(index, Some(printed));
@@ -373,7 +400,7 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
                     waiting.pop_first().map(|(_, printed)| printed)
                 };
                 let Some(printed) = printed else { break };
-                emit(printed, &mut tally, &mut stdout);
+                emit(printed, &mut tally, sink);
             }
             if total.is_some_and(|total| tally.ended >= total.min(read)) {
                 break;
@@ -381,6 +408,8 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         }
         (tally, bad)
     });
+    // Every line and entry written before the exit status says anything.
+    sink.finish();
     let (tally, bad) = outcome;
     let (ok, failed) = (tally.ok, tally.failed);
     bar.finish_and_clear();
@@ -440,8 +469,9 @@ enum Msg {
         digest: String,
         tries: u32,
     },
-    /// The queue refused input `.0` (over the input limit, ...).
-    Refused(usize, String),
+    /// The queue refused input `.0` (over the input limit, ...) for the reason `.1`; `.2`
+    /// is its digest for the job log.
+    Refused(usize, String, String),
     /// Stop reading inputs (SIGINT, SIGTERM).
     Stop,
 }
@@ -576,9 +606,10 @@ fn report_line(
                 json!({"job": index, "status": "ok", "result": cbor_to_json(&value), "stats": stats})
             }
             Some(dir) => match write_atomically(dir, index, &value) {
-                Ok(path) => json!({"job": index, "status": "ok", "output": path, "stats": stats}),
+                Ok(path) => json!({"job": index, "status": "ok",
+                    "output": super::joblog::path_json(&path), "stats": stats}),
                 Err(err) => json!({"job": index, "status": "failed", "error": {
-                    "kind": "output_not_written",
+                    "kind": FailureKind::OutputNotWritten.as_str(),
                     "message": format!("{err:#}"),
                     "exit_code": 0, "signal": null, "stderr_tail": "",
                 }, "stats": stats}),
@@ -588,29 +619,94 @@ fn report_line(
     }
 }
 
+/// A `--files` job's output, to be written.
+struct FileOutput<'a> {
+    jobs: &'a offload::files::FileJobs,
+    /// The input file.
+    input: &'a Path,
+    index: usize,
+    /// The input's digest (empty without a job log).
+    digest: &'a str,
+    /// The output a killed run was writing for this job and input (`--resume`).
+    earlier: Option<&'a super::joblog::Writing>,
+}
+
 /// A `--files` job's line: the input file, the output file written from the result's output
 /// field, and the rest of the result.
 fn file_line(
-    index: usize,
     finished: Finished<Value>,
-    jobs: &offload::files::FileJobs,
-    path: &Path,
+    output: &FileOutput<'_>,
+    sink: &mut super::commit::Sink,
 ) -> serde_json::Value {
-    let mut line = match finished.result {
-        Ok(value) => match jobs.write(path, value) {
-            Ok((written, rest)) => json!({"job": index, "status": "ok", "output": written,
-                "result": cbor_to_json(&rest)}),
-            Err(err) => json!({"job": index, "status": "failed", "error": {
-                "kind": "output_not_written",
-                "message": format!("{err:#}"),
-                "exit_code": 0, "signal": null, "stderr_tail": "",
-            }}),
-        },
+    let index = output.index;
+    let written = finished.result.map(|value| {
+        output
+            .jobs
+            .split_result(value)
+            .and_then(|(bytes, rest)| Ok((write_file_output(output, &bytes, sink)?, rest)))
+    });
+    let mut line = match written {
+        Ok(Ok((written, rest))) => json!({"job": index, "status": "ok",
+            "output": super::joblog::path_json(&written), "result": cbor_to_json(&rest)}),
+        Ok(Err(err)) => json!({"job": index, "status": "failed", "error": {
+            "kind": FailureKind::OutputNotWritten.as_str(),
+            "message": err,
+            "exit_code": 0, "signal": null, "stderr_tail": "",
+        }}),
         Err(error) => json!({"job": index, "status": "failed", "error": error}),
     };
-    line["file"] = json!(path);
+    line["file"] = super::joblog::path_json(output.input);
     line["stats"] = stats_json(&finished.stats);
     line
+}
+
+/// Writes a `--files` job's output file. With a job log, the log hears the output's path
+/// (and a digest of its bytes) before the file gets that name, so that a `--resume` after a
+/// kill knows the file for this job's: the job runs again (for its line) and its output
+/// replaces that file instead of taking a new name beside it.
+fn write_file_output(
+    output: &FileOutput<'_>,
+    bytes: &[u8],
+    sink: &mut super::commit::Sink,
+) -> Result<PathBuf, String> {
+    let jobs = output.jobs;
+    let mut announce = |path: &Path| {
+        if !sink.logs() {
+            return Ok(());
+        }
+        let entry = super::joblog::writing_entry(output.index, output.digest, path, bytes);
+        sink.log(&entry).map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("the job log cannot take the output's name: {err}"),
+            )
+        })
+    };
+    if let Some(earlier) = output.earlier {
+        if let Some(name) = earlier_output(jobs, earlier) {
+            let path = jobs.output_dir().join(&name);
+            announce(&path).map_err(|err| err.to_string())?;
+            return offload::output::replace(jobs.output_dir(), &name, bytes)
+                .map_err(|err| err.to_string());
+        }
+    }
+    jobs.write_announced(output.input, bytes, &mut announce)
+}
+
+/// The name of the output a killed run wrote for a job, if it is there as it was written: in
+/// the same output directory, a regular file of this user's (not a link), with the bytes the
+/// log's digest says.
+fn earlier_output(
+    jobs: &offload::files::FileJobs,
+    earlier: &super::joblog::Writing,
+) -> Option<String> {
+    if earlier.output.parent() != Some(jobs.output_dir()) {
+        return None;
+    }
+    let name = earlier.output.file_name()?.to_str()?.to_owned();
+    let limit = offload_sdk::decode::DEFAULT_MAX_BYTES as u64;
+    let bytes = offload::output::read_own(jobs.output_dir(), &name, limit).ok()?;
+    (super::joblog::digest(&bytes) == earlier.output_digest).then_some(name)
 }
 
 /// A job's `stats` in its line.
@@ -736,7 +832,10 @@ pub(super) fn read_single(path: &Path, max_input: u64) -> anyhow::Result<Vec<u8>
         return one_item(bytes, path, max_input);
     }
     match serde_json::from_slice(&bytes) {
-        Ok(json) => encode_json(json).with_context(|| path.display().to_string()),
+        Ok(json) => offload::sdk::json::check_integers(&bytes)
+            .map_err(|err| anyhow::anyhow!(err.0))
+            .and_then(|()| Ok(encode_json(json)?))
+            .with_context(|| path.display().to_string()),
         // From standard input, anything that is not JSON is passed on as CBOR.
         Err(_) if path == Path::new("-") => one_item(bytes, path, max_input),
         Err(err) => Err(err).with_context(|| {

@@ -5,6 +5,11 @@
 //! Everything else maps directly. Map keys that are not text become their JSON text
 //! (`1` becomes `"1"`), and floats that JSON cannot hold (NaN, infinities) become `null`;
 //! those two are the only lossy cases.
+//!
+//! Numbers come back as they went in: a double survives JSON -> CBOR -> JSON to the bit
+//! (serde_json's `float_roundtrip` parser; without it, one double in nine came back one unit
+//! in the last place off), and JSON text with an integer outside the 64-bit range, which a
+//! JSON parser would quietly read as a float, is refused by [`check_integers`].
 
 use base64::Engine as _;
 use ciborium::Value;
@@ -77,6 +82,61 @@ fn key_text(key: &Value) -> String {
         Value::Text(text) => text.clone(),
         other => cbor_to_json(other).to_string(),
     }
+}
+
+/// The smallest integer a JSON input may hold: CBOR integers from JSON are 64-bit.
+const SMALLEST: i64 = i64::MIN;
+/// The largest.
+const LARGEST: u64 = u64::MAX;
+
+/// Refuses JSON `text` (already parsed as valid JSON) that holds an integer outside
+/// `i64::MIN..=u64::MAX`: a JSON parser reads such a literal as the nearest float, so
+/// `18446744073709551616` would reach a processor as `1.8446744073709552e19` without a word.
+/// The error names the integer and what to write instead. A number with a fraction or an
+/// exponent is a float, as written, and is not checked.
+///
+/// ```
+/// use offload_sdk::json::check_integers;
+/// assert!(check_integers(br#"{"n": 18446744073709551615, "s": "99999999999999999999"}"#).is_ok());
+/// let err = check_integers(br#"[1, -9223372036854775809]"#).unwrap_err();
+/// assert!(err.0.contains("-9223372036854775809"), "{err}");
+/// ```
+pub fn check_integers(text: &[u8]) -> Result<(), JsonError> {
+    let mut at = 0;
+    while at < text.len() {
+        match text[at] {
+            b'"' => {
+                // Skip the string, escapes included.
+                at += 1;
+                while at < text.len() && text[at] != b'"' {
+                    at += if text[at] == b'\\' { 2 } else { 1 };
+                }
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while at < text.len()
+                    && matches!(text[at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    at += 1;
+                }
+                let number = &text[start..at];
+                if number.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+                    continue;
+                }
+                let number = std::str::from_utf8(number).unwrap_or_default();
+                if number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
+                    return Err(JsonError(format!(
+                        "the integer {number} is outside the 64-bit range ({SMALLEST} to \
+                         {LARGEST}) that inputs can hold: write it as a string, or with a \
+                         decimal point if a float will do"
+                    )));
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    Ok(())
 }
 
 /// Converts a JSON document to CBOR, reading `{"$bytes": ...}` and `{"$tag": ...}` objects.
@@ -162,6 +222,94 @@ mod tests {
             Value::Null,
         ]);
         assert_eq!(json_to_cbor(cbor_to_json(&value)), Ok(value));
+    }
+
+    /// Any double survives JSON text -> CBOR -> JSON text to the bit: random bit patterns (a
+    /// fixed seed, so a failure repeats) and the awkward ones. `0.41817215137075947` came back
+    /// as `0.4181721513707594` before serde_json's `float_roundtrip` was on.
+    #[test]
+    fn any_double_survives_json_to_cbor_and_back() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let special = [
+            0.418_172_151_370_759_47,
+            0.1,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::MIN_POSITIVE / 3.0,
+            5e-324,
+            f64::MAX,
+            f64::MIN,
+            f64::EPSILON,
+            1e23,
+            9_007_199_254_740_993.0,
+        ];
+        let mut doubles: Vec<f64> = special.to_vec();
+        doubles.extend((0..200_000).map(|_| f64::from_bits(next())));
+        // Uniform in [0, 1) too, the doubles programs mostly write.
+        doubles.extend((0..50_000).map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64));
+        let mut checked = 0;
+        for x in doubles {
+            if !x.is_finite() {
+                continue;
+            }
+            let text = serde_json::to_string(&cbor_to_json(&Value::Float(x))).expect("to text");
+            let json: Json = serde_json::from_str(&text).expect("parses");
+            let back = match json_to_cbor(json).expect("to CBOR") {
+                Value::Float(y) => y,
+                // A double with no fraction may be written without one and read as an
+                // integer: the same number.
+                Value::Integer(i) => i128::from(i) as f64,
+                other => panic!("{x:e} came back as {other:?}"),
+            };
+            let again = serde_json::to_string(&cbor_to_json(&Value::Float(back))).expect("text");
+            assert!(
+                back == x && (back.to_bits() == x.to_bits() || x == 0.0),
+                "{x:e} ({text}) came back as {back:e} ({again})"
+            );
+            checked += 1;
+        }
+        assert!(checked > 240_000, "{checked}");
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused_not_made_floats() {
+        for ok in [
+            "0",
+            "-0",
+            "[18446744073709551615, -9223372036854775808]",
+            r#"{"big": "18446744073709551616", "k\"1e999": 1}"#,
+            "[1.8446744073709552e19, 1e300, 123456789012345678901234.5]",
+        ] {
+            serde_json::from_str::<Json>(ok).expect(ok);
+            assert_eq!(check_integers(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for (bad, number) in [
+            ("18446744073709551616", "18446744073709551616"),
+            (
+                r#"{"a": [1, -9223372036854775809]}"#,
+                "-9223372036854775809",
+            ),
+            (
+                r#"{"s": "\\", "n": 123456789012345678901234567890}"#,
+                "123456789012345678901234567890",
+            ),
+        ] {
+            serde_json::from_str::<Json>(bad).expect(bad);
+            let err = check_integers(bad.as_bytes()).expect_err(bad);
+            assert!(
+                err.0
+                    .starts_with(&format!("the integer {number} is outside the 64-bit range")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -325,6 +325,7 @@ impl Processor {
             Mode::Json => {
                 let json: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|err| format!("input is not valid JSON: {err}"))?;
+                crate::json::check_integers(&bytes).map_err(|err| format!("input: {err}"))?;
                 let value = json_to_cbor(json).map_err(|err| format!("input: {err}"))?;
                 crate::params::check_input(&self.parameters, &value)?;
                 shaped(&value)

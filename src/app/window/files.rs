@@ -200,6 +200,13 @@ impl Window {
                             .set(window.imp().files_written.get() + 1);
                     }
                     Err(why) => {
+                        // Not a success: the row shows it failed, and why.
+                        let error = crate::JobError::new(
+                            crate::FailureKind::OutputNotWritten,
+                            format!("the output was not written: {why}"),
+                        );
+                        window.jobs().fail(id, error.clone());
+                        window.update_record(id, |r| r.error = Some(error));
                         window.imp().file_errors.borrow_mut().push(why.clone());
                         window.toast(&format!("Job {}: {why}", id.0));
                     }

@@ -5,7 +5,6 @@
 //! async channel; a future on the main context applies them to the state, tells observers, and
 //! hands each result to its [`JobHandle`] exactly once. Nothing here blocks.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -16,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-use offload_sdk::decode::decode_one;
 
 use crate::job::{Job, JobId, JobState};
 use crate::outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
@@ -338,9 +335,7 @@ impl Queue {
                 limit,
             });
         }
-        let decode: Decoder = Box::new(|bytes, limits| {
-            decode_one::<O>(bytes, limits).map(|value| Box::new(value) as Box<dyn Any + Send>)
-        });
+        let decode: Decoder = runner::decoder::<O>();
         let slot = Rc::new(Slot::default());
         let id = {
             let mut state = self.inner.state.borrow_mut();

@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -504,46 +504,6 @@ fn keep(bytes: &mut Vec<u8>, cap: usize, chunk: &[u8]) {
     }
 }
 
-pub(super) fn raw(file: Option<&File>) -> RawFd {
-    file.map_or(-1, AsRawFd::as_raw_fd)
-}
-
-/// Reads everything available; returns true at end of file or on error.
-pub(super) fn drain(
-    file: &mut Option<File>,
-    scratch: &mut [u8],
-    mut sink: impl FnMut(&[u8]),
-) -> bool {
-    let Some(f) = file.as_mut() else {
-        return false;
-    };
-    // Bounded rounds, so that a flood on one pipe cannot starve the others.
-    for _ in 0..16 {
-        match f.read(scratch) {
-            Ok(0) => return true,
-            Ok(n) => sink(&scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
-pub(super) fn write_some(pipe: &mut File, bytes: &[u8]) -> io::Result<usize> {
-    let mut total = 0;
-    while total < bytes.len() {
-        match pipe.write(&bytes[total..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
-}
-
 pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills the two-element array on success.
@@ -562,13 +522,6 @@ pub(super) fn set_nonblocking(fd: RawFd) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-}
-
-pub(super) fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a non-negative result is a fresh descriptor.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Whether process `pid` lives and is not exiting (`PF_EXITING` in its /proc flags: set

@@ -11,11 +11,14 @@
 //! progress pipe).
 
 mod child;
+mod exit;
 pub(crate) mod guard;
 mod memory;
 mod oneshot;
 mod probe;
+mod process;
 mod remote;
+mod result;
 mod sandbox;
 mod stop;
 mod worker;
@@ -34,12 +37,10 @@ pub use workers::{WorkerSettings, MAX_FAILED_STARTS};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use offload_sdk::decode::{DecodeError, DecodeLimits};
 use offload_sdk::protocol::ProgressItem;
 
 use crate::job::{Job, JobId};
@@ -48,9 +49,7 @@ use crate::outcome::{JobError, RunStats, WorkerRun};
 /// A decoded result of the caller's type, or why there is none.
 pub(crate) type RawResult = Result<Box<dyn Any + Send>, JobError>;
 
-/// Decodes a processor's stdout into the caller's result type, on the runner thread.
-pub(crate) type Decoder =
-    Box<dyn FnOnce(&[u8], DecodeLimits) -> Result<Box<dyn Any + Send>, DecodeError> + Send>;
+pub(crate) use result::{decoder, Decoder};
 
 /// What a runner tells the queue.
 pub(crate) enum RunnerEvent {
@@ -75,7 +74,7 @@ pub(crate) enum RunnerEvent {
 
 /// The queue's way to stop a running job: a flag and an eventfd that wakes the runner's poll.
 pub(crate) struct Control {
-    wake: OwnedFd,
+    wake: process::EventFd,
     cancelled: AtomicBool,
     /// Skip the grace period: SIGKILL at once.
     hard: AtomicBool,
@@ -83,14 +82,8 @@ pub(crate) struct Control {
 
 impl Control {
     pub(crate) fn new() -> io::Result<Arc<Self>> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Arc::new(Self {
-            // SAFETY: fd is a fresh descriptor that nothing else owns.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: process::EventFd::new()?,
             cancelled: AtomicBool::new(false),
             hard: AtomicBool::new(false),
         }))
@@ -99,19 +92,13 @@ impl Control {
     /// Asks the runner to stop its job (SIGTERM, SIGKILL after the grace period). Never blocks.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        self.wake();
+        self.wake.signal();
     }
 
     /// Asks the runner to kill its job's process group now. Never blocks.
     pub(crate) fn kill(&self) {
         self.hard.store(true, Ordering::SeqCst);
         self.cancel();
-    }
-
-    fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
     }
 
     fn is_cancelled(&self) -> bool {
@@ -124,14 +111,12 @@ impl Control {
 
     /// The eventfd to poll: readable once the job should stop.
     fn wake_fd(&self) -> std::os::fd::RawFd {
-        self.wake.as_raw_fd()
+        self.wake.fd()
     }
 
     /// Empties the eventfd after a wake-up.
     fn clear(&self) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reading 8 bytes from our nonblocking eventfd into a live buffer.
-        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        self.wake.clear();
     }
 }
 

@@ -11,7 +11,6 @@
 //! job that asks for a process of its own (`Persistence::Never`, `offload run
 //! --no-persistent`) is never probed for workers.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,7 +21,7 @@ use offload_sdk::Description;
 
 use super::child::FileId;
 use super::oneshot::{execute, Purpose};
-use super::{Control, Decoder};
+use super::Control;
 use crate::job::{Job, JobId, RunLimits, Sandbox};
 use crate::outcome::FailureKind;
 use crate::processor::DescribeError;
@@ -119,14 +118,12 @@ fn probe(job: &Job, timeout: Duration, control: Option<&Arc<Control>>) -> Answer
     };
     // Nobody listens to a probe's events.
     let (events, _) = async_channel::bounded(1);
-    let keep_bytes: Decoder =
-        Box::new(|bytes: &[u8], _| Ok(Box::new(bytes.to_vec()) as Box<dyn Any + Send>));
     let (result, _) = execute(
         JobId(u64::MAX),
         &run,
         Purpose::Describe,
         Arc::new(Vec::new()),
-        keep_bytes,
+        super::result::keep_bytes,
         control,
         &events,
     );

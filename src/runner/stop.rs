@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use offload_sdk::protocol::ProgressItem;
 
-use super::child::{mib, resident_bytes, signal_name, JobProcess};
+use super::child::{resident_bytes, JobProcess};
+use super::exit::Ending;
 use super::{Control, RunnerEvent};
 use crate::job::{JobId, RunLimits};
-use crate::outcome::{FailureKind, JobError};
 
 /// Why the runner stopped a job itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,11 @@ impl<'a> Watch<'a> {
     }
 
     /// When the loop must wake next for a deadline while the processor lives.
+    /// The limits it watches.
+    pub(super) fn limits(&self) -> RunLimits {
+        self.limits
+    }
+
     /// How long a process has between SIGTERM and SIGKILL; also how long a worker that
     /// closed a pipe has to end by itself before it is taken to live on without it.
     pub(super) fn grace(&self) -> Duration {
@@ -213,98 +218,5 @@ impl<'a> Watch<'a> {
             signal,
             cpu,
         }
-    }
-}
-
-/// How a job's process ended, as far as the outcome goes.
-pub(super) struct Ending {
-    pub stop: Option<Stop>,
-    /// Whether SIGKILL was needed after SIGTERM.
-    pub escalated: bool,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// The CPU time the job used.
-    pub cpu: Duration,
-}
-
-impl Ending {
-    /// A failure with this ending's evidence.
-    pub(super) fn fail(&self, kind: FailureKind, message: String, stderr_tail: &str) -> JobError {
-        JobError {
-            kind,
-            message,
-            exit_code: self.exit_code,
-            signal: self.signal,
-            stderr_tail: stderr_tail.to_owned(),
-            reported: None,
-        }
-    }
-
-    /// The failure that a stop by the runner, a CPU-time limit or a signal makes; `None` when
-    /// the process exited with a code, which the caller judges (its report, its output).
-    pub(super) fn failure(&self, limits: &RunLimits, stderr_tail: &str) -> Option<JobError> {
-        let fail = |kind, message| Some(self.fail(kind, message, stderr_tail));
-        let after_term = if self.escalated {
-            format!(
-                "; it ignored SIGTERM and was killed after {:?}",
-                limits.grace
-            )
-        } else {
-            String::new()
-        };
-        match self.stop {
-            Some(Stop::Cancelled) => {
-                return fail(
-                    FailureKind::Cancelled,
-                    format!("cancelled while running{after_term}"),
-                )
-            }
-            Some(Stop::TimedOut) => {
-                let timeout = limits.timeout.unwrap_or_default();
-                return fail(
-                    FailureKind::TimedOut,
-                    format!(
-                        "ran longer than its timeout of {timeout:?} and was stopped{after_term}"
-                    ),
-                );
-            }
-            Some(Stop::MemoryLimit(rss)) => {
-                return fail(
-                    FailureKind::ResourceLimit,
-                    format!(
-                        "went over its memory limit of {} (resident memory reached {}) and was killed",
-                        mib(limits.max_memory_bytes.unwrap_or(0)),
-                        mib(rss)
-                    ),
-                );
-            }
-            Some(Stop::OutputTooLarge) => {
-                return fail(
-                    FailureKind::BadOutput,
-                    format!(
-                        "result over the limit of {} bytes; the processor was stopped (raise the output limit if this is expected)",
-                        limits.max_output_bytes
-                    ),
-                );
-            }
-            None => {}
-        }
-        if let (Some(limit), Some(signal)) = (limits.max_cpu_time, self.signal) {
-            // RLIMIT_CPU sends SIGXCPU at the limit and SIGKILL a second later.
-            if signal == libc::SIGXCPU || (signal == libc::SIGKILL && self.cpu >= limit) {
-                return fail(
-                    FailureKind::ResourceLimit,
-                    format!(
-                        "went over its CPU-time limit of {limit:?} (used {:.2} s) and was killed",
-                        self.cpu.as_secs_f64()
-                    ),
-                );
-            }
-        }
-        let signal = self.signal?;
-        fail(
-            FailureKind::Killed,
-            format!("killed by {}", signal_name(signal)),
-        )
     }
 }

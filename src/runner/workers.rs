@@ -23,14 +23,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::child::FileId;
-use super::oneshot::{self, poll_timeout};
+use super::oneshot;
+use super::process::timeout as poll_timeout;
+use super::process::EventFd;
 use super::worker::{Fate, Idle, Order, Pipeline, WorkerProcess};
 use super::{RunRequest, RunnerEvent};
 use crate::job::{Job, JobId, Persistence};
@@ -172,8 +174,8 @@ struct Entry {
 struct Slot {
     key: WorkerKey,
     inbox: Mutex<Inbox>,
-    /// An eventfd written whenever the inbox gets something.
-    wake: OwnedFd,
+    /// Signalled whenever the inbox gets something.
+    wake: EventFd,
 }
 
 #[derive(Default)]
@@ -195,16 +197,10 @@ enum Retire {
 
 impl Slot {
     fn new(key: WorkerKey) -> io::Result<Self> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Self {
             key,
             inbox: Mutex::new(Inbox::default()),
-            // SAFETY: fd is a fresh descriptor that nothing else owns.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: EventFd::new()?,
         })
     }
 
@@ -227,19 +223,15 @@ impl Slot {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
+        self.wake.signal();
     }
 
     fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.wake.fd()
     }
 
     fn clear_wake(&self) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reading 8 bytes from our nonblocking eventfd into a live buffer.
-        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        self.wake.clear();
     }
 
     fn take(&self) -> (Option<RunRequest>, Option<Retire>) {
@@ -726,7 +718,6 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
         control,
         events,
     } = request;
-    let mut decode = Some(decode);
     let mut delivered_once = false;
     let mut ahead = None;
     loop {
@@ -788,11 +779,12 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             id,
             job: &job,
             input: input.clone(),
+            decode,
             control: &control,
             events: &events,
         };
         let host = worker.host();
-        let end = worker.run(order, &mut decode, announcement);
+        let end = worker.run(order, announcement);
         // The job whose request went out behind this one's: it runs next, on this worker if
         // it still serves (its request is there already), else on a fresh one.
         ahead = ahead.or_else(|| worker.next_ahead().map(Box::new));

@@ -198,13 +198,39 @@ struct State {
 }
 
 struct Record {
-    state: JobState,
-    /// Queued, but on deck at a busy worker, which starts it when its job ends.
-    decked: bool,
-    /// What the runner needs; taken when the job starts (or goes on deck).
-    start: Option<Start>,
-    control: Option<Arc<Control>>,
+    phase: Phase,
     deliver: Option<Deliver>,
+}
+
+/// Where an unfinished job is.
+enum Phase {
+    /// Waiting for a slot, with what its runner will need.
+    Queued(Box<Start>),
+    /// Still queued, but on deck at a busy worker, which starts it when its job ends; the
+    /// worker holds its request, the queue its stop.
+    OnDeck(Arc<Control>),
+    /// Its processor is running.
+    Running(Arc<Control>),
+}
+
+impl Phase {
+    fn state(&self) -> JobState {
+        match self {
+            Self::Queued(_) | Self::OnDeck(_) => JobState::Queued,
+            Self::Running(_) => JobState::Running,
+        }
+    }
+
+    /// Moves it to `next`, giving what it waited with if it was queued; else it stays.
+    fn start(&mut self, next: Self) -> Option<Start> {
+        match std::mem::replace(self, next) {
+            Self::Queued(start) => Some(*start),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 /// What a job that has not started keeps for its runner.
@@ -336,7 +362,7 @@ impl Queue {
             });
         }
         let decode: Decoder = runner::decoder::<O>();
-        let slot = Rc::new(Slot::default());
+        let slot = Rc::new(ResultSlot::default());
         let id = {
             let mut state = self.inner.state.borrow_mut();
             let id = JobId(state.next_id);
@@ -345,14 +371,11 @@ impl Queue {
             state.jobs.insert(
                 id,
                 Record {
-                    state: JobState::Queued,
-                    decked: false,
-                    start: Some(Start {
+                    phase: Phase::Queued(Box::new(Start {
                         job: job.clone(),
                         input,
                         decode,
-                    }),
-                    control: None,
+                    })),
                     deliver: Some(deliver),
                 },
             );
@@ -427,7 +450,12 @@ impl Queue {
 
     /// The state of a job that has not finished yet; `None` once it has (or if unknown).
     pub fn job_state(&self, id: JobId) -> Option<JobState> {
-        self.inner.state.borrow().jobs.get(&id).map(|r| r.state)
+        self.inner
+            .state
+            .borrow()
+            .jobs
+            .get(&id)
+            .map(|r| r.phase.state())
     }
 
     /// Cancels one job: a queued job ends at once, a running one is stopped (SIGTERM to its
@@ -523,7 +551,10 @@ impl Inner {
             .borrow()
             .jobs
             .values()
-            .filter_map(|r| r.control.clone())
+            .filter_map(|r| match &r.phase {
+                Phase::Running(control) | Phase::OnDeck(control) => Some(control.clone()),
+                Phase::Queued(_) => None,
+            })
             .collect()
     }
 
@@ -547,17 +578,19 @@ impl Inner {
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
-            let Some(start) = record.start.take() else {
+            if !matches!(record.phase, Phase::Queued(_)) {
                 continue;
-            };
+            }
             let started = Control::new().and_then(|control| {
+                let start = record
+                    .phase
+                    .start(Phase::Running(control.clone()))
+                    .ok_or_else(|| std::io::Error::other("the job was not queued"))?;
                 let request = start.request(id, newest, &control, &self.events);
-                runner::start(request, &self.workers, max_running).map(|()| control)
+                runner::start(request, &self.workers, max_running)
             });
             match started {
-                Ok(control) => {
-                    record.state = JobState::Running;
-                    record.control = Some(control);
+                Ok(()) => {
                     state.running += 1;
                 }
                 Err(err) => {
@@ -592,39 +625,26 @@ impl Inner {
                 state.pending.pop_front();
                 continue;
             };
-            // One per worker; two per pipelining (remote) worker: offer_deck says where.
-            let depth = if record
-                .start
-                .as_ref()
-                .is_some_and(|s| s.job.launcher.is_some())
-            {
-                2
-            } else {
-                1
+            let Phase::Queued(start) = &record.phase else {
+                state.pending.pop_front();
+                continue;
             };
-            if decked >= depth * max_running {
-                return;
-            }
-            if !record
-                .start
-                .as_ref()
-                .is_some_and(|start| self.workers.takes(&start.job))
-            {
+            // One per worker; two per pipelining (remote) worker: offer_deck says where.
+            let depth = if start.job.launcher.is_some() { 2 } else { 1 };
+            if decked >= depth * max_running || !self.workers.takes(&start.job) {
                 return;
             }
             let Ok(control) = Control::new() else {
                 return;
             };
-            let Some(start) = record.start.take() else {
+            let Some(start) = record.phase.start(Phase::OnDeck(control.clone())) else {
                 return;
             };
             let request = start.request(id, newest, &control, &self.events);
             if let Some(request) = self.workers.offer_deck(request) {
-                record.start = Some(Start::from_request(request));
+                record.phase = Phase::Queued(Box::new(Start::from_request(request)));
                 return;
             }
-            record.decked = true;
-            record.control = Some(control);
             state.pending.pop_front();
             state.decked += 1;
         }
@@ -644,9 +664,7 @@ impl Inner {
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
-            record.decked = false;
-            record.control = None;
-            record.start = Some(Start::from_request(request));
+            record.phase = Phase::Queued(Box::new(Start::from_request(request)));
             state.decked -= 1;
             ids.push(id);
         }
@@ -661,7 +679,7 @@ impl Inner {
         let Some(record) = state.jobs.get(&id) else {
             return false;
         };
-        if record.decked && self.workers.undeck(id).is_some() {
+        if matches!(record.phase, Phase::OnDeck(_)) && self.workers.undeck(id).is_some() {
             // Taken back before a worker started it: it ends now, as a queued job. (If a
             // worker took it meanwhile, it is running, and stops like a running job.)
             state.decked -= 1;
@@ -669,7 +687,7 @@ impl Inner {
             state.finish(id, Err(error), RunStats::default(), effects);
             return true;
         }
-        if let Some(control) = &record.control {
+        if let Phase::Running(control) | Phase::OnDeck(control) = &record.phase {
             control.cancel();
             return true;
         }
@@ -703,8 +721,8 @@ impl Inner {
                     // slot this one left (its Started event follows from the runner).
                     state.running += 1;
                     if let Some(record) = state.jobs.get_mut(&next) {
-                        record.state = JobState::Running;
-                        if std::mem::take(&mut record.decked) {
+                        if let Phase::OnDeck(control) = &record.phase {
+                            record.phase = Phase::Running(control.clone());
                             state.decked -= 1;
                         }
                     }
@@ -769,7 +787,7 @@ impl Drop for Inner {
         // Nobody is left to take the results: stop every running processor now, and the
         // idle workers.
         for record in self.state.get_mut().jobs.values() {
-            if let Some(control) = &record.control {
+            if let Phase::Running(control) | Phase::OnDeck(control) = &record.phase {
                 control.kill();
             }
         }
@@ -828,7 +846,7 @@ async fn receive(queue: Weak<Inner>, receiver: async_channel::Receiver<RunnerEve
 /// ```
 pub struct JobHandle<O> {
     id: JobId,
-    slot: Rc<Slot<O>>,
+    slot: Rc<ResultSlot<O>>,
 }
 
 impl<O: 'static> JobHandle<O> {
@@ -869,7 +887,7 @@ impl<O: 'static> JobHandle<O> {
 }
 
 /// Where one job's result meets its handle; both sides live on the main context.
-struct Slot<O> {
+struct ResultSlot<O> {
     state: RefCell<SlotState<O>>,
 }
 
@@ -886,7 +904,7 @@ enum SlotState<O> {
     Taken,
 }
 
-impl<O> Default for Slot<O> {
+impl<O> Default for ResultSlot<O> {
     fn default() -> Self {
         Self {
             state: RefCell::new(SlotState::Empty),
@@ -894,7 +912,7 @@ impl<O> Default for Slot<O> {
     }
 }
 
-impl<O> Slot<O> {
+impl<O> ResultSlot<O> {
     fn poll(&self, id: JobId, cx: &mut Context<'_>) -> Poll<Finished<O>> {
         let mut state = self.state.borrow_mut();
         match std::mem::replace(&mut *state, SlotState::Taken) {
@@ -943,7 +961,7 @@ fn dropped_before_finishing<O>(id: JobId) -> Finished<O> {
     }
 }
 
-/// The queue's side of a [`Slot`], type-erased so that one queue holds jobs of any result type.
+/// The queue's side of a [`ResultSlot`], type-erased so that one queue holds jobs of any result type.
 /// Dropped unsent (the queue went away first), it tells the handle so, from an idle callback.
 struct Deliver {
     send: Option<SendOutcome>,
@@ -953,7 +971,7 @@ struct Deliver {
 type SendOutcome = Box<dyn FnOnce(Option<(RawResult, RunStats)>)>;
 
 impl Deliver {
-    fn new<O: 'static>(id: JobId, slot: Rc<Slot<O>>) -> Self {
+    fn new<O: 'static>(id: JobId, slot: Rc<ResultSlot<O>>) -> Self {
         let send = move |outcome: Option<(RawResult, RunStats)>| match outcome {
             Some((result, stats)) => {
                 let result = result.and_then(|value| {

@@ -22,7 +22,7 @@ use crate::spawn::{ChildFds, ChildSettings};
 /// A started processor, its guard, and our ends of their pipes (non-blocking).
 pub(super) struct Spawned {
     /// The processor and its guard.
-    pub job: JobProcess,
+    pub guarded: Guarded,
     /// The guard's status pipe, after its first line (the rest says the peak memory).
     pub status: OwnedFd,
     pub stdin: OwnedFd,
@@ -47,7 +47,7 @@ pub(super) enum Placement {
 
 /// A processor process and the guard it runs below (the host's child).
 #[derive(Clone)]
-pub(super) struct JobProcess {
+pub(super) struct Guarded {
     /// The guard: the host's child, which the host waits for and signals.
     pub guard: libc::pid_t,
     /// The processor (its CPU clock and memory are the job's), or the local srun or ssh.
@@ -55,7 +55,7 @@ pub(super) struct JobProcess {
     pub placement: Placement,
 }
 
-impl JobProcess {
+impl Guarded {
     /// The launcher's side of it, when it runs elsewhere.
     pub(super) fn remote(&self) -> Option<&Arc<Remote>> {
         match &self.placement {
@@ -278,7 +278,7 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         }
     };
     let spawned = Spawned {
-        job: JobProcess {
+        guarded: Guarded {
             guard,
             processor,
             placement,
@@ -470,7 +470,7 @@ impl Tail {
     }
 
     /// A tail of `process`'s stderr.
-    pub(super) fn of(process: &JobProcess, cap: usize) -> Self {
+    pub(super) fn of(process: &Guarded, cap: usize) -> Self {
         Self {
             markers: process.remote().cloned().map(Markers::new),
             ..Self::new(cap)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use offload_sdk::protocol::ErrorReport;
 
-use super::child::{last_line, mib, signal_name, JobProcess};
+use super::child::{last_line, mib, signal_name, Guarded};
 use super::stop::Stop;
 use crate::job::{Job, RunLimits};
 use crate::outcome::{FailureKind, JobError, Reported};
@@ -123,7 +123,7 @@ pub(super) enum Verdict {
 /// exit code.
 pub(super) fn judge(
     job: &Job,
-    process: &JobProcess,
+    process: &Guarded,
     ending: &Ending,
     tail: &str,
     report: Option<ErrorReport>,

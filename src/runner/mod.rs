@@ -141,13 +141,13 @@ const IDLE_THREAD_LIFETIME: Duration = Duration::from_secs(5);
 /// time and runs it to the end; a request never waits for a busy thread, because `start`
 /// creates a thread whenever there are more requests than idle threads. Idle threads end
 /// after [`IDLE_THREAD_LIFETIME`], so an idle host keeps none.
-struct Pool {
-    state: Mutex<PoolState>,
+struct Threads {
+    state: Mutex<ThreadsState>,
     wake: Condvar,
 }
 
 #[derive(Default)]
-struct PoolState {
+struct ThreadsState {
     requests: VecDeque<RunRequest>,
     /// Threads waiting for a request.
     idle: usize,
@@ -155,16 +155,16 @@ struct PoolState {
     threads: usize,
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool {
-        state: Mutex::new(PoolState::default()),
+fn threads() -> &'static Threads {
+    static THREADS: OnceLock<Threads> = OnceLock::new();
+    THREADS.get_or_init(|| Threads {
+        state: Mutex::new(ThreadsState::default()),
         wake: Condvar::new(),
     })
 }
 
-impl Pool {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
+impl Threads {
+    fn lock(&self) -> MutexGuard<'_, ThreadsState> {
         // The state stays consistent at every unlock; a panic elsewhere cannot break it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -187,7 +187,7 @@ pub(crate) fn start(
 
 /// Starts a one-shot run on a pooled thread (a new one if none is idle).
 fn start_oneshot(request: RunRequest) -> io::Result<()> {
-    let pool = pool();
+    let pool = threads();
     let control = request.control.clone();
     let mut state = pool.lock();
     state.requests.push_back(request);
@@ -220,7 +220,7 @@ fn start_oneshot(request: RunRequest) -> io::Result<()> {
     Err(err)
 }
 
-fn runner_thread(pool: &Pool) {
+fn runner_thread(pool: &Threads) {
     let mut state = pool.lock();
     state.idle += 1;
     loop {

@@ -13,7 +13,7 @@ use offload_sdk::decode::{decode_one, DecodeError, DecodeLimits};
 use offload_sdk::protocol::{ErrorReport, ProgressItem, DESCRIBE_FLAG};
 use offload_sdk::sequence::{ItemScanner, SequenceBuffer};
 
-use super::child::{spawn, JobProcess, Launch};
+use super::child::{spawn, Guarded, Launch};
 use super::exit::{judge, Verdict};
 use super::memory::Enforcement;
 use super::process::{drain, Outgoing, Source, Supervised, Want};
@@ -91,13 +91,13 @@ pub(super) fn execute(
             Err(error) => return (Err(error), RunStats::default()),
             Ok(child) => child,
         };
-        let pid = child.job.processor as u32;
+        let pid = child.guarded.processor as u32;
         let _ = events.try_send(RunnerEvent::Started {
             id,
             pid,
             worker: None,
         });
-        let remote = child.job.remote().cloned();
+        let remote = child.guarded.remote().cloned();
         // A cgroup holds the memory limit by itself; without one, sampling backs it up.
         let samples = memory.as_ref().is_none_or(Enforcement::samples) && remote.is_none();
         let (supervised, progress) = Supervised::new(child, job.limits.stderr_tail_bytes, true);
@@ -105,7 +105,7 @@ pub(super) fn execute(
             max_memory_bytes: job.limits.max_memory_bytes.filter(|_| samples),
             ..job.limits
         };
-        let mut watch = Watch::new(id, supervised.process.clone(), watched, control, started);
+        let mut watch = Watch::new(id, supervised.guarded.clone(), watched, control, started);
         let ran = supervise(
             supervised,
             progress,
@@ -157,7 +157,7 @@ pub(super) fn execute(
 
 /// What the run saw.
 struct Ran {
-    process: JobProcess,
+    process: Guarded,
     exit_code: Option<i32>,
     signal: Option<i32>,
     cpu: Duration,
@@ -297,7 +297,7 @@ fn supervise(
         tail: process.tail.text(),
         // The guard's figure: the guard's own ru_maxrss holds the host's peak (see guard.c).
         peak: process.peak_bytes(),
-        process: process.process,
+        process: process.guarded,
     }
 }
 

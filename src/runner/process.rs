@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::child::{has_exited, reap, timeval, JobProcess, Spawned, Tail};
+use super::child::{has_exited, reap, timeval, Guarded, Spawned, Tail};
 use super::stop::{Stop, Watch};
 
 /// A pidfd (Linux 5.3 and later): readable once the process has exited. Owns its descriptor.
@@ -135,7 +135,7 @@ const MAX_STATUS: usize = 4096;
 
 /// A started process, supervised.
 pub(super) struct Supervised {
-    pub process: JobProcess,
+    pub guarded: Guarded,
     pidfd: Option<Pidfd>,
     pub stdin: Option<File>,
     pub stdout: Option<File>,
@@ -155,18 +155,18 @@ impl Supervised {
     /// Supervises `spawned`, keeping `tail_bytes` of its stderr; `status`: read the guard's
     /// status pipe for the peak memory (a worker measures per job instead).
     pub(super) fn new(spawned: Spawned, tail_bytes: usize, status: bool) -> (Self, Option<File>) {
-        let process = spawned.job;
+        let guarded = spawned.guarded;
         let progress = spawned.progress.map(File::from);
         let supervised = Self {
-            pidfd: Pidfd::open(process.guard),
+            pidfd: Pidfd::open(guarded.guard),
             stdin: Some(File::from(spawned.stdin)),
             stdout: Some(File::from(spawned.stdout)),
             stderr: Some(File::from(spawned.stderr)),
             status: status.then(|| File::from(spawned.status)),
             status_text: Vec::new(),
             input_closed: false,
-            tail: Tail::of(&process, tail_bytes),
-            process,
+            tail: Tail::of(&guarded, tail_bytes),
+            guarded,
             life: Life::Running,
             scratch: vec![0u8; 64 * 1024],
         };
@@ -273,7 +273,7 @@ impl Supervised {
             if let Some(watch) = watch {
                 watch.stop(Stop::Cancelled);
             }
-            self.process.kill();
+            self.guarded.kill();
             return Err(err);
         }
         let has = |at: Option<usize>| at.is_some_and(|at| fds[at].revents != 0);
@@ -291,7 +291,7 @@ impl Supervised {
                 self.status = None;
             }
         }
-        if running && (has(exit) || (self.pidfd.is_none() && has_exited(self.process.guard))) {
+        if running && (has(exit) || (self.pidfd.is_none() && has_exited(self.guarded.guard))) {
             self.life = Life::Exited;
         }
         if let Some(watch) = watch.filter(|_| has(control) && self.life == Life::Running) {
@@ -332,10 +332,10 @@ impl Supervised {
         if self.life == Life::Running {
             // The guard is unreaped until below, so its pid is still ours to signal; it kills
             // the group and whatever was left behind, then exits as the process did.
-            self.process.kill();
+            self.guarded.kill();
         }
-        let (status, usage) = reap(self.process.guard);
-        let (code, signal) = self.process.ending(status);
+        let (status, usage) = reap(self.guarded.guard);
+        let (code, signal) = self.guarded.ending(status);
         let exit = Exit {
             code,
             signal,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use offload_sdk::protocol::ProgressItem;
 
-use super::child::{resident_bytes, JobProcess};
+use super::child::{resident_bytes, Guarded};
 use super::exit::Ending;
 use super::{Control, RunnerEvent};
 use crate::job::{JobId, RunLimits};
@@ -30,7 +30,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(30);
 /// The deadlines and stop requests of one running job.
 pub(super) struct Watch<'a> {
     id: JobId,
-    job: JobProcess,
+    process: Guarded,
     limits: RunLimits,
     control: &'a Control,
     deadline: Option<Instant>,
@@ -48,14 +48,14 @@ impl<'a> Watch<'a> {
     /// Starts watching job `id`, run by `job`, from `started`.
     pub(super) fn new(
         id: JobId,
-        job: JobProcess,
+        process: Guarded,
         limits: RunLimits,
         control: &'a Control,
         started: Instant,
     ) -> Self {
         let mut watch = Self {
             id,
-            job,
+            process,
             limits,
             control,
             deadline: limits.timeout.map(|t| started + t),
@@ -81,9 +81,9 @@ impl<'a> Watch<'a> {
         }
         self.stop = Some(reason);
         if matches!(reason, Stop::OutputTooLarge | Stop::MemoryLimit(_)) {
-            self.job.kill();
+            self.process.kill();
         } else {
-            self.job.terminate();
+            self.process.terminate();
             self.kill_at = Some(Instant::now() + self.limits.grace);
         }
     }
@@ -92,7 +92,7 @@ impl<'a> Watch<'a> {
     pub(super) fn cancel(&mut self) {
         self.stop(Stop::Cancelled);
         if self.control.is_hard() {
-            self.job.kill();
+            self.process.kill();
         }
     }
 
@@ -113,14 +113,15 @@ impl<'a> Watch<'a> {
             self.stop(Stop::TimedOut);
         }
         if self.kill_at.is_some_and(|t| now >= t) {
-            self.job.kill();
+            self.process.kill();
             self.escalated = true;
             self.kill_at = None;
         }
         if let Some(limit) = self.limits.max_memory_bytes {
             if now >= self.next_memory_sample {
                 self.next_memory_sample = now + MEMORY_SAMPLE;
-                if let Some(rss) = resident_bytes(self.job.processor).filter(|rss| *rss > limit) {
+                if let Some(rss) = resident_bytes(self.process.processor).filter(|rss| *rss > limit)
+                {
                     self.stop(Stop::MemoryLimit(rss));
                 }
             }

@@ -132,10 +132,10 @@ impl WorkerKey {
 
 /// The persistent workers of one queue.
 pub(crate) struct Workers {
-    state: Mutex<PoolState>,
+    state: Mutex<WorkersState>,
 }
 
-struct PoolState {
+struct WorkersState {
     settings: WorkerSettings,
     slots: Vec<Entry>,
     /// Whether each processor supports persistent mode, and for which file it was asked.
@@ -163,11 +163,19 @@ struct FailedStarts {
 /// A worker thread as the pool sees it.
 struct Entry {
     slot: Arc<Slot>,
-    /// Running a job, or about to.
-    busy: bool,
-    /// Asked to end; takes no more jobs.
-    retiring: bool,
+    state: Use,
     last_used: Instant,
+}
+
+/// What a worker thread is doing, as the pool sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Waiting for a job.
+    Idle,
+    /// Running a job, or about to.
+    Busy,
+    /// Asked to end; takes no more jobs (it may still be finishing one).
+    Retiring,
 }
 
 /// Where the pool and a worker thread meet.
@@ -243,7 +251,7 @@ impl Slot {
 impl Workers {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(PoolState {
+            state: Mutex::new(WorkersState {
                 settings: WorkerSettings::default(),
                 slots: Vec::new(),
                 modes: HashMap::new(),
@@ -252,7 +260,7 @@ impl Workers {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
+    fn lock(&self) -> MutexGuard<'_, WorkersState> {
         // Every change leaves the state consistent; a panic elsewhere cannot break it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -291,10 +299,10 @@ impl Workers {
         if let Some(entry) = state
             .slots
             .iter_mut()
-            .filter(|e| !e.busy && !e.retiring && e.slot.key == key)
+            .filter(|e| e.state == Use::Idle && e.slot.key == key)
             .max_by_key(|e| e.last_used)
         {
-            entry.busy = true;
+            entry.state = Use::Busy;
             entry.last_used = now;
             entry.slot.deliver(request);
             return Ok(());
@@ -304,8 +312,7 @@ impl Workers {
         slot.deliver(request);
         state.slots.push(Entry {
             slot: slot.clone(),
-            busy: true,
-            retiring: false,
+            state: Use::Busy,
             last_used: now,
         });
         drop(state);
@@ -332,7 +339,7 @@ impl Workers {
         let candidate = state
             .slots
             .iter()
-            .filter(|e| e.busy && !e.retiring && e.slot.key == key)
+            .filter(|e| e.state == Use::Busy && e.slot.key == key)
             .map(|e| (e, e.slot.inbox().deck.len()))
             .filter(|(_, decked)| *decked < depth)
             .min_by_key(|(e, decked)| (*decked, e.last_used));
@@ -378,7 +385,7 @@ impl Workers {
     /// those jobs itself).
     pub(crate) fn shutdown(&self) {
         for entry in &mut self.lock().slots {
-            entry.retiring = true;
+            entry.state = Use::Retiring;
             entry.slot.retire(Retire::Now);
         }
     }
@@ -394,7 +401,9 @@ impl Workers {
         let mut state = self.lock();
         let next = slot.inbox().deck.pop_front();
         if let Some(entry) = state.entry(slot) {
-            entry.busy = next.is_some();
+            if entry.state != Use::Retiring {
+                entry.state = if next.is_some() { Use::Busy } else { Use::Idle };
+            }
             entry.last_used = Instant::now();
         }
         next
@@ -402,8 +411,8 @@ impl Workers {
 
     /// A job ended on `slot` and the next one is already there (sent ahead): it stays busy.
     fn keep_busy(&self, slot: &Arc<Slot>) {
-        if let Some(entry) = self.lock().entry(slot) {
-            entry.busy = true;
+        if let Some(entry) = self.lock().entry(slot).filter(|e| e.state != Use::Retiring) {
+            entry.state = Use::Busy;
             entry.last_used = Instant::now();
         }
     }
@@ -424,7 +433,7 @@ impl Workers {
     /// Removes an idle slot whose time is up; `false` if a job came for it meanwhile.
     fn remove_if_idle(&self, slot: &Arc<Slot>) -> bool {
         let mut state = self.lock();
-        if state.entry(slot).is_some_and(|e| e.busy) {
+        if state.entry(slot).is_some_and(|e| e.state == Use::Busy) {
             return false;
         }
         state.slots.retain(|e| !Arc::ptr_eq(&e.slot, slot));
@@ -505,25 +514,29 @@ impl Workers {
     }
 }
 
-impl PoolState {
+impl WorkersState {
     fn entry(&mut self, slot: &Arc<Slot>) -> Option<&mut Entry> {
         self.slots.iter_mut().find(|e| Arc::ptr_eq(&e.slot, slot))
     }
 
     /// Retires idle workers, least recently used first, until at most `keep` are live.
     fn retire_idle(&mut self, keep: usize) {
-        let live = self.slots.iter().filter(|e| !e.retiring).count();
+        let live = self
+            .slots
+            .iter()
+            .filter(|e| e.state != Use::Retiring)
+            .count();
         let mut excess = live.saturating_sub(keep);
         while excess > 0 {
             let Some(entry) = self
                 .slots
                 .iter_mut()
-                .filter(|e| !e.busy && !e.retiring)
+                .filter(|e| e.state == Use::Idle)
                 .min_by_key(|e| e.last_used)
             else {
                 return;
             };
-            entry.retiring = true;
+            entry.state = Use::Retiring;
             entry.slot.retire(Retire::Gracefully);
             excess -= 1;
         }

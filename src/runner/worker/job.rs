@@ -95,7 +95,7 @@ impl WorkerProcess {
         self.jobs += 1;
         self.frames.sending(id.0);
         self.frames.set_limits(&limits);
-        self.process.tail = Tail::of(&self.process.process, limits.stderr_tail_bytes);
+        self.process.tail = Tail::of(&self.process.guarded, limits.stderr_tail_bytes);
         let cpu_start = self.set_limits(&limits);
         let mut request =
             sent_ahead.unwrap_or_else(|| Outgoing::new(frame::job_head(id.0), Some(input)));
@@ -106,14 +106,14 @@ impl WorkerProcess {
         };
         let began = Instant::now();
         // A cgroup holds the memory limit by itself; without one, sampling backs it up.
-        let local = self.process.process.remote().is_none();
+        let local = self.process.guarded.remote().is_none();
         let watched = RunLimits {
             max_memory_bytes: limits
                 .max_memory_bytes
                 .filter(|_| local && self.memory.as_ref().is_none_or(Enforcement::samples)),
             ..limits
         };
-        let mut watch = Watch::new(id, self.process.process.clone(), watched, control, began);
+        let mut watch = Watch::new(id, self.process.guarded.clone(), watched, control, began);
         watch.announce_at(started, began + ANNOUNCE_AFTER);
         let exchange = self.talk(&mut request, &mut expect, &mut watch, Some(events));
         // Whatever happens next, the queue hears that the job started before that it ended.
@@ -162,7 +162,7 @@ impl WorkerProcess {
                 end.cpu = exit.cpu.saturating_sub(cpu_start);
                 return end;
             }
-            let pid = self.process.process.processor;
+            let pid = self.process.guarded.processor;
             let mut end = self.end_of(result, Fate::Serving);
             // Of srun or ssh, for a remote worker: unknown.
             end.cpu = cpu_time(pid)
@@ -179,7 +179,7 @@ impl WorkerProcess {
     /// stopped.
     fn ended_without_answer(
         &mut self,
-        why: Ended,
+        why: Unanswered,
         request: &mut Outgoing,
         watch: &mut Watch<'_>,
         cpu_start: Duration,
@@ -189,7 +189,7 @@ impl WorkerProcess {
             self.talk(request, &mut Expect::Exit, watch, None);
         }
         // Not a byte of it read: not delivered (the pipe's FIONREAD counts what is unread).
-        let undelivered = why == Ended::Exited
+        let undelivered = why == Unanswered::Exited
             && watch.stopped().is_none()
             && self
                 .process
@@ -202,16 +202,16 @@ impl WorkerProcess {
         let ending = watch.ending(exit.code, exit.signal, exit.cpu.saturating_sub(cpu_start));
         let fail = |kind, message: String| Err(ending.fail(kind, message, &tail));
         let result = match why {
-            Ended::Broken(why) if watch.stopped().is_none() => fail(
+            Unanswered::Broken(why) if watch.stopped().is_none() => fail(
                 FailureKind::BadOutput,
                 format!("the worker broke the frame protocol and was stopped: {why}"),
             ),
             // Killed by us (it had not ended by itself): it closed its stdout and lived on.
-            Ended::StdoutClosed if exit.signal == Some(libc::SIGKILL) => fail(
+            Unanswered::StdoutClosed if exit.signal == Some(libc::SIGKILL) => fail(
                 FailureKind::BadOutput,
                 "the worker closed its stdout without answering and was replaced".to_owned(),
             ),
-            _ => match judge(job, &self.process.process, &ending, &tail, None) {
+            _ => match judge(job, &self.process.guarded, &ending, &tail, None) {
                 Verdict::Failed(error) => Err(error),
                 Verdict::Clean => {
                     let reason = super::super::child::last_line(&tail)
@@ -239,8 +239,8 @@ impl WorkerProcess {
     /// Sets the job's CPU-time and data limits on the worker (lifting the last job's); gives
     /// the worker's CPU time now, from which the job's is counted.
     fn set_limits(&mut self, limits: &RunLimits) -> Duration {
-        let pid = self.process.process.processor;
-        let local = self.process.process.remote().is_none();
+        let pid = self.process.guarded.processor;
+        let local = self.process.guarded.remote().is_none();
         let cpu_start = cpu_time(pid).unwrap_or_default();
         if local && (limits.max_cpu_time.is_some() || self.limited.cpu) {
             // RLIMIT_CPU counts the process's whole life: this job's limit starts from now.
@@ -284,7 +284,7 @@ impl WorkerProcess {
 
 /// Why a job ended with its worker and without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ended {
+enum Unanswered {
     /// The frame stream broke: why.
     Broken(String),
     StdoutClosed,
@@ -292,11 +292,11 @@ enum Ended {
     Exited,
 }
 
-fn exchange_kind(exchange: &Exchange) -> Ended {
+fn exchange_kind(exchange: &Exchange) -> Unanswered {
     match exchange {
-        Exchange::Broken(why) => Ended::Broken(why.clone()),
-        Exchange::Hello(_) => Ended::Broken("a second hello".to_owned()),
-        Exchange::StdoutClosed => Ended::StdoutClosed,
-        _ => Ended::Exited,
+        Exchange::Broken(why) => Unanswered::Broken(why.clone()),
+        Exchange::Hello(_) => Unanswered::Broken("a second hello".to_owned()),
+        Exchange::StdoutClosed => Unanswered::StdoutClosed,
+        _ => Unanswered::Exited,
     }
 }

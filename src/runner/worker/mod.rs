@@ -97,8 +97,8 @@ impl WorkerProcess {
             cgroup: procs.as_deref(),
         };
         let child = spawn(job, &launch).map_err(|error| (error, false))?;
-        let pid = child.job.processor;
-        let remote = child.job.remote().cloned();
+        let pid = child.guarded.processor;
+        let remote = child.guarded.remote().cloned();
         let (process, _) = Supervised::new(child, job.limits.stderr_tail_bytes, false);
         let mut worker = Self {
             number,
@@ -123,7 +123,7 @@ impl WorkerProcess {
         };
         let mut watch = Watch::new(
             id,
-            worker.process.process.clone(),
+            worker.process.guarded.clone(),
             limits,
             control,
             Instant::now(),
@@ -165,7 +165,7 @@ impl WorkerProcess {
         let retry_elsewhere = || remote.as_ref().is_some_and(|r| r.retry_elsewhere());
         let error = match (
             broken,
-            judge(job, &worker.process.process, &ending, &tail, None),
+            judge(job, &worker.process.guarded, &ending, &tail, None),
         ) {
             (_, Verdict::Failed(mut error)) if error.kind == FailureKind::LaunchFailed => {
                 error.message = not_ready(&error.message);
@@ -260,7 +260,7 @@ impl WorkerProcess {
 
     /// Where it runs, when a launcher started it elsewhere.
     pub(super) fn host(&self) -> Option<String> {
-        self.process.process.remote().map(|r| r.host())
+        self.process.guarded.remote().map(|r| r.host())
     }
 
     /// The worker's number.
@@ -270,7 +270,7 @@ impl WorkerProcess {
 
     /// The worker's process id.
     pub(super) fn pid(&self) -> u32 {
-        self.process.process.processor as u32
+        self.process.guarded.processor as u32
     }
 
     /// How many jobs it has been given.

@@ -125,6 +125,6 @@ impl WorkerProcess {
     /// closes its files) a moment before its exit can be seen, and an OOM kill must read as
     /// the kill it is, not as a worker that closed its stdout.
     fn lives_on(&self) -> bool {
-        !self.process.exited() && super::super::child::lives_on(self.process.process.processor)
+        !self.process.exited() && super::super::child::lives_on(self.process.guarded.processor)
     }
 }

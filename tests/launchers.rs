@@ -52,7 +52,23 @@ fn run_command(launcher: &str, tag: &str, extra: &[&str]) -> Command {
 }
 
 fn run_processor(launcher: &str, tag: &str, processor: &str, extra: &[&str]) -> Command {
-    let dir = cluster();
+    run_with_ssh_config(
+        &cluster().join("ssh_config"),
+        launcher,
+        tag,
+        processor,
+        extra,
+    )
+}
+
+/// As [`run_processor`], with ssh reading `ssh_config`.
+fn run_with_ssh_config(
+    ssh_config: &Path,
+    launcher: &str,
+    tag: &str,
+    processor: &str,
+    extra: &[&str],
+) -> Command {
     let processors = bin_dir();
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -63,10 +79,7 @@ fn run_processor(launcher: &str, tag: &str, processor: &str, extra: &[&str]) -> 
         format!("OFFLOAD_TEST_TAG={tag}"),
     ];
     if launcher.starts_with("ssh:") {
-        args.push(format!(
-            "--launcher-arg=-F{}",
-            dir.join("ssh_config").display()
-        ));
+        args.push(format!("--launcher-arg=-F{}", ssh_config.display()));
         args.push(format!(
             "--launcher-arg=-oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
             processors.display()
@@ -464,5 +477,82 @@ fn a_job_sent_ahead_survives_the_end_of_the_worker_before_it() {
             wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
             "{launcher}"
         );
+    }
+}
+
+/// However long a graceful stop takes to reach the remote side (a slow network, a loaded
+/// host), the processor gets the whole grace period after it arrives: here `ssh` and
+/// `scancel` are wrapped so that a stop arrives 3 s after it was sent, with a grace period of
+/// 1.5 s, and a processor that obeys SIGTERM still ends as stopped, not as killed.
+#[test]
+fn a_slow_stop_gets_the_whole_grace_period_after_it_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shims = dir.path().join("bin");
+    std::fs::create_dir(&shims).expect("mkdir");
+    let real = |name: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // The stop is the only call with `kill -TERM PID` (ssh) or `--signal=TERM` (scancel).
+    for (name, stop) in [("ssh", "*kill\\ -TERM\\ *"), ("scancel", "--signal=TERM")] {
+        let path = shims.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nfor a; do case $a in {stop}) sleep 3 ;; esac; done\nexec {} \"$@\"\n",
+                real(name)
+            ),
+        )
+        .expect("write a shim");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let inputs = write_inputs(
+        dir.path(),
+        &[json!({"sleep_ms": 60000, "progress_steps": 6000})],
+    );
+    for launcher in LAUNCHERS {
+        for mode in MODES {
+            let tag = tag("slowstop");
+            let out = run_command(
+                launcher,
+                &tag,
+                &[
+                    mode,
+                    "--timeout",
+                    "1",
+                    "--grace",
+                    "1.5",
+                    "--inputs",
+                    inputs.to_str().expect("utf-8"),
+                ],
+            )
+            .env("PATH", &path)
+            .output()
+            .expect("run offload");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line: Value =
+                serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
+            assert_eq!(kind(&line), "timed_out", "{launcher} {mode}: {line:#}");
+            assert!(
+                !line["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("ignored SIGTERM"),
+                "{launcher} {mode}: killed before its grace period after the stop: {line:#}"
+            );
+            assert!(
+                wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
+                "{launcher} {mode}"
+            );
+        }
     }
 }

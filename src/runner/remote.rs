@@ -8,7 +8,9 @@
 //! with the host. Only these differ:
 //! - a graceful stop: SIGTERM to srun would make it SIGKILL the task at once, and ssh forwards
 //!   no signal, so a stop sends `scancel --signal=TERM JOB.STEP` or `ssh HOST kill -TERM PID`
-//!   once the wrapper has said which step or pid it is (before that, it kills);
+//!   once the wrapper has said which step or pid it is (before that, it kills).
+//!   The grace period starts once the stop command has ended ([`Delivery`]), so a slow network
+//!   or a loaded host does not eat it;
 //! - after a hard kill, Slurm kills a step whose srun died, and over ssh the wrapper's watcher
 //!   kills the processor's group once the connection is gone;
 //! - the peak memory and the resource limits of the host's kernel do not apply (Slurm gets
@@ -21,8 +23,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::job::Job;
 use crate::launcher::{self, Launcher};
@@ -43,8 +45,9 @@ fn script() -> &'static str {
 /// What the wrapper's lines on stderr start with.
 const MARKER: &[u8] = b"offload-launch: ";
 
-/// How long a remote stop command (`scancel`, `ssh HOST kill`) may take.
-const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a remote stop command (`scancel`, `ssh HOST kill`) may take; a stop that has not
+/// arrived by then is given up, and the grace period runs from then.
+pub(super) const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One process started through a launcher: its place, and what its wrapper said.
 pub(crate) struct Remote {
@@ -197,12 +200,11 @@ impl Remote {
             .unwrap_or_else(|| self.host_name.clone())
     }
 
-    /// Asks the remote processor to stop (SIGTERM there) from a thread of its own; false when
-    /// the wrapper has not said where it runs yet, and the caller should kill instead.
-    pub(super) fn terminate(&self) -> bool {
-        let Some(started) = self.lock().started.clone() else {
-            return false;
-        };
+    /// Asks the remote processor to stop (SIGTERM there) from a thread of its own, and says
+    /// when the stop has arrived; `None` when the wrapper has not said where it runs yet (or
+    /// no thread could be started), and the caller should stop the local srun or ssh instead.
+    pub(super) fn terminate(&self) -> Option<Delivery> {
+        let started = self.lock().started.clone()?;
         let mut command = match (&started.step, self.launcher.slurm_job()) {
             (Some(step), Some(_)) => {
                 let mut c = Command::new("scancel");
@@ -223,13 +225,17 @@ impl Remote {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        let delivery = Delivery::default();
+        let settled = delivery.clone();
         std::thread::Builder::new()
             .name("offload-remote-stop".into())
             .spawn(move || {
                 // Best effort: if it fails, the grace period ends in a kill all the same.
                 let _ = launcher::run_with_timeout(command, STOP_COMMAND_TIMEOUT);
+                settled.settle();
             })
-            .is_ok()
+            .ok()
+            .map(|_| delivery)
     }
 
     /// After a hard kill of srun: makes sure the step's processes get SIGKILL now, not after
@@ -319,6 +325,22 @@ impl Remote {
     /// another is up.
     pub(super) fn retry_elsewhere(&self) -> bool {
         self.lock().host_down && self.launcher.any_up()
+    }
+}
+
+/// A graceful stop on its way to the remote side: settled when its command (`scancel`, `ssh
+/// HOST kill`) has ended, which is when the signal was delivered (or could not be).
+#[derive(Clone, Default)]
+pub(super) struct Delivery(Arc<OnceLock<Instant>>);
+
+impl Delivery {
+    /// When the stop command ended, once it has.
+    pub(super) fn settled_at(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    fn settle(&self) {
+        let _ = self.0.set(Instant::now());
     }
 }
 

@@ -480,6 +480,86 @@ fn a_job_sent_ahead_survives_the_end_of_the_worker_before_it() {
     }
 }
 
+/// A graceful stop over ssh travels over the job's own connection: stopping a job costs no
+/// second connection (no TCP, key exchange or authentication) to its host. Each connection
+/// runs the test's `LocalCommand`, which counts it (a channel over an existing connection
+/// does not).
+#[test]
+fn a_graceful_stop_over_ssh_opens_no_new_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("connections");
+    let config = dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host offload-a\n    PermitLocalCommand yes\n    LocalCommand echo connected >> {}\n\
+             Include {}\n",
+            log.display(),
+            cluster().join("ssh_config").display()
+        ),
+    )
+    .expect("write the ssh config");
+    let inputs = write_inputs(
+        dir.path(),
+        &[json!({"sleep_ms": 60000, "progress_steps": 6000})],
+    );
+    // Where offload keeps the connection's control socket, for the duration of the job.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    for mode in MODES {
+        let _ = std::fs::remove_file(&log);
+        let tag = tag("oneconn");
+        let out = run_with_ssh_config(
+            &config,
+            "ssh:1/offload-a",
+            &tag,
+            "diag",
+            &[
+                mode,
+                "--timeout",
+                "1",
+                "--grace",
+                "30",
+                "--inputs",
+                inputs.to_str().expect("utf-8"),
+            ],
+        )
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run offload");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line: Value =
+            serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
+        assert_eq!(kind(&line), "timed_out", "{mode}: {line:#}");
+        assert!(
+            !line["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ignored SIGTERM"),
+            "{mode}: the stop reached it: {line:#}"
+        );
+        let connections = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            connections.lines().count(),
+            1,
+            "{mode}: one connection, the job's own, carried the job and its stop"
+        );
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .expect("read the temporary directory")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{mode}: the control socket is removed: {left:?}"
+        );
+        assert!(
+            wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
+            "{mode}"
+        );
+    }
+}
+
 /// However long a graceful stop takes to reach the remote side (a slow network, a loaded
 /// host), the processor gets the whole grace period after it arrives: here `ssh` and
 /// `scancel` are wrapped so that a stop arrives 3 s after it was sent, with a grace period of
@@ -553,6 +633,53 @@ fn a_slow_stop_gets_the_whole_grace_period_after_it_arrives() {
                 wait_untagged(&tag, Duration::from_secs(10)).is_empty(),
                 "{launcher} {mode}"
             );
+        }
+    }
+}
+
+/// Reports how long a graceful stop takes through each launcher: the time from a job's
+/// timeout to its end (the stop reaching the processor, which obeys at once, and everything
+/// ending), as `wall_ms` minus the timeout, with a process per job and on a warm worker.
+/// Run it with `cargo test --test launchers -- --ignored --nocapture stop_latency`.
+#[test]
+#[ignore = "a measurement: it reports, asserts nothing about time"]
+fn stop_latency_through_each_launcher() {
+    const JOBS: usize = 5;
+    const TIMEOUT_MS: f64 = 1000.0;
+    let sleeper = json!({"sleep_ms": 60000, "progress_steps": 60000});
+    for launcher in ["slurm", "ssh:1/offload-a"] {
+        for mode in MODES {
+            // On workers, each stop ends its worker: an echo first starts the next one, so
+            // that the stopped job's wall time is its own.
+            let inputs: Vec<Value> = (0..JOBS)
+                .flat_map(|_| match mode {
+                    "--persistent" => vec![json!({"echo": 0}), sleeper.clone()],
+                    _ => vec![sleeper.clone()],
+                })
+                .collect();
+            let tag = tag("latency");
+            let (_, lines) = run(
+                launcher,
+                &tag,
+                &inputs,
+                &[mode, "-j", "1", "--timeout", "1", "--grace", "30"],
+            );
+            let mut stops: Vec<f64> = lines
+                .iter()
+                .filter(|l| kind(l) == "timed_out")
+                .filter_map(|l| l["stats"]["wall_ms"].as_f64())
+                .map(|wall| wall - TIMEOUT_MS)
+                .collect();
+            assert_eq!(stops.len(), JOBS, "{launcher} {mode}: {lines:#?}");
+            stops.sort_by(f64::total_cmp);
+            eprintln!(
+                "stop latency, {launcher} {mode}: median {:.0} ms (min {:.0}, max {:.0}) over \
+                 {JOBS} jobs",
+                stops[JOBS / 2],
+                stops[0],
+                stops[JOBS - 1]
+            );
+            assert!(wait_untagged(&tag, Duration::from_secs(10)).is_empty());
         }
     }
 }

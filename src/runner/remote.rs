@@ -8,7 +8,9 @@
 //! with the host. Only these differ:
 //! - a graceful stop: SIGTERM to srun would make it SIGKILL the task at once, and ssh forwards
 //!   no signal, so a stop sends `scancel --signal=TERM JOB.STEP` or `ssh HOST kill -TERM PID`
-//!   once the wrapper has said which step or pid it is (before that, it kills).
+//!   once the wrapper has said which step or pid it is (before that, it kills). Over ssh the
+//!   job's connection is a control master (`ControlMaster=yes`, a socket of its own), and the
+//!   stop is a second channel over it: no new TCP connection, key exchange or authentication.
 //!   The grace period starts once the stop command has ended ([`Delivery`]), so a slow network
 //!   or a loaded host does not eat it;
 //! - after a hard kill, Slurm kills a step whose srun died, and over ssh the wrapper's watcher
@@ -21,8 +23,10 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,6 +58,8 @@ pub(crate) struct Remote {
     launcher: Arc<Launcher>,
     host: usize,
     host_name: String,
+    /// Over ssh: the socket through which the job's connection carries its stop.
+    control: Option<ControlSocket>,
     state: Mutex<State>,
 }
 
@@ -93,10 +99,16 @@ impl Remote {
                 launcher.all_down_message(),
             ));
         };
+        let control = launcher
+            .slurm_job()
+            .is_none()
+            .then(ControlSocket::create)
+            .flatten();
         Ok(Arc::new(Self {
             launcher: launcher.clone(),
             host,
             host_name,
+            control,
             state: Mutex::new(State::default()),
         }))
     }
@@ -138,6 +150,15 @@ impl Remote {
             ]
             .map(OsString::from),
         );
+        if let Some(control) = &self.control {
+            // This connection alone, in the foreground (so that killing this ssh drops it):
+            // ControlPersist would fork a master that outlives it. Before the caller's
+            // arguments, as ssh takes the first value it is given.
+            out.extend(
+                ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o"].map(OsString::from),
+            );
+            out.push(control.option());
+        }
         out.extend(self.launcher.args().iter().cloned());
         out.push("--".into());
         out.push(self.host_name.clone().into());
@@ -213,8 +234,14 @@ impl Remote {
             }
             _ => {
                 let mut c = Command::new(launcher::program(&self.launcher));
-                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-                    .args(self.launcher.args())
+                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+                if let Some(control) = &self.control {
+                    // A channel over the job's own connection; should its master be gone,
+                    // ssh falls back to a connection of its own.
+                    c.args(["-o", "ControlMaster=no", "-o"])
+                        .arg(control.option());
+                }
+                c.args(self.launcher.args())
                     .arg("--")
                     .arg(&self.host_name)
                     .arg(format!("kill -TERM {}", started.pid));
@@ -341,6 +368,56 @@ impl Delivery {
 
     fn settle(&self) {
         let _ = self.0.set(Instant::now());
+    }
+}
+
+/// The control socket of one ssh job's connection, in a directory of its own (mode 0700),
+/// removed with it: a stop travels over the job's connection instead of a new one.
+struct ControlSocket {
+    dir: PathBuf,
+}
+
+impl ControlSocket {
+    /// A new private directory for the socket, or `None` (then a stop opens a connection of
+    /// its own, as it would without one).
+    fn create() -> Option<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // A socket's path is at most 107 bytes, and ssh binds a name 17 bytes longer first.
+        // Spaces, quotes and % would need quoting in ssh's options: /tmp has none.
+        let plain = |p: &Path| {
+            p.as_os_str().len() <= 48
+                && p.as_os_str()
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() && !b"%\"'\\".contains(b))
+        };
+        let base = Some(std::env::temp_dir())
+            .filter(|p| plain(p))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        for _ in 0..8 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(format!("offload-ssh-{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Some(Self { dir }),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// `ControlPath=...`, for `-o`.
+    fn option(&self) -> OsString {
+        let mut option = OsString::from("ControlPath=");
+        option.push(self.dir.join("c"));
+        option
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        // ssh removes its socket when it exits, but not when it is killed.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -26,8 +26,9 @@ The function raises :class:`InvalidInput` (or :class:`WrongShape`) for an input 
 ``OFFLOAD_TRACEBACK=1`` to see the traceback); in persistent mode the job fails and the worker
 serves on.
 
-Import this package before anything that might print: in persistent mode it points
-descriptor 1 at stderr when it is imported, so that stray prints cannot break the frames.
+Import this package before anything that might print: imported by a processor's run (in
+either mode), it points descriptor 1 at stderr and keeps stdout for the result or the frames,
+so that stray prints cannot break them.
 """
 
 from __future__ import annotations

@@ -370,7 +370,7 @@ fn a_bad_job_fails_alone_and_the_worker_serves_on() {
 
 /// A processor on the SDK that prints: at import time, in its set-up, in its function, and
 /// through a child process. A job that fails on purpose shows where the prints went (its
-/// stderr tail).
+/// stderr tail); a set in a result is refused.
 const PRINTER: &str = r#"#!/usr/bin/env python3
 import subprocess
 from offload_sdk import Failed, Processor
@@ -382,6 +382,8 @@ def work(inp, ctx):
     subprocess.run(["sh", "-c", "echo printer: from a child"], check=True)
     if inp.get("fail"):
         raise Failed("failing on purpose")
+    if inp.get("set"):
+        return {"tags": {"a", "b"}}
     return {"n": inp["n"]}
 Processor("printer", "Prints, then answers", example={"n": 1}).run(work, setup=setup)
 "#;
@@ -397,6 +399,7 @@ fn a_python_processor_that_prints_is_ok_in_both_modes_and_its_prints_go_to_stder
     let inputs = [
         serde_json::json!({"n": 1}),
         serde_json::json!({"n": 2, "fail": true}),
+        serde_json::json!({"n": 3, "set": true}),
     ];
     for persistence in [offload::Persistence::Never, offload::Persistence::Always] {
         let job = Job::new(Processor::at(&script))
@@ -427,11 +430,19 @@ fn a_python_processor_that_prints_is_ok_in_both_modes_and_its_prints_go_to_stder
                 failed.stderr_tail
             );
         }
+        let set = results[2].result.as_ref().expect_err("a set is refused");
+        assert_eq!(set.kind, offload::FailureKind::Failed, "{set:?}");
+        assert!(
+            set.message
+                .contains(r#"cannot encode the result: result["tags"] is a set"#),
+            "{persistence:?}: {}",
+            set.message
+        );
         if persistence == offload::Persistence::Always {
             let pids: Vec<_> = results.iter().map(|r| r.stats.pid).collect();
             assert!(
                 results[0].stats.worker.is_some() && pids.iter().all(|p| *p == pids[0]),
-                "one worker served both: {pids:?}"
+                "one worker served all three: {pids:?}"
             );
         }
     }

@@ -456,3 +456,26 @@ def test_an_error_report_stays_whole_although_the_function_printed():
     assert proc.returncode == 1
     assert cbor2.loads(proc.stdout) == {"error": "the disk is full", "kind": "failed"}
 
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+def test_a_set_in_the_result_is_refused_naming_where_it_is(mode):
+    # cbor2 would send a set as tag 258, which a host shows as {"$tag": 258, ...}, not the
+    # list its author meant: refused, in both modes, with where it is and what to do.
+    for do, where in [
+        ("set", 'result["groups"][0]["tags"] is a set'),
+        ("set_key", "a key of result is a set"),
+    ]:
+        request = {"do": do}
+        stdin = json.dumps(request).encode() if mode else cbor2.dumps(request)
+        proc = run(mode, stdin)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout == b""
+        (line,) = stderr_lines(proc)
+        assert line.startswith(f"{PREFIX}cannot encode the result: {where}"), line
+        assert "list" in line, line
+
+
+def test_bytes_that_look_like_tag_258_are_not_a_set():
+    proc = run(stdin=cbor2.dumps({"do": "tag_bytes"}))
+    assert proc.returncode == 0, proc.stderr
+    assert cbor2.loads(proc.stdout) == {"raw": b"\xd9\x01\x02", "n": 258}

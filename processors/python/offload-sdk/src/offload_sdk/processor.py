@@ -39,6 +39,7 @@ from .jsonform import dumps_json, json_input_to_cbor, to_json_form
 from .params import Files, Parameter, check_input
 from .persistent import Worker
 from .report import internal_message, say, say_internal
+from .sets import SetInResult, check_encoded, refusal, where_a_set_is
 
 #: A processor function: the decoded input and a :class:`Context`, returning the result.
 Work = Callable[[Any, Context], Any]
@@ -268,10 +269,19 @@ class Processor:
 
 
 def _encode(mode: str, output: Any) -> bytes:
-    """The result as it goes to stdout; raises when it cannot be encoded."""
+    """The result as it goes to stdout; raises when it has no faithful encoding (a set among
+    them, with where it is)."""
     if mode == "json":
-        return (dumps_json(output) + "\n").encode("utf-8")
-    return cbor2.dumps(output)
+        try:
+            return (dumps_json(output) + "\n").encode("utf-8")
+        except Exception:
+            where = where_a_set_is(output)
+            if where is not None:
+                raise SetInResult(refusal(where)) from None
+            raise
+    encoded = cbor2.dumps(output)
+    check_encoded(output, encoded)
+    return encoded
 
 
 def _output_fd() -> int:

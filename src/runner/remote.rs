@@ -519,6 +519,24 @@ mod tests {
     }
 
     #[test]
+    fn a_control_socket_lives_in_a_private_directory_that_goes_with_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let socket = ControlSocket::create().expect("a directory");
+        let dir = socket.dir.clone();
+        let mode = std::fs::metadata(&dir).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o700));
+        let option = socket.option();
+        let path = option.to_string_lossy();
+        let path = path.strip_prefix("ControlPath=").unwrap_or_default();
+        // ssh binds PATH plus 17 bytes first; a socket's path holds at most 107.
+        assert!(path.len() + 17 <= 107, "{path}");
+        assert!(!path.contains(['%', ' ', '"']), "{path}");
+        std::fs::write(dir.join("c"), b"").expect("a stale socket file");
+        drop(socket);
+        assert!(!dir.exists(), "{}", dir.display());
+    }
+
+    #[test]
     fn the_script_has_no_comment_lines() {
         assert!(script().lines().all(|l| !l.starts_with('#')));
         assert!(script().contains("offload-launch: started"));

@@ -677,3 +677,76 @@ fn stop_latency_through_each_launcher() {
         }
     }
 }
+
+/// The control sockets of ssh jobs live in a directory of offload's own under `$TMPDIR`, which
+/// does not outlive it: gone after a run that ends, or that Ctrl-C ends; after `kill -9`, the
+/// next offload that uses ssh removes it.
+#[test]
+fn control_socket_directories_do_not_outlive_offload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let left = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(&tmp)
+            .expect("read the temporary directory")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect()
+    };
+    let quick = write_inputs(dir.path(), &[json!({"echo": 1}), json!({"echo": 2})]);
+    let run_quick = || {
+        let tag = tag("sockets");
+        let out = run_command(
+            "ssh:2/offload-a",
+            &tag,
+            &[
+                "--no-persistent",
+                "--inputs",
+                quick.to_str().expect("utf-8"),
+            ],
+        )
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run offload");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_quick();
+    assert_eq!(left(), Vec::<std::ffi::OsString>::new(), "after a run");
+    let sleepers = dir.path().join("sleepers.jsonl");
+    std::fs::write(&sleepers, "{\"sleep_ms\": 60000}\n{\"sleep_ms\": 60000}\n").expect("write");
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        let tag = tag("sockets");
+        let mut child = run_command(
+            "ssh:2/offload-a",
+            &tag,
+            &["--inputs", sleepers.to_str().expect("utf-8")],
+        )
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+        let until = Instant::now() + Duration::from_secs(60);
+        while tagged(&tag).len() < 2 {
+            assert!(Instant::now() < until, "the jobs never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let _ = child.wait();
+        assert!(wait_untagged(&tag, SETTLE * 3).is_empty(), "{signal}");
+        if signal == libc::SIGINT {
+            assert_eq!(left(), Vec::<std::ffi::OsString>::new(), "after Ctrl-C");
+        }
+    }
+    run_quick();
+    assert_eq!(
+        left(),
+        Vec::<std::ffi::OsString>::new(),
+        "after kill -9 and another run"
+    );
+}

@@ -9,10 +9,10 @@
 //! - a graceful stop: SIGTERM to srun would make it SIGKILL the task at once, and ssh forwards
 //!   no signal, so a stop sends `scancel --signal=TERM JOB.STEP` or `ssh HOST kill -TERM PID`
 //!   once the wrapper has said which step or pid it is (before that, it kills). Over ssh the
-//!   job's connection is a control master (`ControlMaster=yes`, a socket of its own), and the
-//!   stop is a second channel over it: no new TCP connection, key exchange or authentication.
-//!   The grace period starts once the stop command has ended ([`Delivery`]), so a slow network
-//!   or a loaded host does not eat it;
+//!   job's connection is a control master (`ControlMaster=yes`, a socket of its own in
+//!   [`socket_dir`]), and the stop is a second channel over it: no new TCP connection, key
+//!   exchange or authentication. The grace period starts once the stop command has ended
+//!   ([`Delivery`]), so a slow network or a loaded host does not eat it;
 //! - after a hard kill, Slurm kills a step whose srun died, and over ssh the wrapper's watcher
 //!   kills the processor's group once the connection is gone;
 //! - the peak memory and the resource limits of the host's kernel do not apply (Slurm gets
@@ -371,53 +371,118 @@ impl Delivery {
     }
 }
 
-/// The control socket of one ssh job's connection, in a directory of its own (mode 0700),
-/// removed with it: a stop travels over the job's connection instead of a new one.
+/// The control socket of one ssh job's connection: a stop travels over the job's connection
+/// instead of a new one. It lives in this process's socket directory ([`socket_dir`]); ssh
+/// removes it when it exits, and this when the job ends (a killed ssh leaves it).
 struct ControlSocket {
-    dir: PathBuf,
+    path: PathBuf,
 }
 
 impl ControlSocket {
-    /// A new private directory for the socket, or `None` (then a stop opens a connection of
-    /// its own, as it would without one).
+    /// A name for a new socket, or `None` without a socket directory (then a stop opens a
+    /// connection of its own, as it would without one).
     fn create() -> Option<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        // A socket's path is at most 107 bytes, and ssh binds a name 17 bytes longer first.
-        // Spaces, quotes and % would need quoting in ssh's options: /tmp has none.
-        let plain = |p: &Path| {
-            p.as_os_str().len() <= 48
-                && p.as_os_str()
-                    .as_bytes()
-                    .iter()
-                    .all(|b| b.is_ascii_graphic() && !b"%\"'\\".contains(b))
-        };
-        let base = Some(std::env::temp_dir())
-            .filter(|p| plain(p))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        for _ in 0..8 {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = base.join(format!("offload-ssh-{}-{n}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Some(Self { dir }),
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(_) => return None,
-            }
-        }
-        None
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Some(Self {
+            path: socket_dir()?.join(n.to_string()),
+        })
     }
 
     /// `ControlPath=...`, for `-o`.
     fn option(&self) -> OsString {
         let mut option = OsString::from("ControlPath=");
-        option.push(self.dir.join("c"));
+        option.push(&self.path);
         option
     }
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        // ssh removes its socket when it exits, but not when it is killed.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// This process's directory of control sockets, once made.
+static SOCKET_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// What the socket directories are called: `offload-ssh-PID`.
+const SOCKET_DIR_PREFIX: &str = "offload-ssh-";
+
+/// This process's directory of control sockets: `offload-ssh-PID` under `$TMPDIR` (under
+/// `/tmp` where that path is too long or odd for ssh), mode 0700, made on first use. It goes
+/// when the process exits (an `atexit` handler: jobs still running then die with it), and one
+/// left by a process that was killed goes when the next process makes its own.
+fn socket_dir() -> Option<&'static Path> {
+    SOCKET_DIR
+        .get_or_init(|| {
+            // A socket's path is at most 107 bytes, and ssh binds a name 17 bytes longer
+            // first. Spaces, quotes and % would need quoting in ssh's options: /tmp has none.
+            let plain = |p: &Path| {
+                p.as_os_str().len() <= 48
+                    && p.as_os_str()
+                        .as_bytes()
+                        .iter()
+                        .all(|b| b.is_ascii_graphic() && !b"%\"'\\".contains(b))
+            };
+            let base = Some(std::env::temp_dir())
+                .filter(|p| plain(p))
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            remove_stale_socket_dirs(&base);
+            let dir = base.join(format!("{SOCKET_DIR_PREFIX}{}", std::process::id()));
+            let make = || std::fs::DirBuilder::new().mode(0o700).create(&dir);
+            if let Err(err) = make() {
+                // One of ours, left by a process that had this pid: made again. Not ours
+                // (another user's, a link): none.
+                if err.kind() != std::io::ErrorKind::AlreadyExists
+                    || !is_own_directory(&dir)
+                    || std::fs::remove_dir_all(&dir).and_then(|()| make()).is_err()
+                {
+                    return None;
+                }
+            }
+            // SAFETY: registering a function without arguments, which only removes files.
+            unsafe { libc::atexit(remove_socket_dir) };
+            Some(dir)
+        })
+        .as_deref()
+}
+
+extern "C" fn remove_socket_dir() {
+    if let Some(Some(dir)) = SOCKET_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A directory (not a link to one) of this user's.
+fn is_own_directory(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.uid() == me)
+}
+
+/// Removes the socket directories under `base` of this user's processes that no longer run.
+fn remove_stale_socket_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok());
+        let Some(pid) = pid.filter(|pid| *pid > 0) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && is_own_directory(&entry.path()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -519,10 +584,10 @@ mod tests {
     }
 
     #[test]
-    fn a_control_socket_lives_in_a_private_directory_that_goes_with_it() {
+    fn control_sockets_live_in_a_private_directory_and_stale_ones_go() {
         use std::os::unix::fs::PermissionsExt;
-        let socket = ControlSocket::create().expect("a directory");
-        let dir = socket.dir.clone();
+        let socket = ControlSocket::create().expect("a socket directory");
+        let dir = socket.path.parent().expect("a directory").to_path_buf();
         let mode = std::fs::metadata(&dir).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o700));
         let option = socket.option();
@@ -531,9 +596,18 @@ mod tests {
         // ssh binds PATH plus 17 bytes first; a socket's path holds at most 107.
         assert!(path.len() + 17 <= 107, "{path}");
         assert!(!path.contains(['%', ' ', '"']), "{path}");
-        std::fs::write(dir.join("c"), b"").expect("a stale socket file");
+        // A socket left by a killed ssh goes with its job.
+        std::fs::write(&socket.path, b"").expect("a stale socket file");
+        let file = socket.path.clone();
         drop(socket);
-        assert!(!dir.exists(), "{}", dir.display());
+        assert!(!file.exists() && dir.exists());
+        // A directory of a process that no longer runs goes; a running one's stays.
+        let base = dir.parent().expect("a base");
+        let dead = base.join(format!("{SOCKET_DIR_PREFIX}{}", i32::MAX - 7));
+        let _ = std::fs::create_dir(&dead);
+        remove_stale_socket_dirs(base);
+        assert!(!dead.exists(), "{}", dead.display());
+        assert!(dir.exists());
     }
 
     #[test]

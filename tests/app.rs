@@ -124,7 +124,7 @@ fn quitting_with_jobs_running_leaves_no_process_behind() {
     );
     for pid in processors {
         assert_eq!(
-            common::wait_group_gone(pid, Duration::from_secs(1)),
+            common::wait_group_gone(pid, common::SETTLE),
             Vec::<u32>::new(),
             "group {pid}"
         );
@@ -237,7 +237,7 @@ fn add_sleepers(window: &Window, count: usize, running: usize) {
         .map(|_| serde_json::json!({"sleep_ms": 60_000}))
         .collect();
     window.add_jobs(&diag(), inputs);
-    assert!(run_until(Duration::from_secs(10), || window
+    assert!(run_until(common::SETTLE * 2, || window
         .state_counts()
         .running
         == running));
@@ -355,10 +355,11 @@ fn the_parallel_limit_action_takes_effect_at_once() {
     assert_eq!(window.jobs().n_items(), 0, "finished rows are cleared");
     WidgetExt::activate_action(&window, "win.set-parallel", Some(&3u32.to_variant()))
         .expect("set-parallel");
+    // Long enough that three workers started at different times still run together.
     window.add_jobs(
         &diag(),
         (0..6)
-            .map(|_| serde_json::json!({"sleep_ms": 200}))
+            .map(|_| serde_json::json!({"sleep_ms": 1000}))
             .collect(),
     );
     assert!(run_until(Duration::from_secs(20), || window.is_idle()));
@@ -375,15 +376,14 @@ fn cancel_selected_stops_only_the_selected_job_and_its_process() {
     let first_pid = Some(jobs[0].pid()).filter(|pid| *pid > 0).expect("started");
     window.select_jobs(&[jobs[0].job_id()]);
     WidgetExt::activate_action(&window, "win.cancel-selected", None).expect("cancel-selected");
-    assert!(run_until(Duration::from_secs(5), || jobs[0].state()
-        == state::CANCELLED));
+    assert!(run_until(common::SETTLE * 2, || jobs[0].state() == state::CANCELLED));
     assert_eq!(jobs[1].state(), state::RUNNING, "the other job goes on");
     assert_eq!(
-        common::wait_group_gone(first_pid, Duration::from_secs(1)),
+        common::wait_group_gone(first_pid, common::SETTLE),
         Vec::<u32>::new()
     );
     WidgetExt::activate_action(&window, "win.cancel-all", None).expect("cancel-all");
-    assert!(run_until(Duration::from_secs(5), || window.is_idle()));
+    assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     assert_eq!(window.state_counts().cancelled, 2);
     assert_eq!(window.queue().counts().running, 0);
     window.close();
@@ -400,7 +400,7 @@ fn retry_failed_runs_the_failed_jobs_again() {
             serde_json::json!({"fail": "exit:4"}),
         ],
     );
-    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     assert_eq!(window.state_counts().failed, 2);
     let first_pids: Vec<u32> = rows(&window)
         .iter()
@@ -408,7 +408,7 @@ fn retry_failed_runs_the_failed_jobs_again() {
         .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
     WidgetExt::activate_action(&window, "win.retry-failed", None).expect("retry-failed");
-    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     let jobs = rows(&window);
     assert_eq!(jobs.len(), 3, "retried rows replace the failed ones");
     let retried: Vec<&JobObject> = jobs.iter().filter(|j| j.state() == state::FAILED).collect();
@@ -435,7 +435,7 @@ fn stopping_all_jobs_leaves_no_process() {
             .map(|_| serde_json::json!({"fail": "ignore_term"}))
             .collect(),
     );
-    assert!(run_until(Duration::from_secs(10), || window
+    assert!(run_until(common::SETTLE * 2, || window
         .state_counts()
         .running
         == 3));
@@ -445,15 +445,16 @@ fn stopping_all_jobs_leaves_no_process() {
         .collect();
     let started = Instant::now();
     window.stop_all_jobs();
+    // Killed at once: not after the grace period (2 s) that they would ignore SIGTERM for.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < offload::RunLimits::default().grace,
         "{:?}",
         started.elapsed()
     );
     assert_eq!(window.queue().counts().running, 0);
     for pid in pids {
         assert_eq!(
-            common::wait_group_gone(pid, Duration::from_secs(1)),
+            common::wait_group_gone(pid, common::SETTLE),
             Vec::<u32>::new()
         );
     }
@@ -467,13 +468,13 @@ fn the_inspector_shows_the_selected_job() {
         &diag(),
         vec![serde_json::json!({"echo": {"$bytes": "AAECAw=="}})],
     );
-    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     let id = rows(&window)[0].job_id();
     window.select_jobs(&[id]);
     let inspector = window.inspector();
     assert!(inspector.is_visible());
     // The input is decoded on a worker thread, then shown.
-    assert!(run_until(Duration::from_secs(5), || !inspector
+    assert!(run_until(common::SETTLE * 2, || !inspector
         .command_line()
         .is_empty()));
     let command = inspector.command_line();
@@ -515,13 +516,13 @@ fn closing_with_jobs_running_asks_first_then_stops_every_process() {
     );
     adw::prelude::MessageDialogExt::response(&dialog, "quit");
     assert!(
-        run_until(Duration::from_secs(3), || !window.is_visible()),
+        run_until(common::SETTLE * 2, || !window.is_visible()),
         "the window closed"
     );
     assert_eq!(window.queue().counts().running, 0);
     for pid in pids {
         assert_eq!(
-            common::wait_group_gone(pid, Duration::from_secs(1)),
+            common::wait_group_gone(pid, common::SETTLE),
             Vec::<u32>::new()
         );
     }
@@ -590,14 +591,14 @@ fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
     // A mistake first: it is shown on the entry, and nothing changes.
     entry.set_text("kubernetes");
     entry.emit_activate();
-    assert!(run_until(Duration::from_secs(5), || entry.has_css_class("error")));
+    assert!(run_until(common::SETTLE * 2, || entry.has_css_class("error")));
     assert!(window.launcher().is_none());
     entry.set_text(&format!(
         "ssh:2/offload-a -F{cluster}/ssh_config -oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
         common::bin_dir().display()
     ));
     entry.emit_activate();
-    assert!(run_until(Duration::from_secs(10), || window
+    assert!(run_until(common::SETTLE * 2, || window
         .launcher()
         .is_some()));
     assert!(!entry.has_css_class("error"));
@@ -781,7 +782,7 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
     // Another window takes the focus: the batch ends while the app's window is not focused.
     let other = gtk::Window::new();
     other.present();
-    assert!(run_until(Duration::from_secs(5), || !window.is_active()));
+    assert!(run_until(common::SETTLE * 2, || !window.is_active()));
     let thumbnail = Processor::find("thumbnail").expect("the thumbnail processor is built");
     window.add_files(
         &thumbnail,
@@ -828,7 +829,7 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
     let first = rows(&window)[0].job_id();
     window.select_jobs(&[first]);
     let inspector = window.inspector();
-    assert!(run_until(Duration::from_secs(5), || inspector.shows_picture()));
+    assert!(run_until(common::SETTLE * 2, || inspector.shows_picture()));
     let output = inspector.output_file().expect("the output file");
     assert!(output.starts_with(&out), "{}", output.display());
     assert!(
@@ -1067,7 +1068,7 @@ fn readme_screenshot_of_files_with_the_form_and_a_preview() {
         && window.state_counts().succeeded == 30));
     let first = rows(&window)[0].job_id();
     window.select_jobs(&[first]);
-    assert!(run_until(Duration::from_secs(5), || window
+    assert!(run_until(common::SETTLE * 2, || window
         .inspector()
         .shows_picture()));
     let until = Instant::now() + Duration::from_millis(800);

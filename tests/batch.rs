@@ -57,7 +57,7 @@ fn cancelling_a_batch_leaves_the_other_batches_running() {
         let long: Batch<usize, Value> = Batch::new(&queue);
         let short: Batch<usize, Value> = Batch::new(&queue);
         for i in 0..4 {
-            long.submit(&job, &json!({"sleep_ms": 20_000}), i)
+            long.submit(&job, &json!({"sleep_ms": 120_000}), i)
                 .expect("submit");
         }
         for i in 0..2 {
@@ -85,7 +85,8 @@ fn cancelling_a_batch_leaves_the_other_batches_running() {
         "{cancelled:?}"
     );
     assert_eq!((other.succeeded, other.total), (2, 2), "{other:?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Far less than the long jobs' two minutes: they were stopped, not waited for.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
     assert!(common::zombie_children().is_empty());
 }
 

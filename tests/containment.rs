@@ -96,7 +96,7 @@ fn a_daemon_a_one_shot_job_started_is_gone_when_it_ends() {
     let results = run_jobs(&job, &[json!({"daemon": true})], 1, None);
     let daemon = daemon_pid(&results[0]);
     assert!(
-        wait_dead(daemon, Duration::from_secs(2)),
+        wait_dead(daemon, common::SETTLE),
         "the setsid daemon {daemon} outlived its job"
     );
 }
@@ -113,7 +113,7 @@ fn a_daemon_a_worker_started_is_gone_when_the_worker_ends() {
     let results = run_jobs(&job, &[json!({"daemon": true})], 1, Some(settings));
     let daemon = daemon_pid(&results[0]);
     assert!(
-        wait_dead(daemon, Duration::from_secs(4)),
+        wait_dead(daemon, common::SETTLE),
         "the setsid daemon {daemon} outlived its worker"
     );
 }
@@ -124,7 +124,8 @@ fn a_daemon_of_a_cancelled_or_timed_out_job_is_gone() {
         let job = diag_job()
             .persistence(persistence)
             .limits(offload::RunLimits {
-                timeout: Some(Duration::from_millis(400)),
+                // Time to start the daemon first, on a loaded machine too.
+                timeout: Some(Duration::from_secs(3)),
                 grace: Duration::from_millis(200),
                 ..offload::RunLimits::default()
             });
@@ -139,7 +140,7 @@ fn a_daemon_of_a_cancelled_or_timed_out_job_is_gone() {
             .and_then(|pid| pid.trim().parse().ok())
             .unwrap_or_else(|| panic!("{persistence:?}: no daemon pid in {err:?}"));
         assert!(
-            wait_dead(daemon, Duration::from_secs(3)),
+            wait_dead(daemon, common::SETTLE),
             "{persistence:?}: the daemon {daemon} of a timed-out job escaped"
         );
     }

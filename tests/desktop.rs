@@ -106,6 +106,26 @@ fn dev_install_puts_everything_where_a_desktop_finds_it_and_the_launcher_starts_
         app.try_wait().expect("wait").is_none(),
         "the app ended at start"
     );
+    // A loaded machine may take longer to get the app to where it handles SIGTERM (its
+    // handler shows in SigCgt): wait for that, not for a time.
+    let catches_sigterm = || {
+        std::fs::read_to_string(format!("/proc/{}/status", app.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !catches_sigterm() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the app never handles SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: a signal to the process this test started.
     unsafe { libc::kill(app.id() as libc::pid_t, libc::SIGTERM) };
     let status = app.wait().expect("wait");

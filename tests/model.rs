@@ -39,7 +39,8 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
         }
         let job = diag_job();
         let inputs = [
-            json!({"sleep_ms": 600, "progress_steps": 3, "echo": "ok"}),
+            // Long enough that this thread sees it running, even on a loaded machine.
+            json!({"sleep_ms": 1500, "progress_steps": 3, "echo": "ok"}),
             json!({"fail": "exit"}),
             json!({"sleep_ms": 20_000}),
             json!({"sleep_ms": 20_000}),
@@ -91,7 +92,7 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
             common::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(first.progress(), 1.0);
-        assert!(first.elapsed_ms() >= 600.0, "{}", first.elapsed_ms());
+        assert!(first.elapsed_ms() >= 1500.0, "{}", first.elapsed_ms());
         assert!(first.peak_rss() > 0);
         while list.running() < 2 {
             common::sleep(Duration::from_millis(5)).await;

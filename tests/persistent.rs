@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ciborium::Value;
-use common::{diag_job, field, on_main_context, wait_group_gone};
+use common::{diag_job, field, on_main_context, wait_group_gone, SETTLE};
 use offload::{
     FailureKind, Finished, Job, Persistence, Processor, Queue, RunLimits, WorkerSettings,
 };
@@ -218,18 +218,16 @@ fn a_worker_that_exits_between_jobs_loses_no_job() {
 
 #[test]
 fn a_hung_worker_times_out_and_leaves_no_process() {
+    // The timeout holds for the echo after it too: ample for it on a loaded machine.
     let job = rawworker().limits(RunLimits {
-        timeout: Some(Duration::from_millis(300)),
+        timeout: Some(Duration::from_secs(2)),
         grace: Duration::from_millis(200),
         ..RunLimits::default()
     });
     let results = run_all(&job, &[raw("hang", 1), raw("echo", 2)]);
     assert_eq!(error_of(&results[0]).kind, FailureKind::TimedOut);
     let pid = pid_of(&results[0]);
-    assert_eq!(
-        wait_group_gone(pid, Duration::from_secs(2)),
-        Vec::<u32>::new()
-    );
+    assert_eq!(wait_group_gone(pid, SETTLE), Vec::<u32>::new());
     assert_eq!(value_of(&results[1]), Some(2));
 }
 
@@ -249,10 +247,7 @@ fn garbage_wrong_ids_and_stray_prints_are_bad_output_and_replace_the_worker() {
         );
         assert_eq!(value_of(&results[2]), Some(3), "{what}");
         assert_ne!(pid_of(&results[0]), pid_of(&results[2]), "{what}");
-        assert!(
-            wait_dead(pid_of(&results[1]), Duration::from_secs(2)),
-            "{what}"
-        );
+        assert!(wait_dead(pid_of(&results[1]), SETTLE), "{what}");
     }
 }
 
@@ -321,16 +316,14 @@ fn cancelling_a_running_job_stops_its_worker_and_leaves_no_process() {
             .submit::<_, Value>(&job, &json!({"echo": 5}))
             .expect("submit");
         let id = slow.id();
-        common::sleep(Duration::from_millis(300)).await;
+        // Cancelled once it runs on its worker, however long the worker takes to start.
+        started(&queue, id).await;
         assert!(queue.cancel(id));
         (slow.finished().await, next.finished().await)
     });
     assert_eq!(error_of(&cancelled).kind, FailureKind::Cancelled);
     let pid = pid_of(&cancelled);
-    assert_eq!(
-        wait_group_gone(pid, Duration::from_secs(2)),
-        Vec::<u32>::new()
-    );
+    assert_eq!(wait_group_gone(pid, SETTLE), Vec::<u32>::new());
     assert_eq!(echo_of(&next), Some(5));
     assert_ne!(pid_of(&next), pid);
 }
@@ -351,7 +344,7 @@ fn workers_are_replaced_after_their_job_limit() {
         assert!((1..=5).contains(&run.job), "{run:?}");
     }
     for pid in distinct {
-        assert!(wait_dead(pid, Duration::from_secs(3)), "worker {pid} ended");
+        assert!(wait_dead(pid, SETTLE), "worker {pid} ended");
     }
 }
 
@@ -386,8 +379,10 @@ fn workers_are_replaced_after_a_job_that_grew_them_too_large() {
 fn idle_workers_end_after_the_idle_timeout() {
     let pid = on_main_context(|| async {
         let queue = Queue::with_max_running(2);
+        // Long enough that the worker is still there when this thread looks, even on a
+        // loaded machine.
         queue.set_worker_settings(WorkerSettings {
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(2),
             ..WorkerSettings::default()
         });
         let finished = queue
@@ -398,14 +393,14 @@ fn idle_workers_end_after_the_idle_timeout() {
         let pid = pid_of(&finished);
         assert!(alive(pid), "the worker waits for more");
         assert_eq!(queue.live_workers(), 1);
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + Duration::from_secs(2) + SETTLE;
         while queue.live_workers() > 0 && Instant::now() < until {
             common::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(queue.live_workers(), 0, "the idle worker ended");
         pid
     });
-    assert!(wait_dead(pid, Duration::from_secs(2)));
+    assert!(wait_dead(pid, SETTLE));
 }
 
 #[test]
@@ -451,7 +446,7 @@ fn a_changed_executable_is_picked_up_by_the_next_job() {
         pid_of(&second),
         "a new worker for the new file"
     );
-    assert!(wait_dead(pid_of(&first), Duration::from_secs(3)));
+    assert!(wait_dead(pid_of(&first), SETTLE));
 }
 
 /// Writes an executable file through a child process: a file open for writing in this
@@ -492,7 +487,13 @@ fn python_worker(dir: &Path, name: &str, body: &str) -> Job {
 #[test]
 fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // The workers that end or write garbage get all the time they need to do it (Python
+    // starts slowly on a loaded machine); the silent one is stopped at a short timeout.
     let settings = WorkerSettings {
+        start_timeout: Duration::from_secs(30),
+        ..WorkerSettings::default()
+    };
+    let short = WorkerSettings {
         start_timeout: Duration::from_millis(500),
         ..WorkerSettings::default()
     };
@@ -511,7 +512,7 @@ fn workers_that_fail_to_start_fail_the_job_with_the_kinds_of_a_run() {
     assert!(err.message.contains("did not start") && err.message.contains("no model file"));
 
     let silent = python_worker(dir.path(), "offload-silent", "time.sleep(60)");
-    let finished = common::run_jobs(&silent, &[json!(1)], 1, Some(settings)).remove(0);
+    let finished = common::run_jobs(&silent, &[json!(1)], 1, Some(short)).remove(0);
     let err = error_of(&finished);
     assert_eq!(err.kind, FailureKind::TimedOut, "{err:?}");
     assert!(err.message.contains("no hello"), "{err:?}");
@@ -629,7 +630,7 @@ fn a_jobs_stats_are_its_own_not_its_workers() {
     let (burn, echo) = (results[0].stats.clone(), results[1].stats.clone());
     assert!(burn.cpu >= Duration::from_millis(250), "{burn:?}");
     assert!(echo.cpu < Duration::from_millis(100), "{echo:?}");
-    assert!(echo.wall < Duration::from_millis(200), "{echo:?}");
+    assert!(echo.wall < burn.wall, "{echo:?} {burn:?}");
     let second = echo.worker.expect("a worker");
     assert_eq!((second.job, second.startup), (2, None));
     assert!(burn.worker.expect("a worker").startup.is_some());
@@ -652,7 +653,7 @@ fn workers_die_with_the_host() {
     ]);
     let mut child = common::spawn_with_input(command, b"{\"do\": \"hang\"}\n{\"do\": \"hang\"}\n");
     let host = child.id();
-    let until = Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + Duration::from_secs(60);
     let workers = loop {
         // The workers (Python, through env) run below guards, the host's children.
         let workers: Vec<u32> = common::processors_below(host, "python3")
@@ -668,10 +669,7 @@ fn workers_die_with_the_host() {
     child.kill().expect("SIGKILL the host");
     child.wait().expect("reaped");
     for pid in workers {
-        assert!(
-            wait_dead(pid, Duration::from_secs(2)),
-            "worker {pid} outlived its host"
-        );
+        assert!(wait_dead(pid, SETTLE), "worker {pid} outlived its host");
     }
 }
 
@@ -699,15 +697,29 @@ fn a_result_over_the_output_limit_stops_the_worker_with_bounded_host_memory() {
     assert!(peak < 100 << 20, "host peak RSS {} MiB", peak >> 20);
 }
 
+/// Waits until the queue has told that job `id` started (on its worker, once the worker is up).
+async fn started(queue: &Queue, id: offload::JobId) {
+    let seen = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = seen.clone();
+    queue.connect_events(move |event| {
+        if matches!(event, offload::QueueEvent::Started { id: started, .. } if *started == id) {
+            flag.set(true);
+        }
+    });
+    while !seen.get() {
+        common::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[test]
 fn a_job_on_deck_stays_queued_and_cancels_at_once() {
     on_main_context(|| async {
         let queue = Queue::with_max_running(1);
         let job = diag_job().persistence(Persistence::Always);
         let running = queue
-            .submit::<_, Value>(&job, &json!({"sleep_ms": 800, "echo": 1}))
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 3000, "echo": 1}))
             .expect("submit");
-        common::sleep(Duration::from_millis(300)).await;
+        started(&queue, running.id()).await;
         // The worker is busy: the next job goes on deck there, and still counts as queued.
         let decked = queue
             .submit::<_, Value>(&job, &json!({"echo": 2}))
@@ -721,10 +733,13 @@ fn a_job_on_deck_stays_queued_and_cancels_at_once() {
             queue.job_state(decked.id()),
             Some(offload::JobState::Queued)
         );
-        let asked = Instant::now();
         assert!(queue.cancel(decked.id()));
         let cancelled = decked.finished().await;
-        assert!(asked.elapsed() < Duration::from_millis(300), "ends at once");
+        assert_eq!(
+            queue.job_state(running.id()),
+            Some(offload::JobState::Running),
+            "ends at once, not after the job running before it"
+        );
         let err = error_of(&cancelled);
         assert_eq!(err.kind, FailureKind::Cancelled);
         assert!(err.message.contains("before it started"), "{err:?}");
@@ -740,9 +755,10 @@ fn pausing_takes_jobs_back_from_deck() {
         let queue = Queue::with_max_running(1);
         let job = diag_job().persistence(Persistence::Always);
         let first = queue
-            .submit::<_, Value>(&job, &json!({"sleep_ms": 400, "echo": 1}))
+            .submit::<_, Value>(&job, &json!({"sleep_ms": 1000, "echo": 1}))
             .expect("submit");
-        common::sleep(Duration::from_millis(200)).await;
+        // The worker runs it: the next job goes on deck there.
+        started(&queue, first.id()).await;
         let second = queue
             .submit::<_, Value>(&job, &json!({"echo": 2}))
             .expect("submit");
@@ -785,12 +801,12 @@ fn many_short_jobs_on_one_worker_start_in_order() {
 #[test]
 fn a_job_that_does_not_watch_for_cancel_dies_at_sigterm_even_after_one_that_did() {
     // The first job watches for cancellation (it sleeps in steps); the second never asks, so
-    // SIGTERM must kill it at once, not after the 5 s grace period.
+    // SIGTERM must kill it at once, not after the 60 s grace period.
     let job = diag_job()
         .persistence(Persistence::Always)
         .limits(RunLimits {
-            timeout: Some(Duration::from_millis(300)),
-            grace: Duration::from_secs(5),
+            timeout: Some(Duration::from_secs(2)),
+            grace: Duration::from_secs(60),
             ..RunLimits::default()
         });
     let started = Instant::now();
@@ -807,7 +823,7 @@ fn a_job_that_does_not_watch_for_cancel_dies_at_sigterm_even_after_one_that_did(
     assert_eq!(err.kind, FailureKind::TimedOut);
     assert!(!err.message.contains("ignored SIGTERM"), "{err:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(30),
         "no grace period waited"
     );
 }

@@ -14,6 +14,18 @@ use common::{offload, on_main_context, path_with_bins, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
 use offload::{Job, Processor, Queue};
 
+/// This checkout's SDK, first on `PYTHONPATH` for every Python processor these tests run, so
+/// that they test it and not whichever copy pip installed (an editable install may point at
+/// another checkout).
+fn sdk_path() -> std::ffi::OsString {
+    let mut path = std::ffi::OsString::from(root().join("processors/python/offload-sdk/src"));
+    if let Some(more) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        path.push(":");
+        path.push(more);
+    }
+    path
+}
+
 /// Whether Python with cbor2 and the offload SDK is usable; when the SDK is missing, installs
 /// this checkout's (which brings cbor2) with pip, as `dev/setup` does. `Err` says why the
 /// tests cannot run here.
@@ -24,6 +36,7 @@ fn python_ready() -> Result<(), String> {
             let importable = || {
                 Command::new("python3")
                     .args(["-c", "import cbor2, offload_sdk"])
+                    .env("PYTHONPATH", sdk_path())
                     .output()
                     .is_ok_and(|o| o.status.success())
             };
@@ -80,13 +93,14 @@ fn shell(line: &str) -> Output {
         .arg(line)
         .current_dir(root())
         .env("PATH", path)
+        .env("PYTHONPATH", sdk_path())
         .output()
         .expect("sh runs")
 }
 
 fn run_with_input(args: &[&str], stdin: &[u8]) -> Output {
     let mut command = Command::new(histogram());
-    command.args(args);
+    command.args(args).env("PYTHONPATH", sdk_path());
     common::run_with_input(command, stdin)
 }
 
@@ -213,7 +227,7 @@ fn histogram_runs_in_the_engine_with_progress() {
         let values: Vec<f64> = (0..200_000).map(|i| f64::from(i % 1000)).collect();
         let handle = queue
             .submit::<_, Value>(
-                &Job::new(processor),
+                &Job::new(processor).env("PYTHONPATH", sdk_path()),
                 &serde_json::json!({"values": values, "bins": 10}),
             )
             .expect("submit");
@@ -245,6 +259,7 @@ fn run_jsonl(name: &str, inputs: &[serde_json::Value], extra: &[&str]) -> Vec<se
         .args(["run", name, "-j", "2", "--inputs"])
         .arg(&path)
         .args(extra)
+        .env("PYTHONPATH", sdk_path())
         .output()
         .expect("offload runs");
     let lines: Vec<serde_json::Value> = text(&out.stdout)
@@ -327,6 +342,7 @@ fn a_bad_job_fails_alone_and_the_worker_serves_on() {
     let out = offload()
         .args(["run", "histogram", "-j", "1", "--inputs"])
         .arg(&path)
+        .env("PYTHONPATH", sdk_path())
         .output()
         .expect("offload runs");
     let lines: Vec<serde_json::Value> = text(&out.stdout)
@@ -350,4 +366,84 @@ fn a_bad_job_fails_alone_and_the_worker_serves_on() {
         workers.iter().all(|w| *w == workers[0]),
         "one worker served all three: {workers:?}"
     );
+}
+
+/// A processor on the SDK that prints: at import time, in its set-up, in its function, and
+/// through a child process. A job that fails on purpose shows where the prints went (its
+/// stderr tail); a set in a result is refused.
+const PRINTER: &str = r#"#!/usr/bin/env python3
+import subprocess
+from offload_sdk import Failed, Processor
+print("printer: at import")
+def setup():
+    print("printer: in set-up")
+def work(inp, ctx):
+    print("printer: in job", inp["n"])
+    subprocess.run(["sh", "-c", "echo printer: from a child"], check=True)
+    if inp.get("fail"):
+        raise Failed("failing on purpose")
+    if inp.get("set"):
+        return {"tags": {"a", "b"}}
+    return {"n": inp["n"]}
+Processor("printer", "Prints, then answers", example={"n": 1}).run(work, setup=setup)
+"#;
+
+#[test]
+fn a_python_processor_that_prints_is_ok_in_both_modes_and_its_prints_go_to_stderr() {
+    require_python!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("offload-printer");
+    std::fs::write(&script, PRINTER).expect("write the processor");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let inputs = [
+        serde_json::json!({"n": 1}),
+        serde_json::json!({"n": 2, "fail": true}),
+        serde_json::json!({"n": 3, "set": true}),
+    ];
+    for persistence in [offload::Persistence::Never, offload::Persistence::Always] {
+        let job = Job::new(Processor::at(&script))
+            .persistence(persistence)
+            .env("PYTHONPATH", sdk_path());
+        let results = common::run_jobs(&job, &inputs, 1, None);
+        let ok = results[0]
+            .result
+            .as_ref()
+            .unwrap_or_else(|err| panic!("{persistence:?}: the prints broke the result: {err:?}"));
+        assert_eq!(
+            common::field(ok, "n").and_then(Value::as_integer),
+            Some(1.into()),
+            "{persistence:?}: {ok:?}"
+        );
+        let failed = results[1].result.as_ref().expect_err("fails on purpose");
+        assert_eq!(failed.kind, offload::FailureKind::Failed, "{failed:?}");
+        assert!(failed.message.ends_with("failing on purpose"), "{failed:?}");
+        let mut printed = vec!["printer: in job 2", "printer: from a child"];
+        if persistence == offload::Persistence::Never {
+            // A worker's tail is its job's: the worker printed these before its first job.
+            printed.extend(["printer: at import", "printer: in set-up"]);
+        }
+        for line in printed {
+            assert!(
+                failed.stderr_tail.lines().any(|l| l == line),
+                "{persistence:?}: {line:?} not in stderr: {:?}",
+                failed.stderr_tail
+            );
+        }
+        let set = results[2].result.as_ref().expect_err("a set is refused");
+        assert_eq!(set.kind, offload::FailureKind::Failed, "{set:?}");
+        assert!(
+            set.message
+                .contains(r#"cannot encode the result: result["tags"] is a set"#),
+            "{persistence:?}: {}",
+            set.message
+        );
+        if persistence == offload::Persistence::Always {
+            let pids: Vec<_> = results.iter().map(|r| r.stats.pid).collect();
+            assert!(
+                results[0].stats.worker.is_some() && pids.iter().all(|p| *p == pids[0]),
+                "one worker served all three: {pids:?}"
+            );
+        }
+    }
 }

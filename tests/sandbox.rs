@@ -230,7 +230,8 @@ fn a_graceful_stop_reaches_the_sandboxed_processor() {
     let job = offload::Job::new(offload::Processor::at(&script))
         .sandbox(Sandbox::new())
         .persistence(Persistence::Never)
-        .timeout(std::time::Duration::from_millis(300));
+        // Time for bwrap to set the sandbox up and start it, on a loaded machine too.
+        .timeout(std::time::Duration::from_secs(3));
     let results = run_jobs(&job, &[json!({})], 1, None);
     let err = results[0].result.as_ref().expect_err("timed out");
     assert_eq!(err.kind, offload::FailureKind::TimedOut, "{err:?}");

@@ -100,7 +100,7 @@ fn open_fds() -> usize {
 /// is what the jobs left, not workers on their way out.
 async fn shut_down(queue: &Queue) {
     queue.shutdown();
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(30);
     while queue.live_workers() > 0 && Instant::now() < until {
         common::sleep(Duration::from_millis(10)).await;
     }
@@ -226,7 +226,7 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         "{on_workers} of {count} jobs ran on persistent workers"
     );
     // Give the last runner threads a moment to close their ends after reporting.
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = Instant::now() + common::SETTLE;
     while open_fds() != fds_before && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }

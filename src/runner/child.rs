@@ -14,7 +14,7 @@ use offload_sdk::protocol::PROGRESS_FD_ENV;
 
 use std::sync::Arc;
 
-use super::remote::{Markers, Remote};
+use super::remote::{Delivery, Markers, Remote};
 use crate::job::Job;
 use crate::outcome::{FailureKind, JobError};
 use crate::spawn::{ChildFds, ChildSettings};
@@ -81,20 +81,26 @@ impl Guarded {
 
     /// Asks the processor to stop: SIGTERM to its group (the guard forwards it), to the
     /// sandbox's session (not to bwrap, which would die of it and take the processor with it
-    /// at once), or to the remote process through its launcher.
-    pub(super) fn terminate(&self) {
+    /// at once), or to the remote process through its launcher. A local signal arrives at
+    /// once (`None`); a remote one says when it arrived.
+    pub(super) fn terminate(&self) -> Option<Delivery> {
         match &self.placement {
-            Placement::Remote(remote) if remote.terminate() => {}
+            Placement::Remote(remote) => {
+                if let Some(delivery) = remote.terminate() {
+                    return Some(delivery);
+                }
+            }
             Placement::Sandboxed { session } => {
                 // SAFETY: a signal to a process group; bwrap's pid 1 leads it while the
                 // guard, our unreaped child, waits for bwrap.
                 unsafe { libc::kill(-*session, libc::SIGTERM) };
+                return None;
             }
-            _ => {
-                // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
-                unsafe { libc::kill(self.guard, libc::SIGTERM) };
-            }
+            Placement::Local => {}
         }
+        // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
+        unsafe { libc::kill(self.guard, libc::SIGTERM) };
+        None
     }
 
     /// Kills the job now: its process group and everything left below the guard (in the

@@ -6,10 +6,11 @@
 # Its lines on stderr start with "offload-launch: " and the host strips them from the job's.
 #
 # slurm: it execs the processor, so that Slurm's step tracking holds it; srun and scancel
-# deliver signals. ssh: it stays as a guard. A TERM to it (`ssh HOST kill -TERM PID`) goes on
-# to the processor; when the processor ends it says "ended CODE" and kills what is left of its
-# process group; and when its parent (the sshd of this connection) goes away, because the
-# connection dropped or the local ssh was killed, a watcher kills the whole group at once.
+# deliver signals. ssh: it stays as a guard. A TERM to it (`ssh HOST kill -TERM PID`, a second
+# channel over the same connection) goes on to the processor; when the processor ends it says
+# "ended CODE" and kills what is left of its process group; and when its parent (the sshd of
+# this connection) goes away, because the connection dropped or the local ssh was killed, a
+# watcher kills the whole group at once.
 mode=$1; p=$2; shift 2
 host=$(uname -n)
 case $p in

@@ -8,7 +8,11 @@
 //! with the host. Only these differ:
 //! - a graceful stop: SIGTERM to srun would make it SIGKILL the task at once, and ssh forwards
 //!   no signal, so a stop sends `scancel --signal=TERM JOB.STEP` or `ssh HOST kill -TERM PID`
-//!   once the wrapper has said which step or pid it is (before that, it kills);
+//!   once the wrapper has said which step or pid it is (before that, it kills). Over ssh the
+//!   job's connection is a control master (`ControlMaster=yes`, a socket of its own in
+//!   [`socket_dir`]), and the stop is a second channel over it: no new TCP connection, key
+//!   exchange or authentication. The grace period starts once the stop command has ended
+//!   ([`Delivery`]), so a slow network or a loaded host does not eat it;
 //! - after a hard kill, Slurm kills a step whose srun died, and over ssh the wrapper's watcher
 //!   kills the processor's group once the connection is gone;
 //! - the peak memory and the resource limits of the host's kernel do not apply (Slurm gets
@@ -19,10 +23,12 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::job::Job;
 use crate::launcher::{self, Launcher};
@@ -43,14 +49,17 @@ fn script() -> &'static str {
 /// What the wrapper's lines on stderr start with.
 const MARKER: &[u8] = b"offload-launch: ";
 
-/// How long a remote stop command (`scancel`, `ssh HOST kill`) may take.
-const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a remote stop command (`scancel`, `ssh HOST kill`) may take; a stop that has not
+/// arrived by then is given up, and the grace period runs from then.
+pub(super) const STOP_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One process started through a launcher: its place, and what its wrapper said.
 pub(crate) struct Remote {
     launcher: Arc<Launcher>,
     host: usize,
     host_name: String,
+    /// Over ssh: the socket through which the job's connection carries its stop.
+    control: Option<ControlSocket>,
     state: Mutex<State>,
 }
 
@@ -90,10 +99,16 @@ impl Remote {
                 launcher.all_down_message(),
             ));
         };
+        let control = launcher
+            .slurm_job()
+            .is_none()
+            .then(ControlSocket::create)
+            .flatten();
         Ok(Arc::new(Self {
             launcher: launcher.clone(),
             host,
             host_name,
+            control,
             state: Mutex::new(State::default()),
         }))
     }
@@ -135,6 +150,15 @@ impl Remote {
             ]
             .map(OsString::from),
         );
+        if let Some(control) = &self.control {
+            // This connection alone, in the foreground (so that killing this ssh drops it):
+            // ControlPersist would fork a master that outlives it. Before the caller's
+            // arguments, as ssh takes the first value it is given.
+            out.extend(
+                ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o"].map(OsString::from),
+            );
+            out.push(control.option());
+        }
         out.extend(self.launcher.args().iter().cloned());
         out.push("--".into());
         out.push(self.host_name.clone().into());
@@ -197,12 +221,11 @@ impl Remote {
             .unwrap_or_else(|| self.host_name.clone())
     }
 
-    /// Asks the remote processor to stop (SIGTERM there) from a thread of its own; false when
-    /// the wrapper has not said where it runs yet, and the caller should kill instead.
-    pub(super) fn terminate(&self) -> bool {
-        let Some(started) = self.lock().started.clone() else {
-            return false;
-        };
+    /// Asks the remote processor to stop (SIGTERM there) from a thread of its own, and says
+    /// when the stop has arrived; `None` when the wrapper has not said where it runs yet (or
+    /// no thread could be started), and the caller should stop the local srun or ssh instead.
+    pub(super) fn terminate(&self) -> Option<Delivery> {
+        let started = self.lock().started.clone()?;
         let mut command = match (&started.step, self.launcher.slurm_job()) {
             (Some(step), Some(_)) => {
                 let mut c = Command::new("scancel");
@@ -211,8 +234,14 @@ impl Remote {
             }
             _ => {
                 let mut c = Command::new(launcher::program(&self.launcher));
-                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-                    .args(self.launcher.args())
+                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+                if let Some(control) = &self.control {
+                    // A channel over the job's own connection; should its master be gone,
+                    // ssh falls back to a connection of its own.
+                    c.args(["-o", "ControlMaster=no", "-o"])
+                        .arg(control.option());
+                }
+                c.args(self.launcher.args())
                     .arg("--")
                     .arg(&self.host_name)
                     .arg(format!("kill -TERM {}", started.pid));
@@ -223,13 +252,17 @@ impl Remote {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        let delivery = Delivery::default();
+        let settled = delivery.clone();
         std::thread::Builder::new()
             .name("offload-remote-stop".into())
             .spawn(move || {
                 // Best effort: if it fails, the grace period ends in a kill all the same.
                 let _ = launcher::run_with_timeout(command, STOP_COMMAND_TIMEOUT);
+                settled.settle();
             })
-            .is_ok()
+            .ok()
+            .map(|_| delivery)
     }
 
     /// After a hard kill of srun: makes sure the step's processes get SIGKILL now, not after
@@ -319,6 +352,137 @@ impl Remote {
     /// another is up.
     pub(super) fn retry_elsewhere(&self) -> bool {
         self.lock().host_down && self.launcher.any_up()
+    }
+}
+
+/// A graceful stop on its way to the remote side: settled when its command (`scancel`, `ssh
+/// HOST kill`) has ended, which is when the signal was delivered (or could not be).
+#[derive(Clone, Default)]
+pub(super) struct Delivery(Arc<OnceLock<Instant>>);
+
+impl Delivery {
+    /// When the stop command ended, once it has.
+    pub(super) fn settled_at(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    fn settle(&self) {
+        let _ = self.0.set(Instant::now());
+    }
+}
+
+/// The control socket of one ssh job's connection: a stop travels over the job's connection
+/// instead of a new one. It lives in this process's socket directory ([`socket_dir`]); ssh
+/// removes it when it exits, and this when the job ends (a killed ssh leaves it).
+struct ControlSocket {
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// A name for a new socket, or `None` without a socket directory (then a stop opens a
+    /// connection of its own, as it would without one).
+    fn create() -> Option<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Some(Self {
+            path: socket_dir()?.join(n.to_string()),
+        })
+    }
+
+    /// `ControlPath=...`, for `-o`.
+    fn option(&self) -> OsString {
+        let mut option = OsString::from("ControlPath=");
+        option.push(&self.path);
+        option
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// This process's directory of control sockets, once made.
+static SOCKET_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// What the socket directories are called: `offload-ssh-PID`.
+const SOCKET_DIR_PREFIX: &str = "offload-ssh-";
+
+/// This process's directory of control sockets: `offload-ssh-PID` under `$TMPDIR` (under
+/// `/tmp` where that path is too long or odd for ssh), mode 0700, made on first use. It goes
+/// when the process exits (an `atexit` handler: jobs still running then die with it), and one
+/// left by a process that was killed goes when the next process makes its own.
+fn socket_dir() -> Option<&'static Path> {
+    SOCKET_DIR
+        .get_or_init(|| {
+            // A socket's path is at most 107 bytes, and ssh binds a name 17 bytes longer
+            // first. Spaces, quotes and % would need quoting in ssh's options: /tmp has none.
+            let plain = |p: &Path| {
+                p.as_os_str().len() <= 48
+                    && p.as_os_str()
+                        .as_bytes()
+                        .iter()
+                        .all(|b| b.is_ascii_graphic() && !b"%\"'\\".contains(b))
+            };
+            let base = Some(std::env::temp_dir())
+                .filter(|p| plain(p))
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            remove_stale_socket_dirs(&base);
+            let dir = base.join(format!("{SOCKET_DIR_PREFIX}{}", std::process::id()));
+            let make = || std::fs::DirBuilder::new().mode(0o700).create(&dir);
+            if let Err(err) = make() {
+                // One of ours, left by a process that had this pid: made again. Not ours
+                // (another user's, a link): none.
+                if err.kind() != std::io::ErrorKind::AlreadyExists
+                    || !is_own_directory(&dir)
+                    || std::fs::remove_dir_all(&dir).and_then(|()| make()).is_err()
+                {
+                    return None;
+                }
+            }
+            // SAFETY: registering a function without arguments, which only removes files.
+            unsafe { libc::atexit(remove_socket_dir) };
+            Some(dir)
+        })
+        .as_deref()
+}
+
+extern "C" fn remove_socket_dir() {
+    if let Some(Some(dir)) = SOCKET_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A directory (not a link to one) of this user's.
+fn is_own_directory(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.uid() == me)
+}
+
+/// Removes the socket directories under `base` of this user's processes that no longer run.
+fn remove_stale_socket_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok());
+        let Some(pid) = pid.filter(|pid| *pid > 0) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && is_own_directory(&entry.path()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -417,6 +581,33 @@ mod tests {
             .map(|o| o.stdout)
             .unwrap_or_default();
         assert_eq!(out, b"a'b \"c\" $d");
+    }
+
+    #[test]
+    fn control_sockets_live_in_a_private_directory_and_stale_ones_go() {
+        use std::os::unix::fs::PermissionsExt;
+        let socket = ControlSocket::create().expect("a socket directory");
+        let dir = socket.path.parent().expect("a directory").to_path_buf();
+        let mode = std::fs::metadata(&dir).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o700));
+        let option = socket.option();
+        let path = option.to_string_lossy();
+        let path = path.strip_prefix("ControlPath=").unwrap_or_default();
+        // ssh binds PATH plus 17 bytes first; a socket's path holds at most 107.
+        assert!(path.len() + 17 <= 107, "{path}");
+        assert!(!path.contains(['%', ' ', '"']), "{path}");
+        // A socket left by a killed ssh goes with its job.
+        std::fs::write(&socket.path, b"").expect("a stale socket file");
+        let file = socket.path.clone();
+        drop(socket);
+        assert!(!file.exists() && dir.exists());
+        // A directory of a process that no longer runs goes; a running one's stays.
+        let base = dir.parent().expect("a base");
+        let dead = base.join(format!("{SOCKET_DIR_PREFIX}{}", i32::MAX - 7));
+        let _ = std::fs::create_dir(&dead);
+        remove_stale_socket_dirs(base);
+        assert!(!dead.exists(), "{}", dead.display());
+        assert!(dir.exists());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use offload_sdk::protocol::ProgressItem;
 
 use super::child::{resident_bytes, Guarded};
 use super::exit::Ending;
+use super::remote::{Delivery, STOP_COMMAND_TIMEOUT};
 use super::{Control, RunnerEvent};
 use crate::job::{JobId, RunLimits};
 
@@ -26,6 +27,9 @@ pub(super) enum Stop {
 const MEMORY_SAMPLE: Duration = Duration::from_millis(20);
 /// The least time between two progress events of one job.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(30);
+/// How often a runner looks whether a remote stop has arrived (the grace period then runs
+/// from its arrival, not from the look).
+const DELIVERY_CHECK: Duration = Duration::from_millis(50);
 
 /// The deadlines and stop requests of one running job.
 pub(super) struct Watch<'a> {
@@ -36,6 +40,10 @@ pub(super) struct Watch<'a> {
     deadline: Option<Instant>,
     stop: Option<Stop>,
     kill_at: Option<Instant>,
+    /// A graceful stop still on its way to a remote processor: the grace period starts when
+    /// it arrives, so that a slow connection or a loaded host does not use it up.
+    delivery: Option<Delivery>,
+    next_delivery_check: Instant,
     escalated: bool,
     next_memory_sample: Instant,
     progress: Option<ProgressItem>,
@@ -61,6 +69,8 @@ impl<'a> Watch<'a> {
             deadline: limits.timeout.map(|t| started + t),
             stop: None,
             kill_at: None,
+            delivery: None,
+            next_delivery_check: started,
             escalated: false,
             next_memory_sample: started,
             progress: None,
@@ -83,8 +93,14 @@ impl<'a> Watch<'a> {
         if matches!(reason, Stop::OutputTooLarge | Stop::MemoryLimit(_)) {
             self.process.kill();
         } else {
-            self.process.terminate();
-            self.kill_at = Some(Instant::now() + self.limits.grace);
+            let now = Instant::now();
+            self.delivery = self.process.terminate();
+            self.kill_at = Some(match self.delivery {
+                None => now + self.limits.grace,
+                // Until it arrives (see tick): the stop command gives up by then.
+                Some(_) => now + STOP_COMMAND_TIMEOUT + DELIVERY_CHECK + self.limits.grace,
+            });
+            self.next_delivery_check = now + DELIVERY_CHECK;
         }
     }
 
@@ -111,6 +127,16 @@ impl<'a> Watch<'a> {
     pub(super) fn tick(&mut self, now: Instant) {
         if self.deadline.is_some_and(|d| now >= d) {
             self.stop(Stop::TimedOut);
+        }
+        if let Some(delivery) = &self.delivery {
+            if let Some(arrived) = delivery.settled_at() {
+                self.delivery = None;
+                if self.kill_at.is_some() {
+                    self.kill_at = Some(arrived + self.limits.grace);
+                }
+            } else if now >= self.next_delivery_check {
+                self.next_delivery_check = now + DELIVERY_CHECK;
+            }
         }
         if self.kill_at.is_some_and(|t| now >= t) {
             self.process.kill();
@@ -159,6 +185,7 @@ impl<'a> Watch<'a> {
             self.announcement.as_ref().map(|(_, at)| *at),
             self.deadline.filter(|_| self.stop.is_none()),
             self.kill_at,
+            self.delivery.as_ref().map(|_| self.next_delivery_check),
             self.limits
                 .max_memory_bytes
                 .map(|_| self.next_memory_sample),

@@ -188,6 +188,11 @@ pub fn zombie_children() -> Vec<u32> {
         .collect()
 }
 
+/// How long a test waits for what should already have happened or is about to (a process
+/// group gone after its job ended, a process dead after its host): a margin for a loaded
+/// machine, not a figure that offload promises. Waits end as soon as the thing happens.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Polls until `pgid` has no process left, up to `timeout`; returns what is left.
 pub fn wait_group_gone(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
     let until = std::time::Instant::now() + timeout;

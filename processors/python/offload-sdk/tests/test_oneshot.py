@@ -419,3 +419,63 @@ def test_declared_parameters_and_files_are_described_and_checked(tmp_path):
         proc = run(["--json"], stdin=json.dumps(inp).encode(), exe=script)
         assert proc.returncode == code, (inp, proc.stderr)
         assert says.encode() in proc.stderr, (inp, proc.stderr)
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+def test_prints_land_on_stderr_and_stdout_holds_only_the_result(mode):
+    # As in persistent mode: prints at import time, in set-up and in the function, and a
+    # child process's output, all go to stderr; stdout holds the result alone.
+    request = {"do": "print"}
+    stdin = json.dumps(request).encode() if mode else cbor2.dumps(request)
+    proc = run(mode, stdin, env={"SDKTEST_PRINT": "1"})
+    assert proc.returncode == 0, proc.stderr
+    if mode:
+        assert proc.stdout == b'"printed"\n'
+    else:
+        assert proc.stdout == cbor2.dumps("printed")
+    lines = stderr_lines(proc)
+    for line in (
+        "printed at import time",
+        "printed during set-up",
+        "a stray print",
+        "from a child process",
+    ):
+        assert line in lines, lines
+
+
+def test_describe_and_version_are_whole_although_the_processor_prints_at_import():
+    described = run(["--describe"], env={"SDKTEST_PRINT": "1"})
+    assert json.loads(described.stdout)["name"] == "sdktest"
+    assert "printed at import time" in stderr_lines(described)
+    version = run(["--version"], env={"SDKTEST_PRINT": "1"})
+    assert version.stdout == b"offload-sdktest 9.9.9\n"
+
+
+def test_an_error_report_stays_whole_although_the_function_printed():
+    proc = run(stdin=cbor2.dumps({"do": "fail"}), env={"SDKTEST_PRINT": "1"})
+    assert proc.returncode == 1
+    assert cbor2.loads(proc.stdout) == {"error": "the disk is full", "kind": "failed"}
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+def test_a_set_in_the_result_is_refused_naming_where_it_is(mode):
+    # cbor2 would send a set as tag 258, which a host shows as {"$tag": 258, ...}, not the
+    # list its author meant: refused, in both modes, with where it is and what to do.
+    for do, where in [
+        ("set", 'result["groups"][0]["tags"] is a set'),
+        ("set_key", "a key of result is a set"),
+    ]:
+        request = {"do": do}
+        stdin = json.dumps(request).encode() if mode else cbor2.dumps(request)
+        proc = run(mode, stdin)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout == b""
+        (line,) = stderr_lines(proc)
+        assert line.startswith(f"{PREFIX}cannot encode the result: {where}"), line
+        assert "list" in line, line
+
+
+def test_bytes_that_look_like_tag_258_are_not_a_set():
+    proc = run(stdin=cbor2.dumps({"do": "tag_bytes"}))
+    assert proc.returncode == 0, proc.stderr
+    assert cbor2.loads(proc.stdout) == {"raw": b"\xd9\x01\x02", "n": 258}

@@ -63,6 +63,20 @@ def test_error_frames_keep_the_worker_serving(session):
     assert "Traceback" not in worker.stderr
 
 
+def test_a_set_in_the_result_fails_its_job_naming_where_it_is(session):
+    worker = session()
+    worker.hello()
+    (frame,) = worker.answer({"do": "set"})
+    assert frame["type"] == "error" and frame["kind"] == "failed", frame
+    assert frame["error"].startswith(
+        'cannot encode the result: result["groups"][0]["tags"] is a set'
+    ), frame
+    (same,) = worker.answer({"do": "tag_bytes"})
+    assert same["result"] == {"raw": b"\xd9\x01\x02", "n": 258}
+    worker.close()
+    assert worker.wait() == 0
+
+
 def test_stray_prints_land_on_stderr_not_among_the_frames(session):
     worker = session()
     worker.hello()

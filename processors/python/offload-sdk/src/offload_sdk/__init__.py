@@ -26,8 +26,10 @@ The function raises :class:`InvalidInput` (or :class:`WrongShape`) for an input 
 ``OFFLOAD_TRACEBACK=1`` to see the traceback); in persistent mode the job fails and the worker
 serves on.
 
-Import this package before anything that might print: in persistent mode it points
-descriptor 1 at stderr when it is imported, so that stray prints cannot break the frames.
+Import this package before anything that might print: imported by a processor's run (in
+either mode), it points descriptor 1 at stderr and keeps stdout for the result or the frames,
+so that stray prints cannot break them. A ``set`` in a result is refused, naming where it is:
+CBOR has no plain set (cbor2 would send tag 258); return a list.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ with a text ``type``: the host sends ``hello`` and then one ``job`` per job; the
 answers ``hello`` once ready, then per job any number of ``progress`` frames and exactly one
 ``result`` or ``error``, each carrying the job's ``id``.
 
-Nothing but frames may reach stdout. :func:`take_stdout` moves the frame stream to a private,
-close-on-exec duplicate of descriptor 1 and points descriptor 1 at stderr, so that
-``print()``, a library that writes to stdout, or a child process all land in stderr. The
-package calls it when it is imported with ``--persistent`` on the command line, before any of
-the author's own code runs.
+Nothing but frames may reach stdout, and in one-shot mode nothing but the result (or the
+error report, or what ``--describe`` prints). :func:`take_stdout` moves the processor's own
+output to a private, close-on-exec duplicate of descriptor 1 and points descriptor 1 at
+stderr, so that ``print()``, a library that writes to stdout, or a child process all land in
+stderr, in both modes. The package calls it when it is imported by a processor's run (see
+:func:`take_stdout_early`), before any of the author's own code runs, and
+:meth:`~offload_sdk.Processor.run` calls it at the latest.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ _take_error: Optional[OSError] = None
 
 
 def take_stdout() -> int:
-    """The descriptor frames go to; on the first call, moves stdout there and points
-    descriptor 1 at stderr. Raises :class:`OSError` when that cannot be done."""
+    """The descriptor the processor's own output (frames, the result) goes to; on the first
+    call, moves stdout there and points descriptor 1 at stderr. Raises :class:`OSError` when
+    that cannot be done."""
     global _frames_fd
     if _frames_fd is not None:
         return _frames_fd
@@ -64,11 +67,21 @@ def take_stdout() -> int:
     return private
 
 
+#: The arguments a processor is run with (PROTOCOL.md): a command line of these alone is a
+#: processor's run.
+PROCESSOR_ARGS = frozenset(
+    {"--json", PERSISTENT_FLAG, "--describe", "--help", "-h", "--version", "-V"}
+)
+
+
 def take_stdout_early(argv: List[str]) -> None:
-    """Called when the package is imported: takes stdout if this is a persistent worker, and
-    keeps any failure for the serving loop to report."""
+    """Called when the package is imported: takes stdout if this process is a processor's run
+    (a script whose arguments are a processor's, none included), and keeps any failure to
+    report when the output is written. A program that imports the package for its helpers
+    with arguments of its own, ``python -c`` and an interactive session keep their stdout."""
     global _take_error
-    if PERSISTENT_FLAG in argv[1:]:
+    script = bool(argv) and argv[0] not in ("", "-c") and not hasattr(sys, "ps1")
+    if script and not sys.flags.interactive and all(a in PROCESSOR_ARGS for a in argv[1:]):
         try:
             take_stdout()
         except OSError as err:

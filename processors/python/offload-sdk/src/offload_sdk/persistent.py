@@ -42,6 +42,7 @@ from .errors import (
     one_line,
 )
 from .report import internal_message, say, say_internal
+from .sets import SET_TAG, SetInResult, check_encoded
 
 #: Room for a request frame's own fields around its input.
 FRAME_OVERHEAD = 1024
@@ -188,9 +189,10 @@ class Worker:
 
             ctx = Context(state, job_id, None, writer)
             try:
-                reply = dumps(
-                    {"type": "result", "id": job_id, "result": work(request["input"], ctx)}
-                )
+                result = work(request["input"], ctx)
+                reply = dumps({"type": "result", "id": job_id, "result": result})
+                if SET_TAG in reply:
+                    check_encoded(result, reply)
                 exit_code = None
             except Exception as err:
                 reply, exit_code = self._failure(job_id, err)
@@ -248,7 +250,9 @@ class Worker:
             exit_code = EXIT_CANCELLED if isinstance(err, Cancelled) else None
             return frame.error(job_id, message, err.kind), exit_code
         tb = err.__traceback__
-        if isinstance(err, cbor2.CBOREncodeError) and tb is not None and tb.tb_next is None:
+        if isinstance(err, SetInResult) or (
+            isinstance(err, cbor2.CBOREncodeError) and tb is not None and tb.tb_next is None
+        ):
             # Raised in the loop itself, not inside the function: the result cannot be encoded.
             message = f"cannot encode the result: {one_line(err)}"
             self.say(message)

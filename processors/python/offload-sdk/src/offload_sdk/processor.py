@@ -3,7 +3,8 @@
 Mirrors the Rust SDK's ``processor.rs``: :meth:`Processor.run` parses the command line, reads
 and decodes stdin within the limits, calls the function, writes the result or the error report,
 and exits with the code of PROTOCOL.md, section 12. Started with ``--persistent`` it serves
-job after job instead (``persistent.py``); the function is the same either way.
+job after job instead (``persistent.py``); the function is the same either way, and so is
+stdout: reserved for the processor's own output, with prints going to stderr (``frame.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .jsonform import dumps_json, json_input_to_cbor, to_json_form
 from .params import Files, Parameter, check_input
 from .persistent import Worker
 from .report import internal_message, say, say_internal
+from .sets import SetInResult, check_encoded, refusal, where_a_set_is
 
 #: A processor function: the decoded input and a :class:`Context`, returning the result.
 Work = Callable[[Any, Context], Any]
@@ -122,7 +124,8 @@ class Processor:
         self, work: Work, setup: Optional[Setup] = None, args: Optional[Sequence[str]] = None
     ) -> int:
         """:meth:`run` without the exit: returns the exit code. ``args`` defaults to the
-        process's arguments (``sys.argv[1:]``)."""
+        process's arguments (``sys.argv[1:]``). Like :meth:`run`, it takes the process's
+        stdout for the processor's output and points descriptor 1 at stderr, for good."""
         if args is None:
             args = sys.argv[1:]
         # Die at once on SIGTERM (the host's "stop") and SIGINT (Ctrl-C), without a traceback.
@@ -130,6 +133,8 @@ class Processor:
         # ignored (Python's default), so writing to a closed pipe is an error, not death.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # Before the set-up and the function run: whatever they print goes to stderr.
+        _output_fd()
         if self.parameters:
             work = self._checking(work)
         try:
@@ -210,7 +215,7 @@ class Processor:
 
     def _print(self, text: str) -> int:
         try:
-            _write_all(1, text.encode("utf-8"))
+            _write_all(_output_fd(), text.encode("utf-8"))
             return EXIT_OK
         except OSError as err:
             self._say(f"cannot write to stdout: {err.strerror}")
@@ -238,17 +243,14 @@ class Processor:
             end_watch()
         # Encode the whole result before writing any of it: a failure never leaves half a result.
         try:
-            if mode == "json":
-                encoded = (dumps_json(output) + "\n").encode("utf-8")
-            else:
-                encoded = cbor2.dumps(output)
+            encoded = _encode(mode, output)
         except Exception as err:
             self._say(f"cannot encode the result: {one_line(err)}")
             return EXIT_FAILED
         try:
             if sys.stdout is not None:
-                sys.stdout.flush()  # what the function printed goes first (and breaks the result)
-            _write_all(1, encoded)
+                sys.stdout.flush()  # what the function printed goes to stderr before the end
+            _write_all(_output_fd(), encoded)
         except OSError as err:
             self._say(f"cannot write the result to stdout: {err.strerror}")
             return EXIT_FAILED
@@ -260,10 +262,35 @@ class Processor:
         self._say(message)
         if mode == "cbor":
             try:
-                _write_all(1, cbor2.dumps({"error": message, "kind": err.kind}))
+                _write_all(_output_fd(), cbor2.dumps({"error": message, "kind": err.kind}))
             except OSError:
                 pass  # best effort: the exit code and stderr already say it failed
         return err.exit_code
+
+
+def _encode(mode: str, output: Any) -> bytes:
+    """The result as it goes to stdout; raises when it has no faithful encoding (a set among
+    them, with where it is)."""
+    if mode == "json":
+        try:
+            return (dumps_json(output) + "\n").encode("utf-8")
+        except Exception:
+            where = where_a_set_is(output)
+            if where is not None:
+                raise SetInResult(refusal(where)) from None
+            raise
+    encoded = cbor2.dumps(output)
+    check_encoded(output, encoded)
+    return encoded
+
+
+def _output_fd() -> int:
+    """Where the processor's own output goes: the private duplicate of stdout (taken now if
+    the import did not), or descriptor 1 itself when it cannot be taken."""
+    try:
+        return frame.take_stdout()
+    except OSError:
+        return 1
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -276,3 +276,17 @@ def test_the_histogram_and_lookup_serve_persistently(session):
     for worker in (histogram, lookup):
         worker.close()
         assert worker.wait() == 0
+
+
+def test_a_host_below_its_protocol_gets_no_hello_and_a_second_hello_is_ignored(session):
+    old = session()
+    old.send({"type": "hello", "protocol": 1})
+    old.close()
+    assert old.wait() == 65
+    assert "the host speaks protocol 1" in old.stderr
+    assert bytes(old.out) == b"", "no hello to a host that speaks an older protocol"
+    worker = session()
+    worker.hello()
+    worker.send({"type": "hello", "protocol": 2})
+    frames = worker.answer({"do": "echo", "value": 5})
+    assert frames[-1]["type"] == "result", frames

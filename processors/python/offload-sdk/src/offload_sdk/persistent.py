@@ -144,6 +144,14 @@ class Worker:
         if type(first) is not dict or first.get("type") != frame.HELLO:
             self.say("persistent mode: the host's first frame is not a hello")
             return EXIT_BAD_INPUT
+        host = first.get("protocol")
+        # The host says the highest version it speaks; this worker speaks 2 (PROTOCOL.md 18.4).
+        if type(host) is not int or host < frame.PROTOCOL_VERSION:
+            self.say(
+                f"persistent mode: the host speaks protocol {host}, "
+                f"this worker {frame.PROTOCOL_VERSION}"
+            )
+            return EXIT_BAD_INPUT
         if self.setup is not None:
             try:
                 self.state = self.setup()

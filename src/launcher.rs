@@ -329,6 +329,9 @@ impl Launcher {
     /// Marks a host down: no job goes there any more.
     pub(crate) fn mark_down(&self, host: usize, why: &str) {
         if let Some(h) = self.lock().get_mut(host) {
+            if h.down.is_none() {
+                tracing::warn!(host, why, "a host is down: no job goes there any more");
+            }
             h.down.get_or_insert_with(|| why.to_owned());
         }
     }

@@ -72,6 +72,13 @@ pub(super) fn execute(
     events: &async_channel::Sender<RunnerEvent>,
 ) -> (RawResult, RunStats) {
     let started = Instant::now();
+    let _span = tracing::debug_span!(
+        "job",
+        id = id.0,
+        processor = job.processor.name(),
+        describe = purpose == Purpose::Describe
+    )
+    .entered();
     let memory = Enforcement::for_job(job);
     let procs = memory.as_ref().and_then(Enforcement::procs_file);
     let describe = [DESCRIBE_FLAG];
@@ -88,10 +95,14 @@ pub(super) fn execute(
     };
     loop {
         let child = match spawn(job, &launch) {
-            Err(error) => return (Err(error), RunStats::default()),
+            Err(error) => {
+                tracing::debug!(why = %error.message, "could not start");
+                return (Err(error), RunStats::default());
+            }
             Ok(child) => child,
         };
         let pid = child.guarded.processor as u32;
+        tracing::debug!(pid, guard = child.guarded.guard, "started");
         let _ = events.try_send(RunnerEvent::Started {
             id,
             pid,
@@ -125,6 +136,7 @@ pub(super) fn execute(
                 && remote.as_ref().is_some_and(|r| r.retry_elsewhere())
             {
                 // That host is down: another one takes the job.
+                tracing::info!(why = %error.message, "launch failed; another host takes the job");
                 continue;
             }
         }
@@ -151,6 +163,13 @@ pub(super) fn execute(
             Some(memory) => result.map_err(|error| memory.judge(error)),
             None => result,
         };
+        tracing::debug!(
+            exit_code = ending.exit_code,
+            signal = ending.signal,
+            cpu_ms = ending.cpu.as_secs_f64() * 1000.0,
+            outcome = result.as_ref().err().map_or("ok", |e| e.kind.as_str()),
+            "ended"
+        );
         return (result, stats);
     }
 }

@@ -81,6 +81,12 @@ pub(crate) fn describe(
         return answer.clone();
     }
     let answer = probe(job, timeout, control);
+    tracing::debug!(
+        processor = job.processor.name(),
+        persistent = answer.as_ref().ok().map(Description::supports_persistent),
+        error = answer.as_ref().err().map(ToString::to_string),
+        "described"
+    );
     // What may change by the next time is asked again: a busy machine, a stop, a missing
     // interpreter that gets installed.
     let lasting = matches!(

@@ -345,6 +345,7 @@ impl Workers {
             .min_by_key(|(e, decked)| (*decked, e.last_used));
         match candidate {
             Some((entry, decked)) => {
+                tracing::trace!(id = request.id.0, "on deck");
                 entry.slot.inbox().deck.push_back(request);
                 if pipelines && decked == 0 {
                     // The worker may be waiting for it, to pipeline it (worker.rs, Pipeline).
@@ -475,6 +476,12 @@ impl Workers {
                 let failed = state.failed_starts.entry(key).or_default();
                 failed.in_a_row += 1;
                 if failed.in_a_row >= MAX_FAILED_STARTS {
+                    tracing::warn!(
+                        processor = job.processor.name(),
+                        through = newest.0,
+                        "workers failed to start {} times in a row; the waiting jobs fail at once",
+                        failed.in_a_row
+                    );
                     failed.given_up = Some((newest, error.clone()));
                 }
             }

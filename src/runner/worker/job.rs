@@ -92,6 +92,7 @@ impl WorkerProcess {
             let error = JobError::new(FailureKind::BadOutput, "its worker had closed its stdin");
             return self.end_of(Err(error), Fate::Innocent);
         }
+        let _span = tracing::debug_span!("job", id = id.0, worker = self.number).entered();
         self.jobs += 1;
         self.frames.sending(id.0);
         self.frames.set_limits(&limits);
@@ -133,6 +134,7 @@ impl WorkerProcess {
                 Some(Err(error))
             }
             Exchange::Stray(_) | Exchange::Refused => {
+                tracing::info!("its worker misbehaved for another job; it runs on a fresh one");
                 // Another job's fault, or a request it could not take: this one runs again on
                 // a fresh worker. What it left on stderr is the worker's, not this job's.
                 self.end();
@@ -224,6 +226,12 @@ impl WorkerProcess {
                 }
             },
         };
+        tracing::debug!(
+            exit_code = ending.exit_code,
+            signal = ending.signal,
+            undelivered,
+            "ended with its worker"
+        );
         let mut end = self.end_of(
             result,
             if undelivered {

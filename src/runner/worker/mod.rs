@@ -85,6 +85,8 @@ impl WorkerProcess {
         timeout: Duration,
         control: &Control,
     ) -> Result<Self, (JobError, bool)> {
+        let _span =
+            tracing::debug_span!("worker", number, processor = job.processor.name()).entered();
         let exe = FileId::of(job.processor.path());
         let memory = Enforcement::for_job(job);
         let procs = memory.as_ref().and_then(Enforcement::procs_file);
@@ -134,6 +136,7 @@ impl WorkerProcess {
             // A worker answers with a version the host's hello allows (PROTOCOL.md 18.4): this
             // host speaks exactly one.
             Exchange::Hello(protocol) if protocol == u64::from(PERSISTENT_PROTOCOL) => {
+                tracing::debug!(pid, "started and said hello");
                 return Ok(worker);
             }
             Exchange::Hello(protocol) => Some(format!(
@@ -189,6 +192,7 @@ impl WorkerProcess {
                 &tail,
             ),
         };
+        tracing::info!(why = %error.message, "did not start");
         Err((error, false))
     }
 
@@ -204,6 +208,7 @@ impl WorkerProcess {
             if !self.frames.only_late_progress() || self.frames.ended {
                 // A frame after the job's answer (not late progress, which is harmless), or
                 // stdout's end: the worker is out of step, or leaving.
+                tracing::info!(worker = self.number, "wrote between jobs; ended");
                 self.end();
                 return Idle::Ended;
             }
@@ -236,6 +241,7 @@ impl WorkerProcess {
     /// Ends the worker gracefully: closes its stdin (a worker exits at end of input) and
     /// waits up to `grace` before SIGKILL.
     pub(super) fn retire(mut self, grace: Duration) {
+        tracing::debug!(worker = self.number, jobs = self.jobs, "retired");
         self.process.stdin = None;
         // Whatever it still says is not for anyone.
         self.process.stdout = None;

@@ -66,6 +66,10 @@
 //!   thumbnail --files` against GNU parallel + ImageMagick `convert` and GNU parallel +
 //!   `vipsthumbnail`, and per CPU second against `vipsthumbnail`'s batch mode. Targets: 2x
 //!   parallel + convert, 1.0x parallel + vipsthumbnail.
+//! - `scheduling`: batches of jobs of mixed durations (3000/100/3000 ms; alternating 800-1200
+//!   and 30-60 ms; random 20-1500 ms) at -j <cores>, on workers and one-shot: the makespan
+//!   against the greedy list schedule of the same jobs in submission order plus a worker's
+//!   start. Target: at most 1.05x; 3000/100/3000 within 10% of 3.1 s.
 //!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
@@ -95,6 +99,8 @@ mod pipeline;
 mod scale;
 #[path = "support/scaling.rs"]
 mod scaling;
+#[path = "support/scheduling.rs"]
+mod scheduling;
 #[path = "support/smoothness.rs"]
 mod smoothness;
 #[path = "support/startup.rs"]
@@ -119,6 +125,7 @@ enum Suite {
     Launchers,
     Pipeline,
     Thumbnails,
+    Scheduling,
     All,
 }
 
@@ -243,7 +250,7 @@ fn main() {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
                  SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, \
-                 launchers, pipeline, thumbnails, all)"
+                 launchers, pipeline, thumbnails, scheduling, all)"
             );
             return;
         }
@@ -305,6 +312,15 @@ fn main() {
                 callback_jobs: args.scale_callback_jobs,
                 renderers: args.scale_renderers.clone(),
                 parallel: env.cores,
+            },
+        );
+    }
+    if wants(Suite::Scheduling) {
+        scheduling::run(
+            &env,
+            &scheduling::Options {
+                rounds,
+                parallel: parallel.max(2),
             },
         );
     }

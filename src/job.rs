@@ -193,6 +193,8 @@ pub struct Job {
     pub(crate) sandbox: Option<Sandbox>,
     /// Where its processor runs; `None` on this machine.
     pub(crate) launcher: Option<std::sync::Arc<crate::launcher::Launcher>>,
+    /// Its place among queued jobs: higher starts first (see [`Job::priority`]).
+    pub(crate) priority: i32,
 }
 
 impl Job {
@@ -208,6 +210,7 @@ impl Job {
             persistence: Persistence::Auto,
             sandbox: None,
             launcher: None,
+            priority: 0,
         }
     }
 
@@ -263,6 +266,25 @@ impl Job {
     pub fn nice(mut self, nice: i32) -> Self {
         self.nice = nice.clamp(0, 19);
         self
+    }
+
+    /// Starts it before queued jobs of a lower priority (default 0; negative: after them).
+    /// Jobs of one priority start in submission order. A job already running is not affected;
+    /// [`Queue::set_priority`](crate::Queue::set_priority) changes a queued job's.
+    ///
+    /// ```
+    /// use offload::{Job, Processor};
+    /// let preview = Job::new(Processor::at("/usr/bin/cat")).priority(10);
+    /// assert_eq!(preview.run_priority(), 10);
+    /// ```
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Its priority among queued jobs.
+    pub fn run_priority(&self) -> i32 {
+        self.priority
     }
 
     /// Replaces all limits.

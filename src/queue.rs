@@ -6,7 +6,7 @@
 //! hands each result to its [`JobHandle`] exactly once. Nothing here blocks.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -188,10 +188,15 @@ struct State {
     next_observer: u64,
     max_running: usize,
     paused: bool,
-    pending: VecDeque<JobId>,
+    /// Queued jobs that no worker holds, most urgent first: higher priority, then older.
+    pending: BTreeSet<Turn>,
+    /// The jobs on deck at busy workers, in the same order: one of them takes a slot that
+    /// frees elsewhere before any pending job that comes after it.
+    on_deck: BTreeSet<Turn>,
     jobs: HashMap<JobId, Record>,
     running: usize,
-    /// Queued jobs on deck at a busy worker (see [`Workers::offer_deck`]).
+    /// Queued jobs on deck at a busy worker (see [`Workers::offer_deck`]), whether or not a
+    /// worker has started one without the queue hearing of it yet.
     decked: usize,
     succeeded: usize,
     failed: usize,
@@ -199,7 +204,27 @@ struct State {
 
 struct Record {
     phase: Phase,
+    /// Its priority: higher starts first.
+    priority: i32,
     deliver: Option<Deliver>,
+}
+
+/// A queued job's place in line: higher priority first, then submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Turn(std::cmp::Reverse<i32>, JobId);
+
+impl Turn {
+    fn of(priority: i32, id: JobId) -> Self {
+        Self(std::cmp::Reverse(priority), id)
+    }
+
+    fn id(self) -> JobId {
+        self.1
+    }
+
+    fn priority(self) -> i32 {
+        self.0 .0
+    }
 }
 
 /// Where an unfinished job is.
@@ -312,7 +337,8 @@ impl Queue {
                 next_observer: 0,
                 max_running: max_running.max(1),
                 paused: false,
-                pending: VecDeque::new(),
+                pending: BTreeSet::new(),
+                on_deck: BTreeSet::new(),
                 jobs: HashMap::new(),
                 running: 0,
                 decked: 0,
@@ -376,12 +402,20 @@ impl Queue {
                         input,
                         decode,
                     })),
+                    priority: job.priority,
                     deliver: Some(deliver),
                 },
             );
-            state.pending.push_back(id);
+            state.pending.insert(Turn::of(job.priority, id));
             id
         };
+        // A job more urgent than one on deck goes before it: the decks are made again.
+        if self
+            .inner
+            .more_urgent_than_a_deck(Turn::of(job.priority, id))
+        {
+            self.inner.recall_decks();
+        }
         let mut effects = Effects::default();
         effects.tell(QueueEvent::Queued {
             id,
@@ -458,6 +492,68 @@ impl Queue {
             .map(|r| r.phase.state())
     }
 
+    /// Changes a queued job's priority (see [`Job::priority`]); `false` if it is not queued
+    /// (running, finished, or unknown). A job on deck at a busy worker goes back in line.
+    pub fn set_priority(&self, id: JobId, priority: i32) -> bool {
+        let on_deck = {
+            let state = self.inner.state.borrow();
+            match state.jobs.get(&id) {
+                Some(record) if matches!(record.phase, Phase::OnDeck(_)) => true,
+                Some(record) if matches!(record.phase, Phase::Queued(_)) => false,
+                _ => return false,
+            }
+        };
+        if on_deck {
+            self.inner.recall_decks();
+        }
+        {
+            let mut state = self.inner.state.borrow_mut();
+            let Some(record) = state.jobs.get_mut(&id) else {
+                return false;
+            };
+            if !matches!(record.phase, Phase::Queued(_)) {
+                // A worker started it meanwhile.
+                return false;
+            }
+            let old = Turn::of(record.priority, id);
+            record.priority = priority;
+            state.pending.remove(&old);
+            state.pending.insert(Turn::of(priority, id));
+        }
+        if self.inner.more_urgent_than_a_deck(Turn::of(priority, id)) {
+            self.inner.recall_decks();
+        }
+        let mut effects = Effects::default();
+        self.inner.schedule(&mut effects);
+        self.defer(effects);
+        true
+    }
+
+    /// Makes a queued job the next to start ("Run Next"): a priority above every other
+    /// waiting job's. `false` if it is not queued.
+    pub fn run_next(&self, id: JobId) -> bool {
+        let top = {
+            let state = self.inner.state.borrow();
+            let first = |set: &BTreeSet<Turn>| set.first().map(|turn| turn.priority());
+            [first(&state.pending), first(&state.on_deck)]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0)
+        };
+        self.set_priority(id, top.saturating_add(1))
+    }
+
+    /// The priority of a queued job, if it is queued.
+    pub fn priority(&self, id: JobId) -> Option<i32> {
+        let state = self.inner.state.borrow();
+        state
+            .jobs
+            .get(&id)
+            .filter(|record| !matches!(record.phase, Phase::Running(_)))
+            .map(|record| record.priority)
+    }
+
     /// Cancels one job: a queued job ends at once, a running one is stopped (SIGTERM to its
     /// process group, SIGKILL after the grace period). Returns whether the job was still there.
     pub fn cancel(&self, id: JobId) -> bool {
@@ -471,7 +567,14 @@ impl Queue {
     /// Cancels every job that has not started.
     pub fn cancel_queued(&self) {
         self.inner.recall_decks();
-        let ids: Vec<JobId> = self.inner.state.borrow().pending.iter().copied().collect();
+        let ids: Vec<JobId> = self
+            .inner
+            .state
+            .borrow()
+            .pending
+            .iter()
+            .map(|turn| turn.id())
+            .collect();
         let mut effects = Effects::default();
         for id in ids {
             self.inner.cancel_one(id, &mut effects);
@@ -558,7 +661,10 @@ impl Inner {
             .collect()
     }
 
-    /// Starts queued jobs while slots are free; when none is, puts the next ones on deck.
+    /// Starts queued jobs while slots are free, the most urgent first (higher priority, then
+    /// older); when no slot is free, puts the next ones on deck. A job on deck at a busy worker
+    /// is taken back to a slot that frees elsewhere when it comes before every pending job: a
+    /// deck hides a round trip, and must never make a job wait while a slot is free.
     fn schedule(&self, effects: &mut Effects) {
         loop {
             let mut state = self.state.borrow_mut();
@@ -570,7 +676,27 @@ impl Inner {
                 self.fill_decks();
                 return;
             }
-            let Some(id) = state.pending.pop_front() else {
+            let first_pending = state.pending.first().copied();
+            let first_on_deck = state.on_deck.first().copied();
+            let from_deck = first_on_deck.filter(|deck| first_pending.is_none_or(|p| *deck < p));
+            let id = if let Some(deck) = from_deck {
+                state.on_deck.remove(&deck);
+                let Some(request) = self.workers.undeck(deck.id()) else {
+                    // A worker started it meanwhile: it runs, and its worker's report of the
+                    // job before it says so. Look again.
+                    continue;
+                };
+                state.decked -= 1;
+                tracing::trace!(id = deck.id().0, "taken back from deck to a free slot");
+                let Some(record) = state.jobs.get_mut(&deck.id()) else {
+                    continue;
+                };
+                record.phase = Phase::Queued(Box::new(Start::from_request(request)));
+                deck.id()
+            } else if let Some(pending) = first_pending {
+                state.pending.remove(&pending);
+                pending.id()
+            } else {
                 return;
             };
             let max_running = state.max_running;
@@ -604,6 +730,15 @@ impl Inner {
         }
     }
 
+    /// Whether `turn` comes before a job on deck (which would otherwise start first).
+    fn more_urgent_than_a_deck(&self, turn: Turn) -> bool {
+        self.state
+            .borrow()
+            .on_deck
+            .last()
+            .is_some_and(|last| turn < *last)
+    }
+
     /// Puts the oldest queued jobs on deck at busy workers of their key, one per worker, so
     /// that a worker goes from one job to the next without waiting for the main context.
     /// Stops at the first job that cannot go on deck, so that jobs still start in order.
@@ -615,18 +750,19 @@ impl Inner {
             if state.paused || state.running != state.max_running {
                 return;
             }
-            let Some(&id) = state.pending.front() else {
+            let Some(&turn) = state.pending.first() else {
                 return;
             };
+            let id = turn.id();
             let max_running = state.max_running;
             let decked = state.decked;
             let newest = JobId(state.next_id.saturating_sub(1));
             let Some(record) = state.jobs.get_mut(&id) else {
-                state.pending.pop_front();
+                state.pending.remove(&turn);
                 continue;
             };
             let Phase::Queued(start) = &record.phase else {
-                state.pending.pop_front();
+                state.pending.remove(&turn);
                 continue;
             };
             // One per worker; two per pipelining (remote) worker: offer_deck says where.
@@ -645,7 +781,8 @@ impl Inner {
                 record.phase = Phase::Queued(Box::new(Start::from_request(request)));
                 return;
             }
-            state.pending.pop_front();
+            state.pending.remove(&turn);
+            state.on_deck.insert(turn);
             state.decked += 1;
         }
     }
@@ -658,19 +795,16 @@ impl Inner {
             return;
         }
         let mut state = self.state.borrow_mut();
-        let mut ids = Vec::with_capacity(recalled.len());
         for request in recalled {
             let id = request.id;
             let Some(record) = state.jobs.get_mut(&id) else {
                 continue;
             };
             record.phase = Phase::Queued(Box::new(Start::from_request(request)));
+            let turn = Turn::of(record.priority, id);
+            state.on_deck.remove(&turn);
+            state.pending.insert(turn);
             state.decked -= 1;
-            ids.push(id);
-        }
-        ids.sort();
-        for id in ids.into_iter().rev() {
-            state.pending.push_front(id);
         }
     }
 
@@ -679,9 +813,11 @@ impl Inner {
         let Some(record) = state.jobs.get(&id) else {
             return false;
         };
+        let turn = Turn::of(record.priority, id);
         if matches!(record.phase, Phase::OnDeck(_)) && self.workers.undeck(id).is_some() {
             // Taken back before a worker started it: it ends now, as a queued job. (If a
             // worker took it meanwhile, it is running, and stops like a running job.)
+            state.on_deck.remove(&turn);
             state.decked -= 1;
             let error = JobError::new(FailureKind::Cancelled, "cancelled before it started");
             state.finish(id, Err(error), RunStats::default(), effects);
@@ -691,7 +827,7 @@ impl Inner {
             control.cancel();
             return true;
         }
-        state.pending.retain(|other| *other != id);
+        state.pending.remove(&turn);
         let error = JobError::new(FailureKind::Cancelled, "cancelled before it started");
         state.finish(id, Err(error), RunStats::default(), effects);
         true
@@ -723,6 +859,8 @@ impl Inner {
                     if let Some(record) = state.jobs.get_mut(&next) {
                         if let Phase::OnDeck(control) = &record.phase {
                             record.phase = Phase::Running(control.clone());
+                            let turn = Turn::of(record.priority, next);
+                            state.on_deck.remove(&turn);
                             state.decked -= 1;
                         }
                     }

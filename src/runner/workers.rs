@@ -1,5 +1,5 @@
 //! The persistent workers of one queue: warm processor processes kept per worker key (the
-//! processor, its arguments, its environment and its priority, as Bazel keys its workers), at
+//! processor, its arguments, its environment and its nice value, as Bazel keys its workers), at
 //! most as many live as the queue runs jobs at once, each on a thread of its own.
 //!
 //! The queue hands a job to an idle worker of its key, or to a new one; when that would make

@@ -1,0 +1,154 @@
+//! Which job starts when (src/queue.rs, `schedule`): no job waits on a busy worker's deck while
+//! a slot is free; a higher priority starts first; one priority starts in submission order.
+//! The assertions are on the order of the queue's events, with jobs long enough (seconds)
+//! that a loaded machine keeps the order, not on how long anything took.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use common::{diag_job, on_main_context};
+use offload::{JobId, Persistence, Queue, QueueEvent};
+use serde_json::json;
+
+const BOTH: [Persistence; 2] = [Persistence::Never, Persistence::Always];
+
+/// What the queue told, in order: ("started", id) or ("finished", id).
+type Told = Rc<RefCell<Vec<(&'static str, JobId)>>>;
+
+fn record(queue: &Queue) -> Told {
+    let told: Told = Rc::default();
+    let seen = told.clone();
+    queue.connect_events(move |event| match event {
+        QueueEvent::Started { id, .. } => seen.borrow_mut().push(("started", *id)),
+        QueueEvent::Finished { id, .. } => seen.borrow_mut().push(("finished", *id)),
+        _ => {}
+    });
+    told
+}
+
+fn at(told: &Told, what: &str, id: JobId) -> usize {
+    told.borrow()
+        .iter()
+        .position(|(w, i)| *w == what && *i == id)
+        .unwrap_or_else(|| panic!("no {what} {id} in {:?}", told.borrow()))
+}
+
+/// Waits on the main context until `id` has started.
+async fn started(told: &Told, id: JobId) {
+    while !told.borrow().contains(&("started", id)) {
+        common::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_short_job_never_waits_on_a_deck_while_a_slot_is_free() {
+    // 3000, 100 and 3000 ms at -j 2: job 2 goes on deck behind job 0 (both slots busy), and
+    // must take job 1's slot when that frees, not wait for job 0.
+    for persistence in BOTH {
+        let told = on_main_context(|| async {
+            let queue = Queue::with_max_running(2);
+            let told = record(&queue);
+            let job = diag_job().persistence(persistence);
+            let handles: Vec<_> = [3000, 100, 3000]
+                .iter()
+                .map(|ms| {
+                    queue
+                        .submit::<_, ciborium::Value>(&job, &json!({"sleep_ms": ms}))
+                        .expect("submit")
+                })
+                .collect();
+            for handle in handles {
+                handle.result().await.expect("sleeps");
+            }
+            told
+        });
+        assert!(
+            at(&told, "started", JobId(2)) < at(&told, "finished", JobId(0)),
+            "{persistence:?}: job 2 started only after job 0 ended: {:?}",
+            told.borrow()
+        );
+    }
+}
+
+#[test]
+fn a_high_priority_job_submitted_behind_a_thousand_starts_next() {
+    for persistence in BOTH {
+        let told = on_main_context(|| async {
+            let queue = Queue::with_max_running(2);
+            let told = record(&queue);
+            let job = diag_job().persistence(persistence);
+            let mut handles = Vec::new();
+            for _ in 0..1000 {
+                let handle = queue
+                    .submit::<_, ciborium::Value>(&job, &json!({"sleep_ms": 400}))
+                    .expect("submit");
+                handles.push(handle);
+            }
+            // Two run, two wait on deck (on workers); then the urgent one comes.
+            started(&told, JobId(0)).await;
+            started(&told, JobId(1)).await;
+            let urgent = queue
+                .submit::<_, ciborium::Value>(&job.clone().priority(5), &json!({"echo": 1}))
+                .expect("submit");
+            assert_eq!(urgent.id(), JobId(1000));
+            urgent.result().await.expect("runs");
+            queue.cancel_all();
+            for handle in handles {
+                let _ = handle.finished().await;
+            }
+            told
+        });
+        let urgent = at(&told, "started", JobId(1000));
+        let others_after_it = told.borrow()[..urgent]
+            .iter()
+            .filter(|(what, id)| *what == "started" && id.0 >= 2)
+            .count();
+        assert_eq!(
+            others_after_it,
+            0,
+            "{persistence:?}: the urgent job started third: {:?}",
+            &told.borrow()[..urgent + 1]
+        );
+    }
+}
+
+#[test]
+fn jobs_of_one_priority_start_in_submission_order_and_run_next_goes_first() {
+    for persistence in BOTH {
+        let told = on_main_context(|| async {
+            let queue = Queue::with_max_running(1);
+            let told = record(&queue);
+            let job = diag_job().persistence(persistence);
+            let handles: Vec<_> = (0..12)
+                .map(|i| {
+                    queue
+                        .submit::<_, ciborium::Value>(&job, &json!({"sleep_ms": 50, "echo": i}))
+                        .expect("submit")
+                })
+                .collect();
+            started(&told, JobId(0)).await;
+            assert!(queue.run_next(JobId(9)), "job 9 is queued");
+            assert_eq!(queue.priority(JobId(9)), Some(1));
+            for handle in handles {
+                handle.result().await.expect("runs");
+            }
+            told
+        });
+        let starts: Vec<u64> = told
+            .borrow()
+            .iter()
+            .filter(|(what, _)| *what == "started")
+            .map(|(_, id)| id.0)
+            .collect();
+        // Job 0 ran; job 1 may have been on deck already (a worker takes it without waiting
+        // for the queue), then job 9, then the rest in order.
+        let expected_a = [0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11];
+        let expected_b = [0, 1, 9, 2, 3, 4, 5, 6, 7, 8, 10, 11];
+        assert!(
+            starts == expected_a || starts == expected_b,
+            "{persistence:?}: {starts:?}"
+        );
+    }
+}

@@ -102,6 +102,10 @@ impl Default for RunLimits {
     }
 }
 
+/// The nice value processors run at unless a job says otherwise ([`Job::nice`]): the same in
+/// the library, `offload run` and the app, so that a GUI's main loop keeps its core.
+pub const DEFAULT_NICE: i32 = 10;
+
 /// Environment variables a processor inherits from the host, when set there. Names ending in
 /// `*` are prefixes. Everything else must be passed explicitly ([`Job::env`],
 /// [`Job::inherit_env`]); `OFFLOAD_PROGRESS_FD` is always set by the host.
@@ -206,7 +210,7 @@ impl Job {
             env: Vec::new(),
             inherit: Vec::new(),
             limits: RunLimits::default(),
-            nice: 0,
+            nice: DEFAULT_NICE,
             persistence: Persistence::Auto,
             sandbox: None,
             launcher: None,
@@ -261,8 +265,11 @@ impl Job {
         self
     }
 
-    /// Runs the processor at a lower CPU priority (`nice` 1 to 19), so that the process that
-    /// shows results (a GUI's main loop) gets a core as soon as it needs one.
+    /// The processor's CPU priority as a nice value, 0 to 19 (default [`DEFAULT_NICE`], 10):
+    /// above 0 it yields the CPU to the process that shows results (a GUI's main loop), which
+    /// then gets a core as soon as it needs one. Where the kernel groups tasks by session
+    /// (autogroups) or by cgroup, the group's weight is set too: the job's stats say which
+    /// ([`crate::RunStats::cpu_share`]). 0: as the host.
     pub fn nice(mut self, nice: i32) -> Self {
         self.nice = nice.clamp(0, 19);
         self

@@ -55,7 +55,7 @@ pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;
 pub use outcome::{
-    FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats, WorkerRun,
+    CpuShare, FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats, WorkerRun,
 };
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};

@@ -152,6 +152,26 @@ impl WorkerRun {
     }
 }
 
+/// How a processor was made to yield the CPU to the host (a GUI's main loop) when the machine
+/// is busy: its nice value ([`crate::Job::nice`], 10 by default) applied where the kernel's
+/// grouping of tasks lets it count (RELIABILITY.md, "The host's CPU").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CpuShare {
+    /// Its nice value, among the host's own tasks (no autogroups, or the host in a cgroup of
+    /// its own, where autogroups do not apply).
+    Nice,
+    /// The nice value of its autogroup: with autogroup scheduling (Linux's default on most
+    /// desktops) each session is a group that weighs as much as the host's whole group,
+    /// whatever its tasks' nice; the processor leads a session of its own, so its group's nice
+    /// is set.
+    Autogroup,
+    /// The `cpu.weight.nice` of its cgroup v2 (one it has for a memory limit, where the `cpu`
+    /// controller is enabled): a cgroup weighs as much as the host's by default.
+    CgroupWeight,
+}
+
 /// How a job's memory limit was enforced ([`crate::RunLimits::max_memory_bytes`]); which one
 /// applies depends on the system (RELIABILITY.md says what each misses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -218,6 +238,8 @@ pub struct RunStats {
     /// Where it ran, when a launcher ran it elsewhere (the Slurm node or the ssh host); `None`
     /// on this machine. The CPU time and peak memory of such a job are unknown (0).
     pub host: Option<String>,
+    /// How it was made to yield the CPU to the host; `None` at nice 0, or elsewhere.
+    pub cpu_share: Option<CpuShare>,
 }
 
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.

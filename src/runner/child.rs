@@ -53,6 +53,8 @@ pub(super) struct Guarded {
     /// The processor (its CPU clock and memory are the job's), or the local srun or ssh.
     pub processor: libc::pid_t,
     pub placement: Placement,
+    /// How its nice value was made to count (its autogroup's), if it was.
+    pub cpu_share: Option<crate::outcome::CpuShare>,
 }
 
 impl Guarded {
@@ -283,11 +285,20 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             )));
         }
     };
+    // A processor leads a session of its own (the guard's setsid; bwrap's in the sandbox):
+    // with autogroups, its nice counts only as its group's.
+    let cpu_share = match placement {
+        Placement::Remote(_) => None,
+        _ if job.nice <= 0 => None,
+        _ if set_autogroup_nice(processor, job.nice) => Some(crate::outcome::CpuShare::Autogroup),
+        _ => Some(crate::outcome::CpuShare::Nice),
+    };
     let spawned = Spawned {
         guarded: Guarded {
             guard,
             processor,
             placement,
+            cpu_share,
         },
         status: OwnedFd::from(status_pipe),
         stdin: stdin.1,
@@ -528,6 +539,21 @@ pub(super) fn set_nonblocking(fd: RawFd) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
+}
+
+/// Whether the kernel schedules by autogroup (each session a group of its own); asked once.
+fn autogroups() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+            .is_ok_and(|v| v.trim() == "1")
+    })
+}
+
+/// Sets the nice value of `pid`'s autogroup (Linux 2.6.38), where autogroups are on; whether it
+/// did. A nice of 1 to 19 only lowers a group's weight, which needs no privilege.
+fn set_autogroup_nice(pid: libc::pid_t, nice: i32) -> bool {
+    autogroups() && std::fs::write(format!("/proc/{pid}/autogroup"), nice.to_string()).is_ok()
 }
 
 /// Whether process `pid` lives and is not exiting (`PF_EXITING` in its /proc flags: set

@@ -163,6 +163,21 @@ impl JobCgroup {
         Ok(cgroup)
     }
 
+    /// Lowers its CPU weight to what nice `nice` means (`cpu.weight.nice`), where it is a
+    /// cgroup v2 whose parent enables the `cpu` controller for it; whether it did.
+    pub(crate) fn set_cpu_nice(&self, nice: i32) -> bool {
+        if self.version != 2 || nice <= 0 {
+            return false;
+        }
+        let enabled = self
+            .dir
+            .parent()
+            .and_then(|parent| fs::read_to_string(parent.join("cgroup.subtree_control")).ok())
+            .unwrap_or_default();
+        enabled.split_whitespace().any(|c| c == "cpu")
+            && fs::write(self.dir.join("cpu.weight.nice"), nice.to_string()).is_ok()
+    }
+
     /// Changes the limit (a worker's next job may have another).
     pub(crate) fn set_limit(&self, limit: u64) -> io::Result<()> {
         if self.version == 2 {
@@ -232,16 +247,28 @@ pub(crate) struct Enforcement {
     pub cgroup: Option<JobCgroup>,
     /// OOM kills in the cgroup already blamed on a job.
     oom_seen: std::cell::Cell<u64>,
+    /// Its cgroup's CPU weight was lowered to the job's nice.
+    cpu_weighted: std::cell::Cell<bool>,
 }
 
 impl Enforcement {
     /// How `job`'s memory limit holds on this machine, if it has one; `None` for a job that
     /// runs through a launcher (its limit is the launcher's, Slurm's `--mem`).
     pub(crate) fn for_job(job: &crate::job::Job) -> Option<Self> {
-        job.limits
+        let enforcement = job
+            .limits
             .max_memory_bytes
             .filter(|_| job.launcher.is_none())
-            .map(Self::new)
+            .map(Self::new)?;
+        if let Some(cgroup) = &enforcement.cgroup {
+            enforcement.cpu_weighted.set(cgroup.set_cpu_nice(job.nice));
+        }
+        Some(enforcement)
+    }
+
+    /// Whether its cgroup's CPU weight says its nice value.
+    pub(crate) fn cpu_weighted(&self) -> bool {
+        self.cpu_weighted.get()
     }
 
     /// The best this system allows for a limit of `limit` bytes: a cgroup of its own where
@@ -254,12 +281,14 @@ impl Enforcement {
                 kind: mechanism.kind(),
                 cgroup: Some(cgroup),
                 oom_seen: std::cell::Cell::new(0),
+                cpu_weighted: std::cell::Cell::new(false),
             },
             Err(_) => Self {
                 limit,
                 kind: MemoryLimitKind::Rlimit,
                 cgroup: None,
                 oom_seen: std::cell::Cell::new(0),
+                cpu_weighted: std::cell::Cell::new(false),
             },
         }
     }
@@ -410,5 +439,41 @@ mod tests {
         ));
         assert!(says_out_of_memory("", "cannot allocate 2147483648 bytes"));
         assert!(!says_out_of_memory("disk full", "exited with code 3"));
+    }
+}
+
+#[cfg(test)]
+mod cpu_weight_tests {
+    use super::*;
+
+    #[test]
+    fn a_v2_job_cgroup_gets_the_jobs_nice_as_its_cpu_weight_where_cpu_is_enabled() {
+        // A stand-in for a delegated cgroup v2: the kernel's files are plain files here.
+        let parent = tempfile::tempdir().expect("tempdir");
+        std::fs::write(parent.path().join("cgroup.subtree_control"), "cpu memory\n")
+            .expect("write");
+        let cgroup = JobCgroup {
+            dir: parent.path().join("job"),
+            version: 2,
+        };
+        std::fs::create_dir(&cgroup.dir).expect("mkdir");
+        assert!(cgroup.set_cpu_nice(10));
+        assert_eq!(
+            std::fs::read_to_string(cgroup.dir.join("cpu.weight.nice")).expect("written"),
+            "10"
+        );
+        // Without the cpu controller for its children, nothing is written.
+        std::fs::write(parent.path().join("cgroup.subtree_control"), "memory\n").expect("write");
+        std::fs::remove_file(cgroup.dir.join("cpu.weight.nice")).expect("rm");
+        assert!(!cgroup.set_cpu_nice(10));
+        assert!(!cgroup.dir.join("cpu.weight.nice").exists());
+        // A v1 cgroup, or nice 0: nothing.
+        let v1 = JobCgroup {
+            dir: cgroup.dir.clone(),
+            version: 1,
+        };
+        assert!(!v1.set_cpu_nice(10));
+        std::mem::forget(v1);
+        std::mem::forget(cgroup);
     }
 }

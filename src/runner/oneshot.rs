@@ -153,6 +153,11 @@ pub(super) fn execute(
             worker: None,
             memory_limit: memory.as_ref().map(|m| m.kind),
             host: remote.as_ref().map(|r| r.host()),
+            cpu_share: if memory.as_ref().is_some_and(Enforcement::cpu_weighted) {
+                Some(crate::outcome::CpuShare::CgroupWeight)
+            } else {
+                ran.process.cpu_share
+            },
         };
         let result = match verdict {
             Verdict::Failed(error) => Err(error),

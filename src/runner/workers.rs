@@ -836,6 +836,7 @@ fn serve(workers: &Workers, process: &mut Option<WorkerProcess>, request: RunReq
             peak_rss_bytes: end.peak_rss_bytes,
             worker: Some(run),
             memory_limit: end.memory_limit,
+            cpu_share: end.cpu_share,
             host,
         };
         return Served::Finished {

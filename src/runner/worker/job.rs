@@ -56,6 +56,8 @@ pub(in crate::runner) struct JobEnd {
     pub memory_limit: Option<MemoryLimitKind>,
     pub cpu: Duration,
     pub peak_rss_bytes: u64,
+    /// How the worker was made to yield the CPU to the host.
+    pub cpu_share: Option<crate::outcome::CpuShare>,
     pub fate: Fate,
 }
 
@@ -285,6 +287,11 @@ impl WorkerProcess {
             memory_limit: self.memory.as_ref().map(|m| m.kind),
             cpu: Duration::ZERO,
             peak_rss_bytes: 0,
+            cpu_share: if self.memory.as_ref().is_some_and(Enforcement::cpu_weighted) {
+                Some(crate::outcome::CpuShare::CgroupWeight)
+            } else {
+                self.process.guarded.cpu_share
+            },
             fate,
         }
     }

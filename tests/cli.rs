@@ -1241,8 +1241,9 @@ fn lines_and_log_entries_keep_their_exact_text() {
     ];
     assert_eq!(log, expected.join("\n") + "\n");
 
-    // --files: the input file after the outcome, before the stats (after them for a file the
-    // queue refused); the output's name logged before the file has it.
+    // --files: the input file after the outcome, before the stats (a refused file's line too,
+    // which until the lines were typed had it after the stats); the output's name logged
+    // before the file has it.
     let images = root().join("data/images");
     std::fs::copy(images.join("glow.png"), dir.path().join("glow.png")).expect("copy");
     std::fs::copy(images.join("portrait.jpg"), dir.path().join("portrait.jpg")).expect("copy");
@@ -1265,7 +1266,7 @@ fn lines_and_log_entries_keep_their_exact_text() {
     assert_eq!(code, Some(1), "{lines}");
     let expected = [
         format!(
-            r#"{{"job":0,"status":"failed","error":{{"kind":"could_not_start","message":"the job's input is 11997 bytes, over the limit of 11987 bytes","exit_code":null,"signal":null,"stderr_tail":""}},{stats},"file":"glow.png"}}"#
+            r#"{{"job":0,"status":"failed","error":{{"kind":"could_not_start","message":"the job's input is 11997 bytes, over the limit of 11987 bytes","exit_code":null,"signal":null,"stderr_tail":""}},"file":"glow.png",{stats}}}"#
         ),
         format!(
             r#"{{"job":1,"status":"ok","output":"thumbs/portrait.png","result":{{"width":192,"height":256,"format":"png"}},"file":"portrait.jpg",{stats}}}"#

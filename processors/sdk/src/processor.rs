@@ -38,6 +38,7 @@ pub const MAX_INPUT_ENV: &str = "OFFLOAD_MAX_INPUT_BYTES";
 /// fn main() -> std::process::ExitCode {
 ///     Processor::new("sum", "Adds numbers")
 ///         .example(&Input { numbers: vec![1.0, 2.0] })
+///         .example_output(&Output { sum: 3.0 })
 ///         .run(sum)
 /// }
 /// ```

@@ -9,6 +9,9 @@ use crate::job::JobId;
 
 /// The category of a failed job. Each one calls for a different reaction from a person.
 ///
+/// New kinds may come in a later version (it is `#[non_exhaustive]`): a `match` on it needs a
+/// `_` arm.
+///
 /// ```
 /// use offload::FailureKind;
 /// assert_eq!(FailureKind::TimedOut.as_str(), "timed_out");
@@ -16,6 +19,7 @@ use crate::job::JobId;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The processor exited with a non-zero code.
     Failed,
@@ -173,9 +177,11 @@ pub enum CpuShare {
 }
 
 /// How a job's memory limit was enforced ([`crate::RunLimits::max_memory_bytes`]); which one
-/// applies depends on the system (RELIABILITY.md says what each misses).
+/// applies depends on the system (RELIABILITY.md says what each misses). More mechanisms may
+/// come (it is `#[non_exhaustive]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MemoryLimitKind {
     /// A cgroup v2 of the job's own (`memory.max`): hard, the processor and its descendants.
     CgroupV2,

@@ -29,7 +29,8 @@ use crate::runner::{
 /// and `cancel`, `cancel_queued`, `cancel_all`, `set_paused`, `set_max_running` and
 /// `shutdown` return before anything they caused is told. A `RefCell` borrowed across any of
 /// these calls is therefore safe. Per job the order is `Queued`, `Started`, `Progress`..., the
-/// result to its handle, then `Finished`.
+/// result to its handle, then `Finished`. Later versions may tell more kinds of event (it is
+/// `#[non_exhaustive]`): a `match` on it needs a `_` arm.
 ///
 /// ```no_run
 /// use offload::{Queue, QueueEvent};
@@ -43,9 +44,11 @@ use crate::runner::{
 ///     }
 ///     QueueEvent::Finished { id, error: None, stats } => println!("{id} done in {:?}", stats.wall),
 ///     QueueEvent::Finished { id, error: Some(err), .. } => println!("{id} failed: {err}"),
+///     _ => {} // an event added in a later version
 /// });
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum QueueEvent {
     /// A job was submitted.
     Queued {
@@ -104,7 +107,7 @@ pub struct QueueCounts {
     pub failed: usize,
 }
 
-/// Why a job was refused at submission.
+/// Why a job was refused at submission. More reasons may come (it is `#[non_exhaustive]`).
 ///
 /// ```
 /// use offload::{Job, Processor, Queue, RunLimits, SubmitError};
@@ -116,6 +119,7 @@ pub struct QueueCounts {
 /// assert!(matches!(refused, Err(SubmitError::InputTooLarge { limit: 8, .. })));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The input could not be encoded as CBOR.
     Encode(String),

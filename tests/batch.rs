@@ -105,6 +105,7 @@ fn counts_progress_and_tagged_events_follow_the_jobs() {
                     QueueEvent::Progress { .. } => "progress",
                     QueueEvent::Finished { error: None, .. } => "succeeded",
                     QueueEvent::Finished { .. } => "failed",
+                    _ => "another event",
                 };
                 events.borrow_mut().push((tag.clone(), what));
             });

@@ -1101,3 +1101,193 @@ fn blur_takes_image_files_too_and_keeps_their_size() {
         text(&refused.stderr)
     );
 }
+
+/// A line or log entry with what changes from run to run (times, memory, pids, an output's
+/// digest) replaced by `N`, and nothing else touched: the key order stays as printed.
+fn masked(text: &str) -> String {
+    const NUMBERS: [&str; 8] = [
+        "wall_ms",
+        "cpu_ms",
+        "peak_rss_bytes",
+        "startup_ms",
+        "start",
+        "pid",
+        "started_ns",
+        "finished_ns",
+    ];
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('"') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let key = NUMBERS
+            .iter()
+            .map(|key| format!("\"{key}\":"))
+            .chain(["\"output_digest\":".to_owned()])
+            .find(|key| rest.starts_with(key.as_str()));
+        let Some(key) = key else {
+            out.push('"');
+            rest = &rest[1..];
+            continue;
+        };
+        out.push_str(&key);
+        out.push('N');
+        rest = &rest[key.len()..];
+        let value_len = if key == "\"output_digest\":" {
+            rest[1..].find('"').map_or(rest.len(), |end| end + 2)
+        } else {
+            rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+                .unwrap_or(rest.len())
+        };
+        rest = &rest[value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The exact text of the lines and log entries of each kind, as scripts read them: key order
+/// included (other tests parse the lines, which would not notice a change of order).
+#[test]
+fn lines_and_log_entries_keep_their_exact_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = offload()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("run");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        let _ = std::fs::remove_file(dir.path().join("log"));
+        (out.status.code(), masked(&text(&out.stdout)), masked(&log))
+    };
+    let stats = r#""stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":null,"memory_limit":null,"host":null}"#;
+
+    // Each kind of job line, with --retries' "tries"; the refused input (its CBOR is over
+    // --max-input, its JSON is not) is not tried again.
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"echo\":\"a\"}\n{\"fail\":\"exit:3\"}\n{\"fail\":\"error:nope\"}\n\
+         {\"echo\":[1e300,1e300,1e300,1e300,1e300,1e300]}\n",
+    )
+    .expect("write");
+    let (code, lines, log) = run(&[
+        "run",
+        "diag",
+        "-j",
+        "1",
+        "--no-persistent",
+        "--retries",
+        "1",
+        "--max-input",
+        "60",
+        "--joblog",
+        "log",
+        "--inputs",
+        "in.jsonl",
+    ]);
+    assert_eq!(code, Some(1), "{lines}");
+    let expected = [
+        format!(
+            r#"{{"job":0,"status":"ok","result":{{"echo":"a","pid":N,"started_ns":N,"finished_ns":N}},{stats},"tries":1}}"#
+        ),
+        format!(
+            r#"{{"job":1,"status":"failed","error":{{"kind":"failed","message":"exited with code 3: offload-diag: exiting with code 3","exit_code":3,"signal":null,"stderr_tail":"offload-diag: exiting with code 3\n"}},{stats},"tries":2}}"#
+        ),
+        format!(
+            r#"{{"job":2,"status":"failed","error":{{"kind":"failed","message":"exited with code 1: nope","exit_code":1,"signal":null,"stderr_tail":"offload-diag: nope\n","reported":{{"error":"nope","kind":"failed"}}}},{stats},"tries":2}}"#
+        ),
+        format!(
+            r#"{{"job":3,"status":"failed","error":{{"kind":"could_not_start","message":"the job's input is 61 bytes, over the limit of 60 bytes","exit_code":null,"signal":null,"stderr_tail":""}},{stats}}}"#
+        ),
+    ];
+    assert_eq!(lines, expected.join("\n") + "\n");
+    let expected = [
+        r#"{"job":0,"input":"346270f9be8b73eb","status":"ok","kind":null,"start":N,"wall_ms":N,"cpu_ms":N,"exit_code":0,"signal":null,"tries":1,"host":null}"#,
+        r#"{"job":1,"input":"38121ca478f36435","status":"failed","kind":"failed","start":N,"wall_ms":N,"cpu_ms":N,"exit_code":3,"signal":null,"tries":2,"host":null}"#,
+        r#"{"job":2,"input":"c4870f865d2d465a","status":"failed","kind":"failed","start":N,"wall_ms":N,"cpu_ms":N,"exit_code":1,"signal":null,"tries":2,"host":null}"#,
+        r#"{"job":3,"input":"2a31ab5c857a672b","status":"failed","kind":"could_not_start","start":N,"wall_ms":N,"cpu_ms":N,"exit_code":null,"signal":null,"tries":1,"host":null}"#,
+    ];
+    assert_eq!(log, expected.join("\n") + "\n");
+
+    // --output-dir: the result's file, or the output that could not be written.
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"echo\":\"a\"}\n{\"echo\":\"b\"}\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(dir.path().join("out/0.cbor/x")).expect("mkdir");
+    let (code, lines, log) = run(&[
+        "run",
+        "diag",
+        "-j",
+        "1",
+        "--no-persistent",
+        "--output-dir",
+        "out",
+        "--joblog",
+        "log",
+        "--inputs",
+        "in.jsonl",
+    ]);
+    assert_eq!(code, Some(1), "{lines}");
+    let expected = [
+        format!(
+            r#"{{"job":0,"status":"failed","error":{{"kind":"output_not_written","message":"cannot write out/0.cbor: Is a directory (os error 21): Is a directory (os error 21)","exit_code":0,"signal":null,"stderr_tail":""}},{stats}}}"#
+        ),
+        format!(r#"{{"job":1,"status":"ok","output":"out/1.cbor",{stats}}}"#),
+    ];
+    assert_eq!(lines, expected.join("\n") + "\n");
+    let expected = [
+        r#"{"job":0,"input":"346270f9be8b73eb","status":"failed","kind":"output_not_written","start":N,"wall_ms":N,"cpu_ms":N,"exit_code":0,"signal":null,"tries":1,"host":null}"#,
+        r#"{"job":1,"input":"346271f9be8b759e","status":"ok","kind":null,"start":N,"wall_ms":N,"cpu_ms":N,"exit_code":0,"signal":null,"tries":1,"host":null,"output":"out/1.cbor"}"#,
+    ];
+    assert_eq!(log, expected.join("\n") + "\n");
+
+    // --files: the input file after the outcome, before the stats (a refused file's line too,
+    // which until the lines were typed had it after the stats); the output's name logged
+    // before the file has it.
+    let images = root().join("data/images");
+    std::fs::copy(images.join("glow.png"), dir.path().join("glow.png")).expect("copy");
+    std::fs::copy(images.join("portrait.jpg"), dir.path().join("portrait.jpg")).expect("copy");
+    let (code, lines, log) = run(&[
+        "run",
+        "thumbnail",
+        "-j",
+        "1",
+        "--no-persistent",
+        "--max-input",
+        "11987",
+        "--files",
+        "glow.png",
+        "portrait.jpg",
+        "--output-dir",
+        "thumbs",
+        "--joblog",
+        "log",
+    ]);
+    assert_eq!(code, Some(1), "{lines}");
+    let expected = [
+        format!(
+            r#"{{"job":0,"status":"failed","error":{{"kind":"could_not_start","message":"the job's input is 11997 bytes, over the limit of 11987 bytes","exit_code":null,"signal":null,"stderr_tail":""}},"file":"glow.png",{stats}}}"#
+        ),
+        format!(
+            r#"{{"job":1,"status":"ok","output":"thumbs/portrait.png","result":{{"width":192,"height":256,"format":"png"}},"file":"portrait.jpg",{stats}}}"#
+        ),
+    ];
+    assert_eq!(lines, expected.join("\n") + "\n");
+    let expected = [
+        r#"{"job":0,"input":"e1b10023d0bfb2fa","status":"failed","kind":"could_not_start","start":N,"wall_ms":N,"cpu_ms":N,"exit_code":null,"signal":null,"tries":1,"host":null,"file":"glow.png"}"#,
+        r#"{"job":1,"input":"3157b4ed992784b6","writing":"thumbs/portrait.png","output_digest":N}"#,
+        r#"{"job":1,"input":"3157b4ed992784b6","status":"ok","kind":null,"start":N,"wall_ms":N,"cpu_ms":N,"exit_code":0,"signal":null,"tries":1,"host":null,"file":"portrait.jpg","output":"thumbs/portrait.png"}"#,
+    ];
+    assert_eq!(log, expected.join("\n") + "\n");
+
+    // A persistent worker's job: which worker, its how-manieth job, its start.
+    std::fs::write(dir.path().join("one.json"), "{\"echo\":1}").expect("write");
+    let (code, lines, _) = run(&["run", "diag", "-j", "1", "--input", "one.json"]);
+    assert_eq!(code, Some(0), "{lines}");
+    assert_eq!(
+        lines,
+        r#"{"job":0,"status":"ok","result":{"echo":1,"pid":N,"started_ns":N,"finished_ns":N},"stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":{"id":1,"job":1,"startup_ms":N},"memory_limit":null,"host":null}}"#.to_owned() + "\n"
+    );
+}

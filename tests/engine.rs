@@ -350,12 +350,13 @@ fn no_observer_or_callback_runs_inside_a_call_the_caller_made() {
                 let what = match event {
                     QueueEvent::Queued { id, .. } => format!("queued {}", id.0),
                     QueueEvent::Started { id, .. } => format!("started {}", id.0),
-                    QueueEvent::Progress { .. } => return,
                     QueueEvent::Finished { id, error, .. } => format!(
                         "finished {} {}",
                         id.0,
                         error.as_ref().map_or("ok".into(), |e| e.kind.to_string())
                     ),
+                    // Progress (and an event added later): not what this test is about.
+                    _ => return,
                 };
                 app.borrow_mut().push(what);
             });

@@ -436,3 +436,50 @@ fn base64_of(bytes: &[u8]) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// An input field of the wrong type is refused naming the field and what it takes, in both
+/// modes, whether the SDK decodes the input straight from its bytes (diag) or through a
+/// value whose parameters it checked first (blur).
+#[test]
+fn a_field_of_the_wrong_type_is_named_in_the_jobs_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "diag",
+            r#"{"sleep_ms": "long"}"#,
+            r#"input.sleep_ms: unexpected shape: invalid type: string, expected integer (got the text "long")"#,
+        ),
+        (
+            "diag",
+            r#"{"probe": ["status:Pid", 3]}"#,
+            "input.probe[1]: unexpected shape: invalid type: integer `3`, expected string (got the integer 3)",
+        ),
+        (
+            "blur",
+            r#"{"width": 1, "height": 1, "rgba": "AAAA"}"#,
+            r#"input.rgba: unexpected shape: invalid type: string "AAAA", expected bytes (got the text "AAAA")"#,
+        ),
+    ];
+    for (processor, input, says) in cases {
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, format!("{input}\n")).expect("write");
+        for mode in ["--persistent", "--no-persistent"] {
+            let out = common::offload()
+                .args(["run", processor, mode, "--inputs"])
+                .arg(&path)
+                .output()
+                .expect("run");
+            let line: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("one JSON line");
+            let context = format!("{processor} {mode} {input}: {line}");
+            assert_eq!(line["status"], "failed", "{context}");
+            assert_eq!(
+                line["error"]["reported"]["kind"], "invalid_input",
+                "{context}"
+            );
+            assert_eq!(line["error"]["reported"]["error"], says, "{context}");
+            let message = line["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{context}");
+        }
+    }
+}

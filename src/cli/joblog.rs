@@ -20,7 +20,11 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use offload::FailureKind;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::line::{json_line, JobLine, JsonPath, Status};
 
 /// A digest of an input, to tell a changed input from the one logged: 64-bit FNV-1a of its
 /// CBOR bytes, in hex (stable across versions and machines; not cryptographic). Also of an
@@ -132,7 +136,7 @@ impl JobLog {
             let Ok(job) = usize::try_from(job) else {
                 continue;
             };
-            if let Some(output) = path_from_json(&entry["writing"]) {
+            if let Some(output) = JsonPath::from_json(&entry["writing"]) {
                 let Some(output_digest) = entry["output_digest"].as_str() else {
                     continue;
                 };
@@ -212,76 +216,101 @@ pub struct Writing {
     pub output_digest: String,
 }
 
-/// The entry of a printed job `line` (as `offload run` prints it), with its input's digest,
-/// when it started (Unix seconds) and how many tries it took; a `--files` job's entry also
-/// names its input file and output. One line, newline included.
-pub fn entry(line: &Value, digest: &str, started: f64, tries: u32) -> Vec<u8> {
-    let error = &line["error"];
-    let mut entry = json!({
-        "job": line["job"],
-        "input": digest,
-        "status": line["status"],
-        "kind": error["kind"],
-        "start": (started * 1e3).round() / 1e3,
-        "wall_ms": line["stats"]["wall_ms"],
-        "cpu_ms": line["stats"]["cpu_ms"],
-        "exit_code": if line["status"] == "ok" { json!(0) } else { error["exit_code"].clone() },
-        "signal": error["signal"],
-        "tries": tries,
-        "host": line["stats"]["host"],
-    });
-    for key in ["file", "output"] {
-        if let Some(value) = line.get(key) {
-            entry[key] = value.clone();
-        }
-    }
-    let mut bytes = entry.to_string().into_bytes();
-    bytes.push(b'\n');
-    bytes
+/// A finished job's entry in the log.
+#[derive(Serialize)]
+struct Entry<'a> {
+    job: usize,
+    /// The input's [`digest`].
+    input: &'a str,
+    status: Status,
+    /// The failure's kind; null for a job that succeeded.
+    kind: Option<FailureKind>,
+    /// When it started, in Unix seconds (to the millisecond).
+    start: f64,
+    wall_ms: f64,
+    cpu_ms: f64,
+    /// 0 for a job that succeeded.
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    tries: u32,
+    host: Option<&'a str>,
+    /// With `--files`: the input file, and the output file if it was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a JsonPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a JsonPath>,
+}
+
+/// The entry of a printed job `line`, with its input's digest, when it started (Unix seconds)
+/// and how many tries it took; a `--files` job's entry also names its input file and output.
+/// One line, newline included.
+pub fn entry(
+    line: &JobLine,
+    digest: &str,
+    started: f64,
+    tries: u32,
+) -> serde_json::Result<Vec<u8>> {
+    let error = line.error();
+    json_line(&Entry {
+        job: line.job,
+        input: digest,
+        status: line.status(),
+        kind: error.map(|error| error.kind),
+        start: (started * 1e3).round() / 1e3,
+        wall_ms: line.stats.wall_ms,
+        cpu_ms: line.stats.cpu_ms,
+        exit_code: error.map_or(Some(0), |error| error.exit_code),
+        signal: error.and_then(|error| error.signal),
+        tries,
+        host: line.stats.host.as_deref(),
+        file: line.file.as_ref(),
+        output: line.output(),
+    })
+}
+
+/// The entry that says a `--files` job is giving its output a name.
+#[derive(Serialize)]
+struct WritingEntry<'a> {
+    job: usize,
+    /// The input's [`digest`].
+    input: &'a str,
+    /// The output's path.
+    writing: JsonPath,
+    /// The [`digest`] of the output's bytes.
+    output_digest: String,
 }
 
 /// The entry that says job `job` (input digest `input`) is giving its output the name
 /// `output`, with a digest of the output's bytes. One line, newline included.
-pub fn writing_entry(job: usize, input: &str, output: &Path, output_bytes: &[u8]) -> Vec<u8> {
-    let entry = json!({
-        "job": job,
-        "input": input,
-        "writing": path_json(output),
-        "output_digest": digest(output_bytes),
-    });
-    let mut bytes = entry.to_string().into_bytes();
-    bytes.push(b'\n');
-    bytes
-}
-
-/// A path in a JSON line: a string, or where it is not UTF-8, its bytes as
-/// `{"$bytes": "<base64>"}` (the JSON form of a byte string), so that it is kept exactly.
-pub fn path_json(path: &Path) -> Value {
-    use std::os::unix::ffi::OsStrExt as _;
-    match path.to_str() {
-        Some(text) => Value::String(text.to_owned()),
-        None => offload::sdk::json::cbor_to_json(&ciborium::Value::Bytes(
-            path.as_os_str().as_bytes().to_vec(),
-        )),
-    }
-}
-
-/// The path [`path_json`] wrote.
-fn path_from_json(value: &Value) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStringExt as _;
-    match value {
-        Value::String(text) => Some(PathBuf::from(text)),
-        Value::Object(_) => match offload::sdk::json::json_to_cbor(value.clone()).ok()? {
-            ciborium::Value::Bytes(bytes) => Some(std::ffi::OsString::from_vec(bytes).into()),
-            _ => None,
-        },
-        _ => None,
-    }
+pub fn writing_entry(
+    job: usize,
+    input: &str,
+    output: &Path,
+    output_bytes: &[u8],
+) -> serde_json::Result<Vec<u8>> {
+    json_line(&WritingEntry {
+        job,
+        input,
+        writing: JsonPath::new(output),
+        output_digest: digest(output_bytes),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::line::{Ended, LineStats};
     use super::*;
+
+    /// A job's line as `offload run` prints it: `ended`, with `stats`.
+    fn line(job: usize, ended: Ended, stats: &offload::RunStats) -> JobLine {
+        JobLine {
+            job,
+            ended,
+            file: None,
+            stats: LineStats::new(stats),
+            tries: None,
+        }
+    }
 
     fn log_at(dir: &Path, text: &[u8]) -> PathBuf {
         let path = dir.join("jobs.log");
@@ -297,8 +326,13 @@ mod tests {
             b"{\"job\":0,\"input\":\"aa\",\"status\":\"ok\"}\n{\"job\":1,\"inp",
         );
         let log = JobLog::open(&path).expect("open");
-        let line = json!({"job": 2, "status": "ok", "stats": {}});
-        log.append(&entry(&line, "bb", 0.0, 1)).expect("append");
+        let ok = Ended::Ok {
+            output: None,
+            result: None,
+        };
+        let line = line(2, ok, &offload::RunStats::default());
+        log.append(&entry(&line, "bb", 0.0, 1).expect("an entry"))
+            .expect("append");
         let logged = log.read().expect("read");
         assert_eq!(logged.done.get(&0), Some(&("aa".to_owned(), true)));
         assert_eq!(logged.done.get(&2), Some(&("bb".to_owned(), true)));
@@ -332,10 +366,24 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let log = JobLog::open(&dir.path().join("jobs.log")).expect("open");
-        let line = json!({"job": 7, "status": "failed", "error": {"kind": "timed_out",
-            "exit_code": null, "signal": 9}, "stats": {"wall_ms": 1.5, "cpu_ms": 0.25,
-            "host": null}, "file": "in/a.png", "output": "out/a.png"});
-        let entry = entry(&line, &digest(b"input"), 1_795_552_641.25, 3);
+        let error = offload::JobError {
+            signal: Some(9),
+            ..offload::JobError::new(FailureKind::TimedOut, "ran longer than 5 s")
+        };
+        let stats = offload::RunStats {
+            wall: std::time::Duration::from_micros(1500),
+            cpu: std::time::Duration::from_micros(250),
+            ..offload::RunStats::default()
+        };
+        let mut line = line(7, Ended::Failed { error }, &stats);
+        line.file = Some(JsonPath::new(Path::new("in/a.png")));
+        let entry = entry(&line, &digest(b"input"), 1_795_552_641.25, 3).expect("an entry");
+        assert_eq!(
+            entry,
+            b"{\"job\":7,\"input\":\"1ebbae8f5810b65b\",\"status\":\"failed\",\
+              \"kind\":\"timed_out\",\"start\":1795552641.25,\"wall_ms\":1.5,\"cpu_ms\":0.25,\
+              \"exit_code\":null,\"signal\":9,\"tries\":3,\"host\":null,\"file\":\"in/a.png\"}\n"
+        );
         let before = writes();
         assert_eq!(log.append(&entry).expect("append"), 1);
         assert_eq!(
@@ -365,8 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = JobLog::open(&dir.path().join("jobs.log")).expect("open");
         let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"out/caf\xe9.png"));
-        assert_eq!(path_json(&odd), json!({"$bytes": "b3V0L2NhZukucG5n"}));
-        log.append(&writing_entry(4, "cc", &odd, b"png bytes"))
+        log.append(&writing_entry(4, "cc", &odd, b"png bytes").expect("an entry"))
             .expect("append");
         let logged = log.read().expect("read");
         assert_eq!(

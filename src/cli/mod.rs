@@ -6,8 +6,11 @@ mod demo;
 mod feed;
 mod halt;
 mod joblog;
+mod line;
 mod list;
+mod outputs;
 mod run;
+mod run_loop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,11 +2,15 @@
 //!
 //! Both sides of the protocol decode untrusted bytes: a processor its input, the host a result.
 //! [`decode_one`] refuses oversize buffers and deep nesting, demands exactly one item with no
-//! trailing bytes, and says which of those went wrong so that callers can report it.
+//! trailing bytes, and says which of those went wrong so that callers can report it. A value
+//! of the wrong shape is reported with where it is (`data`, `items[3].name`), found by
+//! `serde_path_to_error` as serde walks the item.
 
+use std::cell::Cell;
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde_path_to_error::{Path, Segment};
 
 /// Default cap on the size of one encoded item: 1 GiB.
 pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
@@ -63,7 +67,11 @@ pub enum DecodeError {
     },
     /// Well-formed CBOR, but not the shape the reader expected.
     WrongShape {
-        /// What serde said was wrong ("missing field `radius`").
+        /// Where in the item: a field (`data`), an element (`items[3].name`); empty for the
+        /// item itself.
+        path: String,
+        /// What serde said was wrong ("missing field `radius`", "invalid type: string,
+        /// expected u32"), and what arrived there.
         message: String,
     },
 }
@@ -85,12 +93,39 @@ impl fmt::Display for DecodeError {
                 f,
                 "{extra} trailing bytes after the CBOR item (expected exactly one item)"
             ),
-            Self::WrongShape { message } => write!(f, "unexpected shape: {message}"),
+            Self::WrongShape { path, message } if path.is_empty() => {
+                write!(f, "unexpected shape: {message}")
+            }
+            Self::WrongShape { path, message } => {
+                write!(f, "unexpected shape at {path}: {message}")
+            }
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
+
+impl DecodeError {
+    /// Where the error is, named from `root` (what the item is to the reader: `input`):
+    /// `input.data` or `input.items[3]` for a value of the wrong shape there, `root` itself
+    /// otherwise.
+    ///
+    /// ```
+    /// use offload_sdk::decode::DecodeError;
+    /// let err = DecodeError::WrongShape { path: "data".into(), message: "...".into() };
+    /// assert_eq!(err.place("input"), "input.data");
+    /// assert_eq!(DecodeError::Truncated.place("input"), "input");
+    /// ```
+    pub fn place(&self, root: &str) -> String {
+        match self {
+            Self::WrongShape { path, .. } if path.is_empty() || path.starts_with('[') => {
+                format!("{root}{path}")
+            }
+            Self::WrongShape { path, .. } => format!("{root}.{path}"),
+            _ => root.to_owned(),
+        }
+    }
+}
 
 /// Decodes exactly one CBOR item of type `T` from `bytes`, within `limits`.
 ///
@@ -121,12 +156,125 @@ pub fn decode_one<T: DeserializeOwned>(
         });
     }
     let mut rest = bytes;
-    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, limits.max_depth)
-        .map_err(|err| classify(err, bytes, limits))?;
+    FAILED_AT.take();
+    let Tracked(value) =
+        ciborium::de::from_reader_with_recursion_limit(&mut rest, limits.max_depth)
+            .map_err(|err| classify(err, bytes, limits))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes { extra: rest.len() });
     }
     Ok(value)
+}
+
+/// An already decoded `value` as a `T`; a wrong shape says where, as [`decode_one`] does.
+///
+/// ```
+/// use offload_sdk::decode::{decode_value, DecodeError};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Input { sizes: Vec<u32> }
+/// let value = ciborium::Value::Map(vec![(
+///     "sizes".into(),
+///     ciborium::Value::Array(vec![1.into(), "two".into()]),
+/// )]);
+/// let err = decode_value::<Input>(&value).unwrap_err();
+/// assert_eq!(err.place("input"), "input.sizes[1]");
+/// assert!(err.to_string().contains(r#"(got the text "two")"#), "{err}");
+/// ```
+pub fn decode_value<T: DeserializeOwned>(value: &ciborium::Value) -> Result<T, DecodeError> {
+    FAILED_AT.take();
+    match value.deserialized::<Tracked<T>>() {
+        Ok(Tracked(value)) => Ok(value),
+        Err(ciborium::value::Error::Custom(message)) => Err(wrong_shape(message, value)),
+    }
+}
+
+thread_local! {
+    /// Where the last [`Tracked`] value that failed to deserialize on this thread failed.
+    /// ciborium takes a type to decode, not a deserializer or a seed, so the path leaves the
+    /// decoding this way: set by `Tracked` as the error goes up, taken by the caller right
+    /// after.
+    static FAILED_AT: Cell<Option<Path>> = const { Cell::new(None) };
+}
+
+/// `T`, deserialized with its path tracked: on an error, where it happened is left in
+/// [`FAILED_AT`].
+struct Tracked<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Tracked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut track = serde_path_to_error::Track::new();
+        let result = T::deserialize(serde_path_to_error::Deserializer::new(
+            deserializer,
+            &mut track,
+        ));
+        match result {
+            Ok(value) => Ok(Self(value)),
+            Err(err) => {
+                FAILED_AT.set(Some(track.path()));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The wrong shape serde reported with `message`, in the item `value`: where (as the failed
+/// decoding left it) and what is there.
+fn wrong_shape(message: String, value: &ciborium::Value) -> DecodeError {
+    let at = FAILED_AT.take();
+    let found = match &at {
+        Some(path) => value_at(value, path),
+        None => Some(value),
+    };
+    let message = match found {
+        Some(found) => format!("{message} (got {})", describe_value(found)),
+        None => message,
+    };
+    DecodeError::WrongShape {
+        path: at.as_ref().map(path_text).unwrap_or_default(),
+        message,
+    }
+}
+
+/// A path as people read it: `data`, `items[3].name`, `[0]`; `?` for a map key that is not
+/// text.
+fn path_text(path: &Path) -> String {
+    let mut text = String::new();
+    for segment in path {
+        let name = match segment {
+            Segment::Seq { index } => {
+                text.push_str(&format!("[{index}]"));
+                continue;
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => key.as_str(),
+            Segment::Unknown => "?",
+        };
+        if !text.is_empty() {
+            text.push('.');
+        }
+        text.push_str(name);
+    }
+    text
+}
+
+/// The part of `value` that `path` leads to, if it can be followed.
+fn value_at<'a>(value: &'a ciborium::Value, path: &Path) -> Option<&'a ciborium::Value> {
+    use ciborium::Value;
+    let mut here = value;
+    for segment in path {
+        while let Value::Tag(_, inner) = here {
+            here = inner;
+        }
+        here = match (segment, here) {
+            (Segment::Seq { index }, Value::Array(items)) => items.get(*index)?,
+            (Segment::Map { key } | Segment::Enum { variant: key }, Value::Map(entries)) => entries
+                .iter()
+                .find(|(k, _)| k.as_text() == Some(key.as_str()))
+                .map(|(_, v)| v)?,
+            _ => return None,
+        };
+    }
+    Some(here)
 }
 
 fn classify(
@@ -149,9 +297,7 @@ fn classify(
                 &mut rest,
                 limits.max_depth,
             ) {
-                Ok(value) => DecodeError::WrongShape {
-                    message: format!("{message} (got {})", describe_value(&value)),
-                },
+                Ok(value) => wrong_shape(message, &value),
                 // Even the catch-all value type refuses it: the bytes are malformed.
                 Err(Error::Semantic(offset, _)) => DecodeError::NotCbor {
                     offset: offset.unwrap_or(0),
@@ -290,6 +436,51 @@ mod tests {
             decode_one::<ciborium::Value>(&bytes, DecodeLimits::default()),
             Err(DecodeError::Truncated)
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)] // only decoded
+    struct Shapes {
+        points: Vec<Point>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    }
+
+    #[test]
+    fn wrong_shape_names_where_it_is() {
+        let limits = DecodeLimits::default();
+        let shapes = |points: serde_json::Value, data: serde_json::Value| {
+            cbor(&serde_json::json!({"points": points, "data": data}))
+        };
+        let err = decode_one::<Shapes>(&shapes(serde_json::json!([]), "abc".into()), limits)
+            .expect_err("a text for bytes");
+        assert_eq!(err.place("input"), "input.data");
+        let text = err.to_string();
+        assert!(text.starts_with("unexpected shape at data: "), "{text}");
+        assert!(text.contains("expected byte"), "{text}");
+        assert!(text.ends_with(r#"(got the text "abc")"#), "{text}");
+
+        let points = serde_json::json!([{"x": 1, "y": 2}, {"x": 1, "y": "two"}]);
+        let err = decode_one::<Shapes>(&shapes(points, serde_json::Value::Null), limits)
+            .expect_err("a text for an integer");
+        assert_eq!(err.place("input"), "input.points[1].y");
+        let points = serde_json::json!([{"x": 1}]);
+        let err = decode_one::<Shapes>(&shapes(points, serde_json::Value::Null), limits)
+            .expect_err("a field missing");
+        assert_eq!(err.place("input"), "input.points[0]");
+        assert!(
+            err.to_string()
+                .ends_with("missing field `y` (got a map with keys [x])"),
+            "{err}"
+        );
+        // The same from a value already decoded.
+        let value: ciborium::Value = decode_one(&cbor(&"abc"), limits).expect("a value");
+        let err = decode_value::<Shapes>(&value).expect_err("not a map");
+        assert_eq!(err.place("input"), "input");
+        // And an element of an array at the top.
+        let err = decode_one::<Vec<u8>>(&cbor(&serde_json::json!([1, "x"])), limits)
+            .expect_err("a text in an array of integers");
+        assert_eq!(err.place("input"), "input[1]");
     }
 
     #[test]

@@ -3,7 +3,15 @@
 //!
 //! A processor is a standalone program that reads one CBOR item (its input) from stdin and
 //! writes one CBOR item (its result) to stdout; PROTOCOL.md at the repository root is the
-//! language-neutral contract. With this crate, a processor's `main` is a few lines:
+//! language-neutral contract. With this crate and serde:
+//!
+//! ```toml
+//! [dependencies]
+//! offload-sdk = { path = "../offload/processors/sdk" }   # a checkout of offload's repository
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! a processor's `main` is a few lines:
 //!
 //! ```no_run
 //! use offload_sdk::{Context, Error, Processor};
@@ -22,6 +30,7 @@
 //! fn main() -> std::process::ExitCode {
 //!     Processor::new("wordcount", "Counts the words of a text")
 //!         .example(&Input { text: "one two three".into() })
+//!         .example_output(&Output { words: 3 })
 //!         .run(count)
 //! }
 //! ```

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::context::{install_cancel_handler, Context};
-use crate::decode::{decode_one, DecodeError, DecodeLimits};
+use crate::decode::{decode_one, decode_value, DecodeError, DecodeLimits};
 use crate::error::{Error, ErrorKind, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PANIC, EXIT_USAGE};
 use crate::frame::PERSISTENT_FLAG;
 use crate::json::{cbor_to_json, json_to_cbor};
@@ -38,6 +38,7 @@ pub const MAX_INPUT_ENV: &str = "OFFLOAD_MAX_INPUT_BYTES";
 /// fn main() -> std::process::ExitCode {
 ///     Processor::new("sum", "Adds numbers")
 ///         .example(&Input { numbers: vec![1.0, 2.0] })
+///         .example_output(&Output { sum: 3.0 })
 ///         .run(sum)
 /// }
 /// ```
@@ -413,20 +414,27 @@ pub(crate) fn decode_input<I: DeserializeOwned>(
     parameters: &[Parameter],
 ) -> Result<I, String> {
     if parameters.is_empty() {
-        return decode_one(bytes, limits).map_err(|err| format!("input: {err}"));
+        return decode_one(bytes, limits).map_err(input_error);
     }
-    let value: ciborium::Value =
-        decode_one(bytes, limits).map_err(|err| format!("input: {err}"))?;
+    let value: ciborium::Value = decode_one(bytes, limits).map_err(input_error)?;
     crate::params::check_input(parameters, &value)?;
     shaped(&value)
 }
 
 /// A decoded value as `I`.
 fn shaped<I: DeserializeOwned>(value: &ciborium::Value) -> Result<I, String> {
-    value.deserialized().map_err(|err| {
-        let ciborium::value::Error::Custom(message) = err;
-        format!("input: unexpected shape: {message}")
-    })
+    decode_value(value).map_err(input_error)
+}
+
+/// Why an input was refused, naming the field of the wrong shape:
+/// `input.data: unexpected shape: invalid type: string, expected bytes (got the text "x")`.
+fn input_error(err: DecodeError) -> String {
+    match &err {
+        DecodeError::WrongShape { message, .. } => {
+            format!("{}: unexpected shape: {message}", err.place("input"))
+        }
+        _ => format!("input: {err}"),
+    }
 }
 
 /// How `--describe` gets the example output.

@@ -339,7 +339,7 @@ impl Job {
     /// The processor's description (`--describe`), asked as this job runs it: after the job's
     /// arguments (a job whose processor is an interpreter and whose first argument is a
     /// script describes the script), with its environment, in its sandbox, below a guard, with
-    /// its limits and a hard deadline of `timeout` (or its own timeout, if shorter). Nothing
+    /// its limits and a hard deadline of `timeout`. Nothing
     /// the probe starts outlives it. The answer is remembered per executable file (its
     /// identity on disk), arguments, environment and sandbox, for the life of the process, so a
     /// processor that does not know the flag runs once for it, not once per caller. A

@@ -10,8 +10,12 @@ use offload_sdk::protocol::{Description, DESCRIBE_FLAG, EXECUTABLE_PREFIX};
 /// Environment variable with extra directories to search for processors (colon-separated).
 pub const PROCESSOR_PATH_ENV: &str = "OFFLOAD_PROCESSOR_PATH";
 
-/// How long `--describe` may take before a processor is taken not to know the flag.
-pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `--describe` may take before the probe is killed (and the processor, for now,
+/// taken not to know the flag; a timed-out probe is asked again by the next job). Generous:
+/// only a probe that hangs waits this long (stdin is empty, so even a processor that ignores
+/// the flag ends at once), and a Python interpreter on a loaded machine may take seconds to
+/// start.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A processor executable, located.
 ///

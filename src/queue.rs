@@ -711,11 +711,13 @@ impl Inner {
             if !matches!(record.phase, Phase::Queued(_)) {
                 continue;
             }
+            let priority = record.priority;
             let started = Control::new().and_then(|control| {
-                let start = record
+                let mut start = record
                     .phase
                     .start(Phase::Running(control.clone()))
                     .ok_or_else(|| std::io::Error::other("the job was not queued"))?;
+                start.job.priority = priority;
                 let request = start.request(id, newest, &control, &self.events);
                 runner::start(request, &self.workers, max_running)
             });
@@ -777,9 +779,12 @@ impl Inner {
             let Ok(control) = Control::new() else {
                 return;
             };
-            let Some(start) = record.phase.start(Phase::OnDeck(control.clone())) else {
+            let priority = record.priority;
+            let Some(mut start) = record.phase.start(Phase::OnDeck(control.clone())) else {
                 return;
             };
+            // The worker that takes it weighs it against the other jobs on deck.
+            start.job.priority = priority;
             let request = start.request(id, newest, &control, &self.events);
             if let Some(request) = self.workers.offer_deck(request) {
                 record.phase = Phase::Queued(Box::new(Start::from_request(request)));

@@ -1123,7 +1123,7 @@ fn masked(text: &str) -> String {
         let key = NUMBERS
             .iter()
             .map(|key| format!("\"{key}\":"))
-            .chain(["\"output_digest\":".to_owned()])
+            .chain(["\"output_digest\":".to_owned(), "\"cpu_share\":".to_owned()])
             .find(|key| rest.starts_with(key.as_str()));
         let Some(key) = key else {
             out.push('"');
@@ -1133,8 +1133,12 @@ fn masked(text: &str) -> String {
         out.push_str(&key);
         out.push('N');
         rest = &rest[key.len()..];
-        let value_len = if key == "\"output_digest\":" {
-            rest[1..].find('"').map_or(rest.len(), |end| end + 2)
+        let value_len = if key == "\"output_digest\":" || key == "\"cpu_share\":" {
+            // A string (or null): what the machine's scheduling allows.
+            match rest.strip_prefix('"') {
+                Some(text) => text.find('"').map_or(rest.len(), |end| end + 2),
+                None => rest.find([',', '}']).unwrap_or(rest.len()),
+            }
         } else {
             rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
                 .unwrap_or(rest.len())
@@ -1160,7 +1164,7 @@ fn lines_and_log_entries_keep_their_exact_text() {
         let _ = std::fs::remove_file(dir.path().join("log"));
         (out.status.code(), masked(&text(&out.stdout)), masked(&log))
     };
-    let stats = r#""stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":null,"memory_limit":null,"host":null}"#;
+    let stats = r#""stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":null,"memory_limit":null,"host":null,"cpu_share":N}"#;
 
     // Each kind of job line, with --retries' "tries"; the refused input (its CBOR is over
     // --max-input, its JSON is not) is not tried again.
@@ -1288,6 +1292,41 @@ fn lines_and_log_entries_keep_their_exact_text() {
     assert_eq!(code, Some(0), "{lines}");
     assert_eq!(
         lines,
-        r#"{"job":0,"status":"ok","result":{"echo":1,"pid":N,"started_ns":N,"finished_ns":N},"stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":{"id":1,"job":1,"startup_ms":N},"memory_limit":null,"host":null}}"#.to_owned() + "\n"
+        r#"{"job":0,"status":"ok","result":{"echo":1,"pid":N,"started_ns":N,"finished_ns":N},"stats":{"wall_ms":N,"cpu_ms":N,"peak_rss_bytes":N,"worker":{"id":1,"job":1,"startup_ms":N},"memory_limit":null,"host":null,"cpu_share":N}}"#.to_owned() + "\n"
+    );
+}
+
+#[test]
+fn verbose_shows_what_the_engine_does_and_nice_sets_the_processors_priority() {
+    let mut command = offload();
+    command.args(["run", "diag", "-v", "--nice", "0", "--input", "-"]);
+    let out = common::run_with_input(command, br#"{"echo": 1}"#);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("said hello"), "{said}");
+    assert!(said.contains("described"), "{said}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a line");
+    assert_eq!(
+        line["stats"]["cpu_share"],
+        serde_json::Value::Null,
+        "nice 0"
+    );
+    let quiet = common::run_with_input(
+        {
+            let mut c = offload();
+            c.args(["run", "diag", "--input", "-"]);
+            c
+        },
+        br#"{"echo": 1}"#,
+    );
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&quiet.stdout).expect("a line");
+    assert_ne!(
+        line["stats"]["cpu_share"],
+        serde_json::Value::Null,
+        "nice 10 by default"
     );
 }

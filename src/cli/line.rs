@@ -111,6 +111,8 @@ pub struct LineStats {
     pub memory_limit: Option<MemoryLimitKind>,
     /// Where a launcher ran it; null on this machine.
     pub host: Option<String>,
+    /// How it was made to yield the CPU (nice, autogroup, cgroup_weight); null at nice 0.
+    pub cpu_share: Option<offload::CpuShare>,
 }
 
 /// `stats.worker`: which worker, its how-manieth job, and (for the job that started it) how
@@ -134,6 +136,7 @@ impl LineStats {
                 startup_ms: run.startup.map(millis),
             }),
             memory_limit: stats.memory_limit,
+            cpu_share: stats.cpu_share,
             host: stats.host.clone(),
         }
     }
@@ -231,7 +234,7 @@ mod tests {
             "{\"job\":3,\"status\":\"ok\",\"output\":\"out/a.png\",\"result\":{\"width\":4},\
              \"file\":\"in/a.jpg\",\"stats\":{\"wall_ms\":1.5,\"cpu_ms\":0.0,\
              \"peak_rss_bytes\":0,\"worker\":{\"id\":2,\"job\":1,\"startup_ms\":0.25},\
-             \"memory_limit\":null,\"host\":null},\"tries\":2}\n"
+             \"memory_limit\":null,\"host\":null,\"cpu_share\":null},\"tries\":2}\n"
         );
         let failed = JobLine::failed(
             0,
@@ -243,7 +246,7 @@ mod tests {
             "{\"job\":0,\"status\":\"failed\",\"error\":{\"kind\":\"output_not_written\",\
              \"message\":\"disk full\",\"exit_code\":0,\"signal\":null,\"stderr_tail\":\"\"},\
              \"stats\":{\"wall_ms\":0.0,\"cpu_ms\":0.0,\"peak_rss_bytes\":0,\"worker\":null,\
-             \"memory_limit\":null,\"host\":null}}\n"
+             \"memory_limit\":null,\"host\":null,\"cpu_share\":null}}\n"
         );
     }
 

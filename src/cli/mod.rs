@@ -156,8 +156,17 @@ pub struct RunArgs {
     /// Seconds a persistent worker may take to start (its set-up included).
     #[arg(long, value_name = "SECS")]
     worker_start_timeout: Option<f64>,
+    /// The processors' nice value, 0 to 19 (10: they yield the CPU to interactive work; their
+    /// autogroup or cgroup gets it too, where the kernel groups tasks; 0: as offload).
+    #[arg(long, value_name = "N", default_value_t = offload::job::DEFAULT_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
+    /// Say what the engine does on stderr: each job's and worker's start and end, decks,
+    /// probes, hosts (-vv: more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Run the processors in a sandbox (bubblewrap): no network, a read-only system, a
-    /// private /tmp, no home directory.
+    /// private /tmp, no home directory, no privileges.
     #[arg(long)]
     sandbox: bool,
     /// With --sandbox: also show PATH, read-only (repeatable).

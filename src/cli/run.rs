@@ -29,6 +29,9 @@ const EXIT_HALTED: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 130;
 
 pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<ExitCode> {
+    if args.verbose > 0 {
+        trace_to_stderr(args.verbose);
+    }
     let launcher = offload::Launcher::parse(
         &args.launcher,
         args.launcher_args.iter().map(Into::into).collect(),
@@ -295,6 +298,7 @@ fn job_from_args(
     let on_this_machine = processor.path().exists();
     let mut job = Job::new(processor)
         .limits(limits)
+        .nice(args.nice)
         .launcher(launcher.clone());
     for (key, value) in &args.env {
         job = job.env(key, value);
@@ -360,4 +364,20 @@ fn sources(args: &RunArgs, matches: Option<&clap::ArgMatches>) -> Vec<Source> {
     }
     files.sort_by_key(|(at, _)| *at);
     files.into_iter().map(|(_, source)| source).collect()
+}
+
+/// Shows the engine's spans and events on stderr: `-v` what each job and worker does, `-vv`
+/// more (decks, the describe probe's answers).
+fn trace_to_stderr(verbose: u8) {
+    let level = if verbose > 1 {
+        tracing::Level::TRACE
+    } else {
+        tracing::Level::DEBUG
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }

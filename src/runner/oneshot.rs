@@ -72,12 +72,10 @@ pub(super) fn execute(
     events: &async_channel::Sender<RunnerEvent>,
 ) -> (RawResult, RunStats) {
     let started = Instant::now();
-    let _span = tracing::debug_span!(
-        "job",
-        id = id.0,
-        processor = job.processor.name(),
-        describe = purpose == Purpose::Describe
-    )
+    let _span = match purpose {
+        Purpose::Job => tracing::debug_span!("job", id = id.0, processor = job.processor.name()),
+        Purpose::Describe => tracing::debug_span!("describe", processor = job.processor.name()),
+    }
     .entered();
     let memory = Enforcement::for_job(job);
     let procs = memory.as_ref().and_then(Enforcement::procs_file);

@@ -51,8 +51,7 @@ fn answers() -> &'static Mutex<HashMap<Question, Known>> {
     ANSWERS.get_or_init(Mutex::default)
 }
 
-/// `job`'s processor's description, asked as `job` runs it, at most `timeout` (less if the
-/// job's own timeout is shorter). Blocks: never call it on the main context. `control`, when
+/// `job`'s processor's description, asked as `job` runs it, at most `timeout`. Blocks: never call it on the main context. `control`, when
 /// given, stops the probe with the job it is asked for (a cancel, a shutdown).
 pub(crate) fn describe(
     job: &Job,
@@ -105,7 +104,8 @@ fn probe(job: &Job, timeout: Duration, control: Option<&Arc<Control>>) -> Answer
     // A processor only a launcher's hosts have is not probed (its worker's hello tells); one
     // that is here too is asked here.
     run.launcher = None;
-    let timeout = job.limits.timeout.map_or(timeout, |t| t.min(timeout));
+    // Its own deadline, not the job's timeout: a job allowed 300 ms of work still needs its
+    // interpreter started to be asked.
     run.limits = RunLimits {
         timeout: Some(timeout),
         grace: Duration::ZERO,

@@ -396,11 +396,31 @@ impl Workers {
         self.lock().slots.len()
     }
 
-    /// A job ended on `slot`: it takes the job on deck, if any (and stays busy), else it is
-    /// idle.
+    /// A job ended on `slot`: it takes the most urgent job on deck at any busy worker of its
+    /// key (its own, if none is more urgent: higher priority, then older; a pipelining worker
+    /// takes only its own), and stays busy; else it is idle.
     fn finished_job(&self, slot: &Arc<Slot>) -> Option<RunRequest> {
         let mut state = self.lock();
-        let next = slot.inbox().deck.pop_front();
+        let pipelines = slot.key.launcher.is_some() && state.settings.pipeline;
+        let urgency = |r: &RunRequest| (std::cmp::Reverse(r.job.priority), r.id);
+        let own = slot.inbox().deck.front().map(urgency);
+        let elsewhere = state
+            .slots
+            .iter()
+            .filter(|e| !pipelines && !Arc::ptr_eq(&e.slot, slot) && e.slot.key == slot.key)
+            .filter_map(|e| {
+                e.slot
+                    .inbox()
+                    .deck
+                    .front()
+                    .map(|r| (urgency(r), e.slot.clone()))
+            })
+            .min_by_key(|(turn, _)| *turn)
+            .filter(|(turn, _)| own.is_none_or(|own| *turn < own));
+        let next = match elsewhere {
+            Some((_, other)) => other.inbox().deck.pop_front(),
+            None => slot.inbox().deck.pop_front(),
+        };
         if let Some(entry) = state.entry(slot) {
             if entry.state != Use::Retiring {
                 entry.state = if next.is_some() { Use::Busy } else { Use::Idle };

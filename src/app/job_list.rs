@@ -200,11 +200,7 @@ fn name_column() -> gtk::ColumnViewColumn {
         let Some(item) = item.downcast_ref::<gtk::ListItem>() else {
             return;
         };
-        let picture = gtk::Picture::builder()
-            .width_request(PREVIEW)
-            .height_request(PREVIEW)
-            .can_shrink(true)
-            .build();
+        let picture = gtk::Image::builder().pixel_size(PREVIEW).build();
         let label = cell_label();
         label.set_hexpand(true);
         let cell = gtk::Box::new(gtk::Orientation::Horizontal, 8);
@@ -244,11 +240,10 @@ const PREVIEW: i32 = 28;
 
 /// Shows a small copy of the image at `path` in `picture` (nothing for an empty path): read,
 /// decoded and scaled on a worker thread, dropped if the row shows another job by then.
-fn load_preview(picture: &gtk::Picture, path: &str) {
+fn load_preview(picture: &gtk::Image, path: &str) {
     picture.set_paintable(gtk::gdk::Paintable::NONE);
-    // The file it shows, for assistive technologies, and to know a late load from another
-    // row's.
-    picture.set_alternative_text(Some(path));
+    // The file it shows, to know a late load from another row's.
+    picture.set_tooltip_text(Some(path));
     if path.is_empty() {
         return;
     }
@@ -268,7 +263,7 @@ fn load_preview(picture: &gtk::Picture, path: &str) {
         let Some(picture) = picture.upgrade() else {
             return;
         };
-        if picture.alternative_text().as_deref() == Some(wanted.as_str()) {
+        if picture.tooltip_text().as_deref() == Some(wanted.as_str()) {
             picture.set_paintable(texture.as_ref());
         }
     });

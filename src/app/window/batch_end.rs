@@ -96,7 +96,9 @@ impl Window {
     fn batch_ended(&self, batch: &AppBatch) {
         let imp = self.imp();
         let summary = batch.summary();
-        trace(&format!("batch ended: {} · {summary}", batch.title()));
+        // Said once the window shows the end, so that a screenshot then shows it.
+        let line = format!("batch ended: {} · {summary}", batch.title());
+        self.after_next_paint(move |_| trace(&line));
         let written = batch.files_written();
         let title = if batch.is_cancelled() {
             format!("{}: cancelled · {summary}", batch.title())

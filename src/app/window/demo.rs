@@ -63,6 +63,10 @@ impl Window {
                     TileState::Done(texture.clone()),
                 );
                 self.update_record(finished.id, |r| r.output = Some(JobOutput::Tile(texture)));
+                trace(&format!(
+                    "tiles done: {}",
+                    self.imp().mosaic_view.done_tiles()
+                ));
             }
         }
         self.result_arrived(finished.id, false);

@@ -7,6 +7,15 @@ use super::*;
 impl Window {
     /// Files dropped on the window run the action the What to Run pane shows.
     pub(super) fn setup_drop_target(&self) {
+        // Said once the overlay is on screen, with what it names.
+        self.imp().drop_overlay.connect_map(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |_| {
+                let title = window.imp().drop_title.label();
+                window.after_next_paint(move |_| trace(&format!("drop overlay: {title}")));
+            }
+        ));
         let target = gtk::DropTarget::new(gdk::FileList::static_type(), gdk::DragAction::COPY);
         target.connect_enter(glib::clone!(
             #[weak(rename_to = window)]
@@ -83,7 +92,6 @@ impl Window {
                 false,
             ),
         };
-        trace(&format!("drop overlay: {title}"));
         imp.drop_title.set_label(&title);
         imp.drop_detail.set_label(&detail);
         imp.drop_icon.set_icon_name(Some(if runs {

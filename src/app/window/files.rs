@@ -321,6 +321,11 @@ impl Window {
 
     /// Asks for a folder (or files) for the selected processor, then runs it on them.
     pub(super) fn choose_files(&self, folder: bool) {
+        if !self.processors_loaded() && !self.imp().processors_searched.get() {
+            // Asked before the processors are found (they are, at start): asked again then.
+            self.imp().choose_when_loaded.set(Some(folder));
+            return;
+        }
         let Some((processor, description)) = self.selected_processor() else {
             return self.toast("No action to run: no processor was found");
         };

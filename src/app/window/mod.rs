@@ -70,6 +70,10 @@ mod imp {
         #[template_child]
         pub flap: TemplateChild<adw::Flap>,
         #[template_child]
+        pub add_button: TemplateChild<gtk::MenuButton>,
+        #[template_child]
+        pub primary_menu_button: TemplateChild<gtk::MenuButton>,
+        #[template_child]
         pub processor_row: TemplateChild<adw::ComboRow>,
         #[template_child]
         pub processor_names: TemplateChild<gtk::StringList>,
@@ -159,6 +163,10 @@ mod imp {
         pub unsubmitted: Cell<usize>,
         pub mosaic: Cell<Option<Mosaic>>,
         pub processors: RefCell<Vec<(Processor, Option<Description>)>>,
+        /// Whether the search for processors has ended.
+        pub processors_searched: Cell<bool>,
+        /// A chooser asked for before the processors were found (`Some(folder)`).
+        pub choose_when_loaded: Cell<Option<bool>>,
         pub unattended: RefCell<Unattended>,
         pub work_started: Cell<bool>,
         pub close_confirmed: Cell<bool>,
@@ -506,6 +514,30 @@ impl Window {
         ));
         self.load_processors();
         self.show_output_dir();
+        for (button, name) in [(&imp.add_button, "add"), (&imp.primary_menu_button, "main")] {
+            if let Some(popover) = button.popover() {
+                popover.connect_map(move |_| trace(&format!("menu shown: {name}")));
+            }
+        }
+        // Said once the pane has finished moving, so that a screenshot then shows it.
+        imp.flap.connect_reveal_progress_notify(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |flap| {
+                let line = match flap.reveal_progress() {
+                    p if p >= 1.0 => "pane shown",
+                    p if p <= 0.0 => "pane hidden",
+                    _ => return,
+                };
+                window.after_next_paint(move |_| trace(line));
+            }
+        ));
+        imp.stack.connect_visible_child_name_notify(|stack| {
+            trace(&format!(
+                "page: {}",
+                stack.visible_child_name().unwrap_or_default()
+            ))
+        });
         imp.inspector_flap.connect_reveal_flap_notify(glib::clone!(
             #[weak(rename_to = window)]
             self,

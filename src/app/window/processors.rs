@@ -119,8 +119,12 @@ impl Window {
                 imp.processor_names
                     .splice(0, imp.processor_names.n_items(), &names);
                 imp.processor_row.set_selected(chosen as u32);
+                imp.processors_searched.set(true);
                 window.show_processor_summary();
                 trace("processors loaded");
+                if let Some(folder) = imp.choose_when_loaded.take() {
+                    window.choose_files(folder);
+                }
             }
         ));
     }

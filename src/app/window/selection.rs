@@ -27,6 +27,7 @@ impl Window {
             Some(job) => {
                 if inspector.shown_id() != Some(job.id()) {
                     inspector.show_job(job, self.record(job.job_id()));
+                    trace(&format!("inspector shows: {}", job.label()));
                 }
                 imp.inspector_flap.set_reveal_flap(true);
             }
@@ -68,6 +69,47 @@ impl Window {
             "win.copy-command",
             !self.imp().inspector.command_line().is_empty(),
         );
+    }
+
+    /// How many rows the list shows (after the state filter and Clear Finished).
+    pub fn listed_jobs(&self) -> u32 {
+        self.imp()
+            .selection
+            .borrow()
+            .as_ref()
+            .map_or(0, |s| s.n_items())
+    }
+
+    /// Shows only the jobs in one state: 0 all, 1 waiting, 2 running, 3 done, 4 failed,
+    /// 5 cancelled (the filter's items).
+    pub fn set_state_filter(&self, index: u32) {
+        self.imp().state_filter.set_selected(index);
+    }
+
+    /// Whether the inspector shows a job.
+    pub fn inspector_revealed(&self) -> bool {
+        self.imp().inspector_flap.reveals_flap()
+    }
+
+    /// Whether the window's buttons for `action` ("win.cancel-all") are sensitive: what a
+    /// person sees.
+    pub fn action_sensitive(&self, action: &str) -> Option<bool> {
+        fn find(widget: &gtk::Widget, action: &str) -> Option<bool> {
+            if let Some(actionable) = widget.dynamic_cast_ref::<gtk::Actionable>() {
+                if actionable.action_name().as_deref() == Some(action) {
+                    return Some(widget.is_sensitive());
+                }
+            }
+            let mut child = widget.first_child();
+            while let Some(widget) = child {
+                if let Some(found) = find(&widget, action) {
+                    return Some(found);
+                }
+                child = widget.next_sibling();
+            }
+            None
+        }
+        find(self.upcast_ref(), action)
     }
 
     /// Selects exactly the jobs with these ids in the list.

@@ -73,8 +73,9 @@ impl Window {
             .as_ref()
             .is_some_and(|b| !b.is_done() && !b.is_cancelled());
         imp.cancel_batch_button.set_visible(running);
-        imp.spinner
-            .set_spinning(self.state_counts().running > 0 && !paused);
+        let spinning = self.state_counts().running > 0 && !paused;
+        imp.spinner.set_spinning(spinning);
+        imp.spinner.set_visible(spinning);
         self.update_actions();
     }
 
@@ -120,6 +121,7 @@ pub(super) fn running_and_waiting(running: usize, waiting: usize) -> String {
     };
     match waiting {
         0 => running,
+        1 => format!("{running} and 1 is waiting"),
         n => format!("{running} and {n} are waiting"),
     }
 }

@@ -171,7 +171,7 @@ impl JobInspector {
         let label = record.label();
         imp.title_label.set_label(&label);
         let mut details = vec![
-            format!("State: {}", job.state()),
+            format!("State: {}", super::job_list::state_text(&job.state())),
             format!("Job {} · {}", job.id(), record.processor.name()),
         ];
         if let Some(pid) = record.stats.pid {

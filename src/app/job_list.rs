@@ -121,7 +121,7 @@ fn state_icon(state: &str) -> &'static str {
 }
 
 /// A state as a person reads it.
-fn state_text(state: &str) -> &'static str {
+pub fn state_text(state: &str) -> &'static str {
     match state {
         state::RUNNING => "Running",
         state::SUCCEEDED => "Done",

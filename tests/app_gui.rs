@@ -180,7 +180,11 @@ impl Desktop {
             }
             if Instant::now() > until {
                 let shot = self.screenshot("timeout");
-                panic!("waited {STEP:?} for {what}; the screen: {}", shot.display());
+                let log = std::fs::read_to_string(self.home.path().join("app.log"));
+                panic!(
+                    "waited {STEP:?} for {what}; the screen: {}; the app's stderr: {log:?}",
+                    shot.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -235,6 +239,8 @@ impl Desktop {
     fn app(&self, args: &[&str]) -> Program {
         let mut command = self.command(common::bin_dir().join("offload"));
         command.env("PATH", path_with_bins()).arg("gui").args(args);
+        let log = std::fs::File::create(self.home.path().join("app.log")).expect("log");
+        command.stderr(log);
         Program::start(command, "offload gui")
     }
 }
@@ -271,7 +277,6 @@ impl Program {
     fn start(mut command: Command, name: &str) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
@@ -496,7 +501,7 @@ fn a_drop_runs_the_action_the_overlay_names() {
         })
         .collect();
     let mut source = desktop.command(common::bin_dir().join("examples/drag_source"));
-    source.args(&files);
+    source.args(&files).stderr(Stdio::null());
     let source = Program::start(source, "drag_source");
     source.wait_line("ready");
     let source_window = desktop.window("^drag-source$");

@@ -407,6 +407,18 @@ fn retry_failed_runs_the_failed_jobs_again() {
         .filter(|j| j.state() == state::FAILED)
         .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
+    // A failed job's inspector says why there is no result (it said "(none yet)").
+    let failed = rows(&window)
+        .into_iter()
+        .find(|j| j.state() == state::FAILED)
+        .expect("a failed row");
+    window.select_jobs(&[failed.job_id()]);
+    assert!(
+        window.inspector().result_text().contains("it failed"),
+        "{}",
+        window.inspector().result_text()
+    );
+    window.select_jobs(&[]);
     WidgetExt::activate_action(&window, "win.retry-failed", None).expect("retry-failed");
     assert!(run_until(Duration::from_secs(10), || window.is_idle()));
     let jobs = rows(&window);

@@ -505,6 +505,10 @@ fn a_drop_runs_the_action_the_overlay_names() {
     let source = Program::start(source, "drag_source");
     source.wait_line("ready");
     let source_window = desktop.window("^drag-source$");
+    // Dropped on the Mosaic page, the new batch is shown all the same (it stayed out of sight).
+    desktop.activate(&window);
+    desktop.keys(&["ctrl+2"]);
+    app.wait_line("page: mosaic");
     desktop.xdotool(&["windowmove", "--sync", &source_window, "1000", "300"]);
     let (sx, sy, sw, sh) = desktop.geometry(&source_window);
     let (ax, ay, aw, ah) = desktop.geometry(&window);
@@ -535,6 +539,7 @@ fn a_drop_runs_the_action_the_overlay_names() {
     desktop.screenshot("overlay");
     desktop.xdotool(&["mouseup", "1"]);
     assert!(named.ends_with("Make Thumbnails · 96 px"), "{named}");
+    app.wait_line("page: jobs");
     let ended = app.wait_line("batch ended");
     assert!(ended.contains("3 done"), "{ended}");
     desktop.screenshot("dropped");
@@ -635,6 +640,47 @@ fn the_output_folder_chooser_of_preferences_works() {
     desktop.keys(&["Return"]);
     app.wait_line("batch ended");
     assert_eq!(outputs(&chosen).len(), 2, "{:?}", app.printed());
+}
+
+/// Ctrl+W closes the window and Ctrl+Q quits (they did nothing); with a job running, Ctrl+Q
+/// asks first.
+#[test]
+fn ctrl_w_closes_and_ctrl_q_quits_asking_while_jobs_run() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let desktop = Desktop::start("quit");
+    let mut app = desktop.app(&[]);
+    let window = desktop.window("^Offload$");
+    desktop.activate(&window);
+    app.wait_line("processors loaded");
+    desktop.keys(&["ctrl+w"]);
+    desktop.wait_for("the app to end after Ctrl+W", || {
+        app.child.try_wait().ok().flatten()
+    });
+    drop(app);
+    let jobs = dir.path().join("jobs.jsonl");
+    std::fs::write(&jobs, "{\"sleep_ms\": 60000}\n").expect("write");
+    app = desktop.app(&["--batch", "diag", &jobs.to_string_lossy()]);
+    let window = desktop.window("^Offload$");
+    desktop.activate(&window);
+    app.wait_line("batch started");
+    desktop.wait_for("the job to run", || {
+        (!common::processors_below(app.child.id(), "offload-diag").is_empty()).then_some(())
+    });
+    desktop.keys(&["ctrl+q"]);
+    // The question is a dialog of its own; Enter would keep the jobs running, so its
+    // destructive answer is clicked... with the keyboard: Tab to it, then Enter.
+    let question = desktop.window("Stop the Jobs and Quit");
+    desktop.screenshot("question");
+    desktop.activate(&question);
+    assert!(
+        app.child.try_wait().ok().flatten().is_none(),
+        "it asked first"
+    );
+    desktop.keys(&["Tab", "Return"]);
+    desktop.wait_for("the app to end after Stop and Quit", || {
+        app.child.try_wait().ok().flatten()
+    });
 }
 
 /// The README's picture of the demo, made the way a person sees it: the real app on a screen,

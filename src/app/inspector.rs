@@ -197,12 +197,19 @@ impl JobInspector {
             None => {}
         }
         if job.is_finished() {
-            details.push(format!(
-                "Wall time: {:.3} s · CPU time: {:.3} s · Peak memory: {}",
+            let mut line = format!(
+                "Wall time: {:.3} s · CPU time: {:.3} s",
                 record.stats.wall.as_secs_f64(),
                 record.stats.cpu.as_secs_f64(),
-                super::format_bytes(record.stats.peak_rss_bytes)
-            ));
+            );
+            // 0: not measured (the job never ran, or its process was gone too soon).
+            if record.stats.peak_rss_bytes > 0 {
+                line.push_str(&format!(
+                    " · Peak memory: {}",
+                    super::format_bytes(record.stats.peak_rss_bytes)
+                ));
+            }
+            details.push(line);
         }
         if let Some(error) = &record.error {
             details.push(format!("Failure: {} — {}", error.kind, error.message));
@@ -421,13 +428,19 @@ fn walk(value: &ciborium::Value, depth: usize, label: Option<String>, lines: &mu
     }
     match value {
         Value::Array(items) => {
-            lines.push(format!("{indent}{prefix}[{} items]", items.len()));
+            let noun = if items.len() == 1 { "item" } else { "items" };
+            lines.push(format!("{indent}{prefix}[{} {noun}]", items.len()));
             for (i, item) in items.iter().enumerate() {
                 walk(item, depth + 1, Some(i.to_string()), lines);
             }
         }
         Value::Map(entries) => {
-            lines.push(format!("{indent}{prefix}{{{} entries}}", entries.len()));
+            let noun = if entries.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            };
+            lines.push(format!("{indent}{prefix}{{{} {noun}}}", entries.len()));
             for (key, item) in entries {
                 let key = key
                     .as_text()

@@ -12,6 +12,8 @@ impl Window {
                 super::status::running_and_waiting(running, waiting)
             )),
         );
+        // Named for window lists (and for tests that find it by its title).
+        dialog.set_title(Some("Stop the Jobs and Quit?"));
         dialog.add_response("cancel", "_Keep Running");
         dialog.add_response("quit", "_Stop and Quit");
         dialog.set_response_appearance("quit", adw::ResponseAppearance::Destructive);

@@ -129,7 +129,7 @@ impl AppBatch {
     }
 
     /// `count` more inputs will be submitted (or dropped) later.
-    pub fn expect(&self, count: usize) {
+    pub fn add_waiting(&self, count: usize) {
         self.state.borrow_mut().tally.waiting += count;
     }
 
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn the_total_counts_what_waits_and_a_cancel_stops_it() {
         let batch = batch();
-        batch.expect(60);
+        batch.add_waiting(60);
         batch.submitted(JobId(1));
         batch.submitted(JobId(2));
         batch.started(JobId(1));

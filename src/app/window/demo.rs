@@ -26,7 +26,7 @@ impl Window {
             None,
         ));
         self.start_batch(&batch);
-        batch.expect(tiles.len());
+        batch.add_waiting(tiles.len());
         for tile in tiles {
             // A few bytes each: encoding them here costs less than a thread hop.
             let mut cbor = Vec::new();

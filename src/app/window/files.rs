@@ -40,7 +40,7 @@ impl Window {
             Some(output_dir.clone()),
         ));
         // Counted as waiting until the folders are searched, so the window is not idle.
-        batch.expect(1);
+        batch.add_waiting(1);
         self.start_batch(&batch);
         imp.unsubmitted.set(imp.unsubmitted.get() + 1);
         self.show_jobs_page();
@@ -106,7 +106,7 @@ impl Window {
         self.show_jobs_page();
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + paths.len());
-        batch.expect(paths.len());
+        batch.add_waiting(paths.len());
         imp.file_feeds.borrow_mut().push_back(FileFeed {
             processor,
             jobs,

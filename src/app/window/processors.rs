@@ -301,7 +301,7 @@ impl Window {
             Vec::new(),
             None,
         ));
-        batch.expect(1);
+        batch.add_waiting(1);
         self.start_batch(&batch);
         self.imp().unsubmitted.set(self.imp().unsubmitted.get() + 1);
         glib::spawn_future_local(glib::clone!(

@@ -184,7 +184,7 @@ impl Window {
                 .and_then(|b| b.output_dir().map(Into::into)),
         ));
         self.start_batch(&batch);
-        batch.expect(records.len());
+        batch.add_waiting(records.len());
         for record in records {
             if let JobKind::Tile(tile) = &record.kind {
                 self.imp()

@@ -44,7 +44,7 @@ impl Window {
         let imp = self.imp();
         let count = inputs.len();
         imp.unsubmitted.set(imp.unsubmitted.get() + count);
-        batch.expect(count);
+        batch.add_waiting(count);
         let batch = batch.clone();
         let processor = processor.clone();
         glib::spawn_future_local(glib::clone!(
@@ -98,7 +98,7 @@ impl Window {
         self.show_jobs_page();
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + inputs.len());
-        batch.expect(inputs.len());
+        batch.add_waiting(inputs.len());
         let feed = Feed {
             processor: processor.clone(),
             inputs: inputs.into_iter().enumerate(),

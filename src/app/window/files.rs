@@ -378,15 +378,18 @@ impl Window {
         self.show_output_dir();
     }
 
-    /// The output folder in the What to Run pane, as a person reads it (~ for the home).
-    pub(super) fn show_output_dir(&self) {
+    /// The output folder as a person reads it (~ for the home folder).
+    pub(super) fn output_dir_label(&self) -> String {
         let dir = self.output_dir();
-        let home = glib::home_dir();
-        let shown = match dir.strip_prefix(&home) {
+        match dir.strip_prefix(glib::home_dir()) {
             Ok(rest) if !rest.as_os_str().is_empty() => format!("~/{}", rest.display()),
             _ => dir.display().to_string(),
-        };
-        self.imp().output_row.set_subtitle(&shown);
+        }
+    }
+
+    /// Shows the output folder in the What to Run pane (Preferences follows it).
+    pub(super) fn show_output_dir(&self) {
+        self.imp().output_row.set_subtitle(&self.output_dir_label());
     }
 }
 

@@ -61,7 +61,7 @@ impl Window {
         let folder = adw::ActionRow::builder()
             .title("_Output Folder")
             .use_underline(true)
-            .subtitle(self.output_dir().display().to_string())
+            .subtitle(self.output_dir_label())
             .activatable(true)
             .build();
         let choose = gtk::Button::builder()
@@ -86,7 +86,7 @@ impl Window {
             folder,
             #[weak(rename_to = window)]
             self,
-            move |_| folder.set_subtitle(&window.output_dir().display().to_string())
+            move |_| folder.set_subtitle(&window.output_dir_label())
         ));
         jobs.add(&folder);
         // One value: the queue's. The spin shows it and sets it; the settings remember it.

@@ -65,7 +65,7 @@ impl Window {
                 });
                 imp.overall_progress.set_fraction(0.0);
                 imp.counts_label
-                    .set_label("Choose what to run on the left, then add a folder or drop files");
+                    .set_label("Choose what to run (F9), then add a folder or drop files");
             }
         }
         self.describe_empty_page();
@@ -87,7 +87,7 @@ impl Window {
         }
         let text = match self.selected_processor() {
             Some((processor, Some(description))) if description.files.is_some() => format!(
-                "{}, into {}. Change it on the left (F9).",
+                "{}, into {}. Change it in What to Run (F9).",
                 super::processors::action_phrase(
                     processor.name(),
                     &description,
@@ -95,7 +95,7 @@ impl Window {
                 ),
                 imp.output_row.subtitle().unwrap_or_default()
             ),
-            _ => "Choose what to run on the left (F9)".to_owned(),
+            _ => "Choose an action that works on files in What to Run (F9)".to_owned(),
         };
         if imp.empty_page.description().as_deref() != Some(text.as_str()) {
             imp.empty_page.set_description(Some(&text));

@@ -89,10 +89,10 @@ mod job_imp {
         #[property(get)]
         pub pid: Cell<u32>,
         /// What the job is about, for people: a file's name, a line of a file. Empty unless
-        /// the app that submitted it says ([`JobObject::set_label`]).
+        /// the app that submitted it says (`JobObject::set_label`).
         #[property(get)]
         pub label: RefCell<String>,
-        /// The file its result became, when the app wrote one ([`JobObject::set_output`]);
+        /// The file its result became, when the app wrote one (`JobObject::set_output`);
         /// empty otherwise.
         #[property(get)]
         pub output: RefCell<String>,

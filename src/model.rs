@@ -88,6 +88,14 @@ mod job_imp {
         /// Its processor's process id once started (a worker's), else 0.
         #[property(get)]
         pub pid: Cell<u32>,
+        /// What the job is about, for people: a file's name, a line of a file. Empty unless
+        /// the app that submitted it says (`JobObject::set_label`).
+        #[property(get)]
+        pub label: RefCell<String>,
+        /// The file its result became, when the app wrote one (`JobObject::set_output`);
+        /// empty otherwise.
+        #[property(get)]
+        pub output: RefCell<String>,
         pub error: RefCell<Option<JobError>>,
         /// When it started running, for the live elapsed time.
         pub started: Cell<Option<std::time::Instant>>,
@@ -132,6 +140,17 @@ impl JobObject {
     /// The failure, once the job failed or was cancelled.
     pub fn error(&self) -> Option<JobError> {
         self.imp().error.borrow().clone()
+    }
+
+    /// Says what the job is about, for a list to show (a file's name, "line 3"): the queue
+    /// knows only the processor, the app that submitted the job knows what it is for.
+    pub fn set_label(&self, label: &str) {
+        self.set_text(&self.imp().label, label, "label");
+    }
+
+    /// Says which file the job's result became (the app writes it): a list can preview it.
+    pub fn set_output(&self, path: &std::path::Path) {
+        self.set_text(&self.imp().output, &path.to_string_lossy(), "output");
     }
 
     fn set_text(&self, field: &RefCell<String>, value: &str, name: &str) {

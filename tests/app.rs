@@ -352,7 +352,7 @@ fn the_parallel_limit_action_takes_effect_at_once() {
     assert_eq!(max_overlap(&times), 1, "one at a time: {times:?}");
 
     WidgetExt::activate_action(&window, "win.clear-finished", None).expect("clear");
-    assert_eq!(window.jobs().n_items(), 0, "finished rows are cleared");
+    assert_eq!(window.listed_jobs(), 0, "finished rows are cleared");
     WidgetExt::activate_action(&window, "win.set-parallel", Some(&3u32.to_variant()))
         .expect("set-parallel");
     // Long enough that three workers started at different times still run together.
@@ -407,6 +407,18 @@ fn retry_failed_runs_the_failed_jobs_again() {
         .filter(|j| j.state() == state::FAILED)
         .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
+    // A failed job's inspector says why there is no result (it said "(none yet)").
+    let failed = rows(&window)
+        .into_iter()
+        .find(|j| j.state() == state::FAILED)
+        .expect("a failed row");
+    window.select_jobs(&[failed.job_id()]);
+    assert!(
+        window.inspector().result_text().contains("it failed"),
+        "{}",
+        window.inspector().result_text()
+    );
+    window.select_jobs(&[]);
     WidgetExt::activate_action(&window, "win.retry-failed", None).expect("retry-failed");
     assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     let jobs = rows(&window);
@@ -514,6 +526,13 @@ fn closing_with_jobs_running_asks_first_then_stops_every_process() {
         2,
         "nothing stopped while asking"
     );
+    // It counts what waits too ("1 jobs are running and 2 are queued" with 40 files waiting).
+    let body = adw::prelude::MessageDialogExt::body(&dialog);
+    assert_eq!(
+        body.as_str(),
+        "2 jobs are running and 1 is waiting. Quitting stops them all; finished outputs are \
+         kept."
+    );
     adw::prelude::MessageDialogExt::response(&dialog, "quit");
     assert!(
         run_until(common::SETTLE * 2, || !window.is_visible()),
@@ -587,17 +606,15 @@ fn jobs_run_where_the_run_on_entry_says_and_the_list_says_where() {
     let cluster =
         std::env::var("OFFLOAD_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/offload-cluster".into());
     let window = window(1);
-    let entry: gtk::Entry = window.launcher_entry();
-    // A mistake first: it is shown on the entry, and nothing changes.
+    let entry = window.launcher_entry();
+    // A mistake first: it is shown on the entry as typed (no Enter), and nothing changes.
     entry.set_text("kubernetes");
-    entry.emit_activate();
     assert!(run_until(common::SETTLE * 2, || entry.has_css_class("error")));
     assert!(window.launcher().is_none());
     entry.set_text(&format!(
         "ssh:2/offload-a -F{cluster}/ssh_config -oSetEnv=OFFLOAD_PROCESSOR_PATH={}",
         common::bin_dir().display()
     ));
-    entry.emit_activate();
     assert!(run_until(common::SETTLE * 2, || window
         .launcher()
         .is_some()));
@@ -832,11 +849,14 @@ fn adding_files_makes_one_output_each_and_lists_the_skipped() {
     assert!(run_until(common::SETTLE * 2, || inspector.shows_picture()));
     let output = inspector.output_file().expect("the output file");
     assert!(output.starts_with(&out), "{}", output.display());
+    // The command line makes the same output: the parameters are in it (they were left out).
+    let command = inspector.command_line();
     assert!(
-        inspector.command_line().contains("--files"),
-        "{}",
-        inspector.command_line()
+        command.contains("--files") && command.contains("--param 'size=64'"),
+        "{command}"
     );
+    // Rows say which file they are about.
+    assert_eq!(rows(&window)[0].label(), "img-00.jpg");
     // The batch's end: one notification, since the window is not focused.
     assert_eq!(window.notification().as_deref(), Some("30 done"));
     // A wrong parameter runs nothing and says why.
@@ -1022,7 +1042,7 @@ fn preferences_apply_at_once_and_the_menu_has_about_and_shortcuts() {
     assert!(preferences.is_visible());
     preferences.close();
     let about = window.about_window();
-    assert_eq!(about.application_name(), "offload");
+    assert_eq!(about.application_name(), "Offload");
     assert!(
         window.help_overlay().is_some(),
         "the Keyboard Shortcuts window"
@@ -1049,32 +1069,152 @@ fn preferences_apply_at_once_and_the_menu_has_about_and_shortcuts() {
     window.close();
 }
 
-/// Not a check but the README's picture: `xvfb-run -a cargo test --test app -- --ignored
-/// readme_screenshot` saves docs/screenshot-files.png (30 photos done, a preview shown). The
-/// Add Jobs popover with its form is a surface of its own, which the window's picture lacks.
+// ---- What a person sees (issue 22) ----
+
+/// Whether the buttons of `win.NAME` are sensitive.
+fn action_enabled(window: &Window, name: &str) -> bool {
+    window
+        .action_sensitive(&format!("win.{name}"))
+        .unwrap_or_else(|| panic!("a button for {name}"))
+}
+
+/// Buttons can do something when they are sensitive: nothing to cancel with no selection or
+/// when idle, nothing to retry without failures.
 #[gtk::test]
-#[ignore]
-fn readme_screenshot_of_files_with_the_form_and_a_preview() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = dir.path().join("photos");
-    thirty_images(&inputs);
-    let window = window(2);
-    window.set_default_size(1180, 720);
-    window.set_output_dir(Some(dir.path().join("thumbs")));
-    assert!(run_until(Duration::from_secs(20), || window.processors_loaded()));
-    assert!(window.select_processor("thumbnail"));
-    assert!(window.add_files_from_form(vec![inputs]));
-    assert!(run_until(Duration::from_secs(120), || window.is_idle()
-        && window.state_counts().succeeded == 30));
-    let first = rows(&window)[0].job_id();
-    window.select_jobs(&[first]);
-    assert!(run_until(common::SETTLE * 2, || window
-        .inspector()
-        .shows_picture()));
-    let until = Instant::now() + Duration::from_millis(800);
-    run_until(Duration::from_secs(2), || Instant::now() > until);
-    let path = common::root().join("docs/screenshot-files.png");
-    window.save_screenshot(&path).expect("save the screenshot");
-    assert!(path.metadata().is_ok_and(|m| m.len() > 10_000));
+fn actions_are_sensitive_only_when_they_can_do_something() {
+    let window = window(1);
+    for action in [
+        "cancel-selected",
+        "cancel-all",
+        "retry-failed",
+        "clear-finished",
+    ] {
+        assert!(!action_enabled(&window, action), "{action} while empty");
+    }
+    add_sleepers(&window, 2, 1);
+    assert!(action_enabled(&window, "cancel-all"));
+    assert!(
+        !action_enabled(&window, "cancel-selected"),
+        "nothing selected"
+    );
+    window.select_jobs(&[rows(&window)[1].job_id()]);
+    assert!(action_enabled(&window, "cancel-selected"));
+    assert!(!action_enabled(&window, "retry-failed"), "nothing failed");
+    WidgetExt::activate_action(&window, "win.cancel-all", None).expect("cancel-all");
+    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    run_until(Duration::from_millis(300), || false);
+    assert!(!action_enabled(&window, "cancel-all"), "idle");
+    assert!(
+        action_enabled(&window, "retry-failed"),
+        "cancelled jobs can run again"
+    );
     window.close();
+}
+
+/// The state filter follows rows as they change (Running stayed empty while one ran), and
+/// the inspector leaves a job the filter hides or Clear Finished removes.
+#[gtk::test]
+fn the_state_filter_follows_changes_and_the_inspector_follows_the_list() {
+    let window = window(2);
+    window.set_state_filter(2); // Running
+    add_sleepers(&window, 3, 2);
+    assert!(
+        run_until(Duration::from_secs(5), || window.listed_jobs() == 2),
+        "{} listed",
+        window.listed_jobs()
+    );
+    window.select_jobs(&[rows(&window)[0].job_id()]);
+    assert!(window.inspector_revealed());
+    // Cancelled, the job leaves the Running filter, and the inspector with it.
+    window.queue().cancel(rows(&window)[0].job_id());
+    assert!(run_until(Duration::from_secs(5), || window.listed_jobs()
+        == 2
+        && !window.inspector_revealed()));
+    WidgetExt::activate_action(&window, "win.cancel-all", None).expect("cancel-all");
+    assert!(run_until(Duration::from_secs(10), || window.is_idle()));
+    assert!(run_until(Duration::from_secs(5), || window.listed_jobs() == 0));
+    window.set_state_filter(5); // Cancelled
+    assert_eq!(window.listed_jobs(), 3);
+    window.set_state_filter(0);
+    window.select_jobs(&[rows(&window)[2].job_id()]);
+    assert!(window.inspector_revealed());
+    WidgetExt::activate_action(&window, "win.clear-finished", None).expect("clear");
+    assert_eq!(window.listed_jobs(), 0);
+    assert!(
+        !window.inspector_revealed(),
+        "a cleared job leaves the inspector"
+    );
+    window.close();
+}
+
+/// The status bar counts the current batch only, what waits included, and says so while
+/// paused (it said "116 of 119 done · about 1s left" at the start of a 60-file batch).
+#[gtk::test]
+fn the_status_bar_tells_the_current_batch_and_pause() {
+    let window = window(1);
+    window.add_jobs(
+        &diag(),
+        (0..4).map(|i| serde_json::json!({"echo": i})).collect(),
+    );
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    let (line, _) = window.status_text();
+    assert!(line.ends_with("4 done"), "{line}");
+    WidgetExt::activate_action(&window, "win.pause", None).expect("pause");
+    window.add_jobs(
+        &diag(),
+        (0..3)
+            .map(|_| serde_json::json!({"sleep_ms": 100}))
+            .collect(),
+    );
+    assert!(run_until(Duration::from_secs(5), || window
+        .status_text()
+        .0
+        .contains("0 of 3 done · paused")));
+    WidgetExt::activate_action(&window, "win.pause", None).expect("resume");
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()));
+    assert!(
+        window.status_text().0.ends_with("3 done"),
+        "{:?}",
+        window.status_text()
+    );
+    window.close();
+}
+
+/// Add an Example Job takes the form's values (it sent the example's size 2, not 128), and
+/// the processor chosen is remembered for the next start.
+#[gtk::test]
+fn the_example_job_takes_the_form_and_the_action_is_remembered() {
+    let window = window(1);
+    assert!(run_until(Duration::from_secs(20), || window.processors_loaded()));
+    assert_eq!(
+        window.selected_processor_name().as_deref(),
+        Some("thumbnail"),
+        "the action that works on photos, at first"
+    );
+    window
+        .param_editor("size")
+        .and_downcast::<gtk::SpinButton>()
+        .expect("spin button")
+        .set_value(7.0);
+    WidgetExt::activate_action(&window, "win.add-example", None).expect("add-example");
+    assert!(run_until(Duration::from_secs(20), || window.is_idle()
+        && window.state_counts().succeeded == 1));
+    let job = rows(&window).pop().expect("a row");
+    let record = window.record(job.job_id()).expect("a record");
+    let input: ciborium::Value =
+        ciborium::from_reader(record.input.as_slice()).expect("a CBOR input");
+    let size = input
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("size")))
+        .and_then(|(_, v)| v.as_integer())
+        .map(i128::from);
+    assert_eq!(size, Some(7));
+    assert!(window.select_processor("blur"));
+    window.close();
+    // A new window starts on the action chosen last.
+    let again = Window::new(None, Some(1));
+    again.present();
+    assert!(run_until(Duration::from_secs(20), || again.processors_loaded()));
+    assert_eq!(again.selected_processor_name().as_deref(), Some("blur"));
+    again.close();
 }

@@ -29,6 +29,8 @@ mod imp {
         #[template_child]
         pub copy_button: TemplateChild<gtk::Button>,
         #[template_child]
+        pub close_button: TemplateChild<gtk::Button>,
+        #[template_child]
         pub result_picture: TemplateChild<gtk::Picture>,
         #[template_child]
         pub result_label: TemplateChild<gtk::Label>,
@@ -67,7 +69,19 @@ mod imp {
             self.copy_button.connect_clicked(glib::clone!(
                 #[weak]
                 obj,
-                move |_| obj.clipboard().set_text(&obj.command_line())
+                move |_| obj.copy_command_line()
+            ));
+            self.close_button.connect_clicked(glib::clone!(
+                #[weak]
+                obj,
+                move |_| {
+                    if let Some(flap) = obj
+                        .ancestor(adw::Flap::static_type())
+                        .and_downcast::<adw::Flap>()
+                    {
+                        flap.set_reveal_flap(false);
+                    }
+                }
             ));
             self.open_button.connect_clicked(glib::clone!(
                 #[weak]
@@ -89,6 +103,32 @@ glib::wrapper! {
 }
 
 impl JobInspector {
+    /// The id of the job shown, if any.
+    pub fn shown_id(&self) -> Option<u64> {
+        self.imp().shown.get()
+    }
+
+    /// Shows nothing (no job is selected).
+    pub fn clear(&self) {
+        let imp = self.imp();
+        imp.shown.set(None);
+        imp.command.replace(String::new());
+        imp.output_file.replace(None);
+    }
+
+    /// Copies the command line to the clipboard, and says so.
+    pub fn copy_command_line(&self) {
+        let command = self.command_line();
+        if command.is_empty() {
+            return;
+        }
+        self.clipboard().set_text(&command);
+        let _ = self.activate_action(
+            "win.show-toast",
+            Some(&"Command line copied: paste it in a terminal to run this job again".to_variant()),
+        );
+    }
+
     /// The shell command that reruns the job shown (empty until its input is decoded).
     pub fn command_line(&self) -> String {
         self.imp().command.borrow().clone()
@@ -128,9 +168,12 @@ impl JobInspector {
         };
         // Before anything loads in the background: what arrives for another job is dropped.
         imp.shown.set(Some(job.id()));
-        imp.title_label
-            .set_label(&format!("Job {} · {}", job.id(), record.processor.name()));
-        let mut details = vec![format!("State: {}", job.state())];
+        let label = record.label();
+        imp.title_label.set_label(&label);
+        let mut details = vec![
+            format!("State: {}", super::job_list::state_text(&job.state())),
+            format!("Job {} · {}", job.id(), record.processor.name()),
+        ];
         if let Some(pid) = record.stats.pid {
             details.push(format!("Process id: {pid}"));
         }
@@ -154,12 +197,19 @@ impl JobInspector {
             None => {}
         }
         if job.is_finished() {
-            details.push(format!(
-                "Wall time: {:.3} s · CPU time: {:.3} s · Peak memory: {}",
+            let mut line = format!(
+                "Wall time: {:.3} s · CPU time: {:.3} s",
                 record.stats.wall.as_secs_f64(),
                 record.stats.cpu.as_secs_f64(),
-                super::format_bytes(record.stats.peak_rss_bytes)
-            ));
+            );
+            // 0: not measured (the job never ran, or its process was gone too soon).
+            if record.stats.peak_rss_bytes > 0 {
+                line.push_str(&format!(
+                    " · Peak memory: {}",
+                    super::format_bytes(record.stats.peak_rss_bytes)
+                ));
+            }
+            details.push(line);
         }
         if let Some(error) = &record.error {
             details.push(format!("Failure: {} — {}", error.kind, error.message));
@@ -173,7 +223,7 @@ impl JobInspector {
         details.push(format!("Processor: {}", record.processor.path().display()));
         imp.details_label.set_label(&details.join("\n"));
 
-        imp.picture_and_tree(record.output.as_ref());
+        imp.picture_and_tree(record.output.as_ref(), &job.state());
         let stderr = record
             .error
             .as_ref()
@@ -198,11 +248,16 @@ impl JobInspector {
             // The input is the file (read again when needed), not kept here.
             imp.input_label
                 .set_label(&format!("the file {}", path.display()));
-            imp.command.replace(format!(
-                "offload run {} --files {} --output-dir {}",
-                shell_quote(&record.processor.path().display().to_string()),
-                shell_quote(&path.display().to_string()),
-                shell_quote(&jobs.output_dir().display().to_string()),
+            let params = record
+                .batch
+                .as_ref()
+                .map(|b| b.params().to_vec())
+                .unwrap_or_default();
+            imp.command.replace(files_command(
+                &record.processor.path().display().to_string(),
+                path,
+                &params,
+                jobs.output_dir(),
             ));
             return;
         }
@@ -246,7 +301,12 @@ impl imp::JobInspector {
         let shown = self.shown.get();
         let inspector = self.obj().downgrade();
         glib::spawn_future_local(async move {
-            let bytes = gio::spawn_blocking(move || std::fs::read(path)).await;
+            // Read and decoded on a worker thread: an output can be a large image.
+            let texture = gio::spawn_blocking(move || {
+                let bytes = std::fs::read(path).ok()?;
+                gdk::Texture::from_bytes(&glib::Bytes::from_owned(bytes)).ok()
+            })
+            .await;
             let Some(inspector) = inspector.upgrade() else {
                 return;
             };
@@ -254,21 +314,26 @@ impl imp::JobInspector {
             if imp.shown.get() != shown {
                 return;
             }
-            if let Ok(Ok(bytes)) = bytes {
-                if let Ok(texture) = gdk::Texture::from_bytes(&glib::Bytes::from_owned(bytes)) {
-                    imp.result_picture.set_paintable(Some(&texture));
-                    imp.result_picture.set_visible(true);
-                }
+            if let Ok(Some(texture)) = texture {
+                imp.result_picture.set_paintable(Some(&texture));
+                imp.result_picture.set_visible(true);
             }
         });
     }
 
-    fn picture_and_tree(&self, output: Option<&JobOutput>) {
+    fn picture_and_tree(&self, output: Option<&JobOutput>, state: &str) {
+        use crate::model::state;
         self.result_picture.set_visible(false);
         self.open_button.set_visible(false);
         self.output_file.replace(None);
         match output {
-            None => self.result_label.set_label("(none yet)"),
+            None => self.result_label.set_label(match state {
+                state::QUEUED => "(not started yet)",
+                state::RUNNING => "(running…)",
+                state::FAILED => "(none: it failed, see above)",
+                state::CANCELLED => "(none: it was cancelled)",
+                _ => "(being written…)",
+            }),
             Some(JobOutput::Tile(texture)) => {
                 self.result_picture.set_paintable(Some(texture));
                 self.result_picture.set_visible(true);
@@ -363,13 +428,19 @@ fn walk(value: &ciborium::Value, depth: usize, label: Option<String>, lines: &mu
     }
     match value {
         Value::Array(items) => {
-            lines.push(format!("{indent}{prefix}[{} items]", items.len()));
+            let noun = if items.len() == 1 { "item" } else { "items" };
+            lines.push(format!("{indent}{prefix}[{} {noun}]", items.len()));
             for (i, item) in items.iter().enumerate() {
                 walk(item, depth + 1, Some(i.to_string()), lines);
             }
         }
         Value::Map(entries) => {
-            lines.push(format!("{indent}{prefix}{{{} entries}}", entries.len()));
+            let noun = if entries.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            };
+            lines.push(format!("{indent}{prefix}{{{} {noun}}}", entries.len()));
             for (key, item) in entries {
                 let key = key
                     .as_text()
@@ -380,6 +451,29 @@ fn walk(value: &ciborium::Value, depth: usize, label: Option<String>, lines: &mu
         Value::Tag(tag, inner) => walk(inner, depth, Some(format!("{prefix}tag {tag}")), lines),
         _ => lines.push(format!("{indent}{prefix}?")),
     }
+}
+
+/// The `offload run --files` command that makes the same output from the same file, with the
+/// same parameters.
+fn files_command(
+    processor: &str,
+    path: &std::path::Path,
+    params: &[String],
+    output_dir: &std::path::Path,
+) -> String {
+    let mut command = format!(
+        "offload run {} --files {}",
+        shell_quote(processor),
+        shell_quote(&path.display().to_string())
+    );
+    for param in params {
+        command.push_str(&format!(" --param {}", shell_quote(param)));
+    }
+    command.push_str(&format!(
+        " --output-dir {}",
+        shell_quote(&output_dir.display().to_string())
+    ));
+    command
 }
 
 /// A POSIX shell command that runs the processor on the same input.
@@ -412,6 +506,20 @@ mod tests {
         assert_eq!(
             tree(&value),
             "{2 entries}\n  rgba: <2.0 KiB>\n  size: [2 items]\n    0: 3\n    1: 4"
+        );
+    }
+
+    #[test]
+    fn a_file_command_keeps_the_parameters() {
+        assert_eq!(
+            files_command(
+                "/bin/offload-thumbnail",
+                std::path::Path::new("/p/a b.jpg"),
+                &["size=128".into(), "format=png".into()],
+                std::path::Path::new("/out"),
+            ),
+            "offload run '/bin/offload-thumbnail' --files '/p/a b.jpg' --param 'size=128' \
+             --param 'format=png' --output-dir '/out'"
         );
     }
 

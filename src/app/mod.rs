@@ -1,6 +1,7 @@
 //! The GTK app: a thin layer of widgets over the engine. It adds no job logic of its own; the
 //! queue, the runners and the outcomes are the same as the CLI's.
 
+pub mod batch;
 pub mod inspector;
 pub mod job_list;
 pub mod mosaic_view;

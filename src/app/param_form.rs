@@ -196,9 +196,10 @@ fn field(parameter: &Parameter, last: Option<&str>) -> (gtk::Widget, Field) {
 }
 
 fn action_row(parameter: &Parameter, suffix: &impl IsA<gtk::Widget>) -> gtk::Widget {
+    // The processor's name for it goes in the tooltip: a person reads the label.
     let row = adw::ActionRow::builder()
         .title(glib::markup_escape_text(&parameter.label).as_str())
-        .subtitle(&parameter.name)
+        .tooltip_text(&parameter.name)
         .build();
     row.add_suffix(suffix);
     row.set_activatable_widget(Some(suffix));

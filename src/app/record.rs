@@ -13,8 +13,9 @@ use crate::{JobError, Processor, RunStats};
 pub enum JobKind {
     /// A tile of the Mandelbrot demo.
     Tile(Tile),
-    /// A job added by the user; its result is kept for the inspector.
-    Batch,
+    /// A job added by the user; its result is kept for the inspector. `label` says which
+    /// ("input 3").
+    Batch { label: String },
     /// A job on a file: its output is written to a file, and the result is not kept (a retry
     /// reads the file again).
     File {
@@ -47,4 +48,20 @@ pub struct JobRecord {
     pub error: Option<JobError>,
     pub stats: RunStats,
     pub started_at: Option<std::time::Instant>,
+    /// The batch it belongs to (each action's jobs are one).
+    pub batch: Option<std::rc::Rc<crate::app::batch::AppBatch>>,
+}
+
+impl JobRecord {
+    /// What the job is about, for its row: a file's name, a tile, an input's number.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            JobKind::Tile(tile) => format!("tile at {}, {}", tile.x, tile.y),
+            JobKind::Batch { label } => label.clone(),
+            JobKind::File { path, .. } => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+        }
+    }
 }

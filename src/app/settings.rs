@@ -66,6 +66,23 @@ impl AppSettings {
             .set_string("output-folder", &folder.to_string_lossy());
     }
 
+    /// Sets parallel jobs (at least 1).
+    pub fn set_parallel_jobs(&self, n: usize) {
+        let _ = self
+            .settings
+            .set_int("parallel-jobs", i32::try_from(n.max(1)).unwrap_or(i32::MAX));
+    }
+
+    /// The processor chosen last, by name.
+    pub fn processor(&self) -> Option<String> {
+        let name = self.settings.string("processor");
+        (!name.is_empty()).then(|| name.to_string())
+    }
+
+    pub fn set_processor(&self, name: &str) {
+        let _ = self.settings.set_string("processor", name);
+    }
+
     pub fn notifications(&self) -> bool {
         self.settings.boolean("notifications")
     }

@@ -1,17 +1,19 @@
-//! Closing the window: asking first while jobs run, and stopping every process.
+//! Closing the window: asking first while jobs run or wait, and stopping every process.
 
 use super::*;
 
 impl Window {
-    pub(super) fn confirm_close(&self, counts: StateCounts) {
+    pub(super) fn confirm_close(&self, running: usize, waiting: usize) {
         let dialog = adw::MessageDialog::new(
             Some(self),
-            Some("Stop Running Jobs?"),
+            Some("Stop the Jobs and Quit?"),
             Some(&format!(
-                "{} jobs are running and {} are queued. Quitting stops them all; finished results are kept.",
-                counts.running, counts.queued
+                "{}. Quitting stops them all; finished outputs are kept.",
+                super::status::running_and_waiting(running, waiting)
             )),
         );
+        // Named for window lists (and for tests that find it by its title).
+        dialog.set_title(Some("Stop the Jobs and Quit?"));
         dialog.add_response("cancel", "_Keep Running");
         dialog.add_response("quit", "_Stop and Quit");
         dialog.set_response_appearance("quit", adw::ResponseAppearance::Destructive);
@@ -36,7 +38,12 @@ impl Window {
     /// Kills every processor now and waits (at most two seconds) until each runner has
     /// reported, so that no child outlives the window.
     pub fn stop_all_jobs(&self) {
+        let imp = self.imp();
+        imp.file_feeds.borrow_mut().clear();
         let queue = self.queue();
+        for batch in imp.batches.borrow().iter() {
+            batch.cancel(&queue);
+        }
         queue.shutdown();
         let context = glib::MainContext::default();
         let until = Instant::now() + Duration::from_secs(2);

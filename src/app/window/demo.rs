@@ -10,17 +10,37 @@ impl Window {
             Err(err) => return self.toast(&err.to_string()),
         };
         let tiles = mosaic.tiles();
-        self.imp().mosaic.set(Some(mosaic));
-        self.imp().mosaic_view.set_mosaic(mosaic, &tiles);
-        self.imp().stack.set_visible_child_name("mosaic");
+        let imp = self.imp();
+        imp.mosaic.set(Some(mosaic));
+        imp.mosaic_view.set_mosaic(mosaic, &tiles);
+        imp.mosaic_stack.set_visible_child_name("mosaic");
+        imp.stack.set_visible_child_name("mosaic");
+        // The demo needs no choices: its canvas gets the room.
+        if !imp.flap.is_folded() {
+            imp.flap.set_reveal_flap(false);
+        }
+        let batch = Rc::new(AppBatch::new(
+            "Mandelbrot demo",
+            &processor,
+            Vec::new(),
+            None,
+        ));
+        self.start_batch(&batch);
+        batch.add_waiting(tiles.len());
         for tile in tiles {
             // A few bytes each: encoding them here costs less than a thread hop.
             let mut cbor = Vec::new();
             if let Err(err) = ciborium::into_writer(&tile.input, &mut cbor) {
                 self.toast(&format!("Cannot encode a tile: {err}"));
+                batch.drop_waiting(1);
                 continue;
             }
-            self.submit(processor.clone(), JobKind::Tile(tile), Arc::new(cbor));
+            self.submit(
+                processor.clone(),
+                JobKind::Tile(tile),
+                Arc::new(cbor),
+                &batch,
+            );
         }
     }
 
@@ -43,8 +63,12 @@ impl Window {
                     TileState::Done(texture.clone()),
                 );
                 self.update_record(finished.id, |r| r.output = Some(JobOutput::Tile(texture)));
+                trace(&format!(
+                    "tiles done: {}",
+                    self.imp().mosaic_view.done_tiles()
+                ));
             }
         }
-        self.result_arrived();
+        self.result_arrived(finished.id, false);
     }
 }

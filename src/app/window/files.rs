@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 
 use crate::files::FileJobs;
 
-/// Files waiting to be read and submitted.
+/// Files waiting to be read and submitted, for one batch.
 pub(super) struct FileFeed {
     processor: Processor,
     jobs: Arc<FileJobs>,
-    paths: VecDeque<PathBuf>,
+    pub(super) batch: Rc<AppBatch>,
+    pub(super) paths: VecDeque<PathBuf>,
 }
 
 /// Jobs queued at most per slot while files wait: enough to keep every slot busy.
@@ -31,9 +32,18 @@ impl Window {
         paths: Vec<PathBuf>,
     ) {
         let imp = self.imp();
+        let title = batch_title(processor, &paths);
+        let batch = Rc::new(AppBatch::new(
+            title,
+            processor,
+            params.clone(),
+            Some(output_dir.clone()),
+        ));
         // Counted as waiting until the folders are searched, so the window is not idle.
+        batch.add_waiting(1);
+        self.start_batch(&batch);
         imp.unsubmitted.set(imp.unsubmitted.get() + 1);
-        imp.work_started.set(true);
+        self.show_jobs_page();
         let processor = processor.clone();
         glib::spawn_future_local(glib::clone!(
             #[weak(rename_to = window)]
@@ -46,19 +56,23 @@ impl Window {
                     .unwrap_or_else(|_| Err("Preparing the files failed".to_owned()));
                 let imp = window.imp();
                 imp.unsubmitted.set(imp.unsubmitted.get().saturating_sub(1));
+                batch.drop_waiting(1);
                 match found {
                     Ok((jobs, accepted, skipped)) => {
                         window.note_skipped(&jobs, skipped);
                         if accepted.is_empty() {
                             window.toast("None of these files is one the processor takes");
                         }
-                        window.add_file_paths(processor, Arc::new(jobs), accepted);
+                        if !batch.is_cancelled() {
+                            window.add_file_paths(processor, Arc::new(jobs), &batch, accepted);
+                        }
                     }
                     Err(why) => {
                         imp.file_errors.borrow_mut().push(why.clone());
                         window.toast(&why);
                     }
                 }
+                window.check_batches();
                 if window.is_idle() {
                     window.refresh_status();
                     window.when_idle();
@@ -83,19 +97,20 @@ impl Window {
         &self,
         processor: Processor,
         jobs: Arc<FileJobs>,
+        batch: &Rc<AppBatch>,
         paths: Vec<PathBuf>,
     ) {
         if paths.is_empty() {
             return;
         }
-        if self.imp().mosaic.get().is_none() {
-            self.show_jobs_page();
-        }
+        self.show_jobs_page();
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + paths.len());
+        batch.add_waiting(paths.len());
         imp.file_feeds.borrow_mut().push_back(FileFeed {
             processor,
             jobs,
+            batch: batch.clone(),
             paths: paths.into(),
         });
         self.feed_files();
@@ -113,14 +128,19 @@ impl Window {
         if room == 0 {
             return;
         }
-        let (processor, jobs, slice) = {
+        let (processor, jobs, batch, slice) = {
             let mut feeds = imp.file_feeds.borrow_mut();
             let Some(feed) = feeds.front_mut() else {
                 return;
             };
             let take = room.min(feed.paths.len());
             let slice: Vec<PathBuf> = feed.paths.drain(..take).collect();
-            let taken = (feed.processor.clone(), feed.jobs.clone(), slice);
+            let taken = (
+                feed.processor.clone(),
+                feed.jobs.clone(),
+                feed.batch.clone(),
+                slice,
+            );
             if feed.paths.is_empty() {
                 feeds.pop_front();
             }
@@ -151,19 +171,27 @@ impl Window {
                 let mut skipped = Vec::new();
                 for (path, input) in read {
                     imp.unsubmitted.set(imp.unsubmitted.get().saturating_sub(1));
+                    if batch.is_cancelled() {
+                        // Read while the batch was cancelled: counted cancelled already.
+                        continue;
+                    }
                     match input {
                         Ok(bytes) => {
                             let kind = JobKind::File {
                                 path,
                                 jobs: jobs.clone(),
                             };
-                            window.submit(processor.clone(), kind, Arc::new(bytes));
+                            window.submit(processor.clone(), kind, Arc::new(bytes), &batch);
                         }
-                        Err(why) => skipped.push((path, why)),
+                        Err(why) => {
+                            batch.drop_waiting(1);
+                            skipped.push((path, why));
+                        }
                     }
                 }
                 window.note_skipped(&jobs, skipped);
                 window.feed_files();
+                window.check_batches();
                 if window.is_idle() {
                     window.refresh_status();
                     window.when_idle();
@@ -180,7 +208,7 @@ impl Window {
         finished: Finished<ciborium::Value>,
     ) {
         let Ok(value) = finished.result else {
-            self.result_arrived();
+            self.result_arrived(finished.id, false);
             return;
         };
         let id = finished.id;
@@ -191,13 +219,18 @@ impl Window {
                 let written = gio::spawn_blocking(move || jobs.write(&path, value))
                     .await
                     .unwrap_or_else(|_| Err("writing the output failed".to_owned()));
+                let mut wrote = false;
                 match written {
                     Ok((file, _rest)) => {
+                        if let Some(job) = window.job(id) {
+                            job.set_output(&file);
+                        }
                         window.update_record(id, |r| r.output = Some(JobOutput::File(file)));
                         window
                             .imp()
                             .files_written
                             .set(window.imp().files_written.get() + 1);
+                        wrote = true;
                     }
                     Err(why) => {
                         // Not a success: the row shows it failed, and why.
@@ -205,13 +238,17 @@ impl Window {
                             crate::FailureKind::OutputNotWritten,
                             format!("the output was not written: {why}"),
                         );
-                        window.jobs().fail(id, error.clone());
+                        if window.jobs().fail(id, error.clone()) {
+                            if let Some(batch) = window.record(id).and_then(|r| r.batch) {
+                                batch.failed_after();
+                            }
+                        }
                         window.update_record(id, |r| r.error = Some(error));
                         window.imp().file_errors.borrow_mut().push(why.clone());
                         window.toast(&format!("Job {}: {why}", id.0));
                     }
                 }
-                window.result_arrived();
+                window.result_arrived(id, wrote);
             }
         ));
     }
@@ -258,8 +295,8 @@ impl Window {
         self.imp().skipped.borrow_mut().extend(skipped);
     }
 
-    /// Runs the selected processor on `paths` with the form's parameters, as Add Files... and
-    /// a drop do; whether it takes files.
+    /// Runs the selected processor on `paths` with the form's parameters, as Add Folder...,
+    /// Add Files... and a drop do; whether it takes files.
     pub fn add_files_from_form(&self, paths: Vec<PathBuf>) -> bool {
         match self.selected_processor() {
             Some((processor, Some(d))) if d.files.is_some() => {
@@ -267,34 +304,56 @@ impl Window {
                 self.add_files(&processor, params, self.output_dir(), paths);
                 true
             }
-            _ => {
-                self.toast("Choose a processor that takes files, such as thumbnail");
+            Some((processor, _)) => {
+                self.toast(&format!(
+                    "{} does not work on files: choose an action that does, such as {}",
+                    super::processors::human_name(processor.name()),
+                    super::processors::human_name("thumbnail")
+                ));
+                false
+            }
+            None => {
+                self.toast("No action to run: no processor was found");
                 false
             }
         }
     }
 
-    /// Asks for files (or a folder) for the selected processor, then runs it on them.
+    /// Asks for a folder (or files) for the selected processor, then runs it on them.
     pub(super) fn choose_files(&self, folder: bool) {
+        if !self.processors_loaded() && !self.imp().processors_searched.get() {
+            // Asked before the processors are found (they are, at start): asked again then.
+            self.imp().choose_when_loaded.set(Some(folder));
+            return;
+        }
         let Some((processor, description)) = self.selected_processor() else {
-            return self.toast("No processor is selected");
+            return self.toast("No action to run: no processor was found");
         };
         if description
             .as_ref()
             .and_then(|d| d.files.as_ref())
             .is_none()
         {
+            self.imp().flap.set_reveal_flap(true);
             return self.toast(&format!(
-                "{} does not take files; choose a processor that does, such as thumbnail",
-                processor.name()
+                "{} does not work on files: choose an action that does, such as {}",
+                super::processors::human_name(processor.name()),
+                super::processors::human_name("thumbnail")
             ));
         }
+        let name = super::processors::human_name(processor.name());
         let (title, action) = if folder {
-            ("Add Folder", gtk::FileChooserAction::SelectFolder)
+            (
+                format!("{name}: Choose a Folder"),
+                gtk::FileChooserAction::SelectFolder,
+            )
         } else {
-            ("Add Files", gtk::FileChooserAction::Open)
+            (
+                format!("{name}: Choose Files"),
+                gtk::FileChooserAction::Open,
+            )
         };
-        self.choose_paths(title, "_Add", action, !folder, |window, paths| {
+        self.choose_paths(&title, "_Run", action, !folder, |window, paths| {
             window.add_files_from_form(paths);
         });
     }
@@ -316,25 +375,35 @@ impl Window {
     /// Sets where outputs go.
     pub fn set_output_dir(&self, dir: Option<PathBuf>) {
         self.imp().output_dir.replace(dir);
+        self.show_output_dir();
     }
 
-    /// Files dropped on the window run on the selected processor.
-    pub(super) fn setup_drop_target(&self) {
-        let target = gtk::DropTarget::new(gdk::FileList::static_type(), gdk::DragAction::COPY);
-        target.connect_drop(glib::clone!(
-            #[weak(rename_to = window)]
-            self,
-            #[upgrade_or]
-            false,
-            move |_, value, _, _| {
-                let Ok(list) = value.get::<gdk::FileList>() else {
-                    return false;
-                };
-                let paths: Vec<PathBuf> = list.files().iter().filter_map(|f| f.path()).collect();
-                window.add_files_from_form(paths)
-            }
-        ));
-        self.add_controller(target);
+    /// The output folder as a person reads it (~ for the home folder).
+    pub(super) fn output_dir_label(&self) -> String {
+        let dir = self.output_dir();
+        match dir.strip_prefix(glib::home_dir()) {
+            Ok(rest) if !rest.as_os_str().is_empty() => format!("~/{}", rest.display()),
+            _ => dir.display().to_string(),
+        }
+    }
+
+    /// Shows the output folder in the What to Run pane (Preferences follows it).
+    pub(super) fn show_output_dir(&self) {
+        self.imp().output_row.set_subtitle(&self.output_dir_label());
+    }
+}
+
+/// "Make Thumbnails · photos": the action and the folder or file it runs on.
+fn batch_title(processor: &Processor, paths: &[PathBuf]) -> String {
+    let name = super::processors::human_name(processor.name());
+    let first = paths
+        .first()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    match (first, paths.len()) {
+        (Some(first), 1) => format!("{name} · {first}"),
+        (Some(first), n) => format!("{name} · {first} and {} more", n - 1),
+        (None, _) => name,
     }
 }
 

@@ -1,71 +1,127 @@
-//! The status area: counts, rate, overall progress and time left, refreshed by a tick.
+//! The status bar: the current batch's progress, time left and counts, with its own Cancel;
+//! refreshed by a tick, which also runs the state filter again when rows changed state.
 
 use super::*;
 
-/// The window over which jobs per second are measured.
-const RATE_WINDOW: Duration = Duration::from_secs(5);
+use crate::app::batch::count;
 
 impl Window {
     pub(super) fn on_tick(&self) {
         // Only running jobs change on their own; the model looks at those alone.
         self.jobs().refresh_elapsed();
+        if self.imp().filter_stale.get() && self.imp().state_filter.selected() != 0 {
+            self.refilter();
+        }
         self.refresh_status();
     }
 
-    /// Updates the status area: counts, rate, overall progress and time left.
+    /// Updates the status bar: the batch shown, its progress and time left, its counts.
     pub fn refresh_status(&self) {
         let imp = self.imp();
-        let counts = self.state_counts();
-        let total =
-            counts.queued + counts.running + counts.succeeded + counts.failed + counts.cancelled;
-        let done = total - counts.queued - counts.running;
-        let paused = if imp.queue.borrow().as_ref().is_some_and(Queue::is_paused) {
-            " · paused"
-        } else {
-            ""
-        };
-        imp.counts_label.set_label(&format!(
-            "{} queued · {} running · {} succeeded · {} failed · {} cancelled{paused}",
-            counts.queued, counts.running, counts.succeeded, counts.failed, counts.cancelled
-        ));
-        let mut times = imp.finish_times.borrow_mut();
-        while times.front().is_some_and(|t| t.elapsed() > RATE_WINDOW) {
-            times.pop_front();
+        let paused = imp.queue.borrow().as_ref().is_some_and(Queue::is_paused);
+        let batch = self.current_batch();
+        match &batch {
+            Some(batch) => {
+                let others = self
+                    .running_batches()
+                    .saturating_sub(usize::from(!batch.is_done()));
+                let more = if others > 0 {
+                    format!(" (and {} more)", count(others, "batch", "batches"))
+                } else {
+                    String::new()
+                };
+                imp.batch_label.set_label(&format!(
+                    "{}{more} · {}",
+                    batch.title(),
+                    batch.progress_text(paused)
+                ));
+                imp.overall_progress.set_fraction(batch.fraction());
+                let tally = batch.tally();
+                let mut parts = Vec::new();
+                if tally.running > 0 {
+                    parts.push(format!("{} running", tally.running));
+                }
+                if tally.queued + tally.waiting > 0 {
+                    parts.push(format!("{} waiting", tally.queued + tally.waiting));
+                }
+                parts.push(format!("{} done", tally.succeeded));
+                if tally.failed > 0 {
+                    parts.push(format!("{} failed", tally.failed));
+                }
+                if tally.cancelled > 0 {
+                    parts.push(format!("{} cancelled", tally.cancelled));
+                }
+                let rate = batch.rate();
+                if rate > 0.0 && !batch.is_done() {
+                    parts.push(format!("{rate:.1} jobs/s"));
+                }
+                imp.counts_label.set_label(&parts.join(" · "));
+            }
+            None => {
+                imp.batch_label.set_label(if paused {
+                    "Paused: new jobs wait"
+                } else {
+                    "Ready"
+                });
+                imp.overall_progress.set_fraction(0.0);
+                imp.counts_label
+                    .set_label("Choose what to run (F9), then add a folder or drop files");
+            }
         }
-        let rate = match (times.front(), times.len()) {
-            (Some(first), n) if n >= 2 => (n - 1) as f64 / first.elapsed().as_secs_f64().max(0.25),
-            _ => 0.0,
+        self.describe_empty_page();
+        let running = batch
+            .as_ref()
+            .is_some_and(|b| !b.is_done() && !b.is_cancelled());
+        imp.cancel_batch_button.set_visible(running);
+        let spinning = self.state_counts().running > 0 && !paused;
+        imp.spinner.set_spinning(spinning);
+        imp.spinner.set_visible(spinning);
+        self.update_actions();
+    }
+
+    /// The empty page says what a drop or Add Folder... will do, and where the outputs go.
+    fn describe_empty_page(&self) {
+        let imp = self.imp();
+        if imp.jobs_stack.visible_child_name().as_deref() != Some("empty") {
+            return;
+        }
+        let text = match self.selected_processor() {
+            Some((processor, Some(description))) if description.files.is_some() => format!(
+                "{}, into {}. Change it in What to Run (F9).",
+                super::processors::action_phrase(
+                    processor.name(),
+                    &description,
+                    &self.form_values()
+                ),
+                imp.output_row.subtitle().unwrap_or_default()
+            ),
+            _ => "Choose an action that works on files in What to Run (F9)".to_owned(),
         };
-        imp.rate_label.set_label(&format!("{rate:.1} jobs/s"));
-        let fraction = if total == 0 {
-            0.0
-        } else {
-            done as f64 / total as f64
-        };
-        imp.overall_progress.set_fraction(fraction);
-        let left = total - done;
-        let text = if left == 0 {
-            format!("{done} of {total} done")
-        } else if rate > 0.0 {
-            format!(
-                "{done} of {total} done · about {} left",
-                format_eta(left as f64 / rate)
-            )
-        } else {
-            format!("{done} of {total} done")
-        };
-        imp.overall_progress.set_text(Some(&text));
-        imp.spinner.set_spinning(counts.running > 0);
+        if imp.empty_page.description().as_deref() != Some(text.as_str()) {
+            imp.empty_page.set_description(Some(&text));
+        }
+    }
+
+    /// The status bar's texts (for tests): the batch line and the counts line.
+    pub fn status_text(&self) -> (String, String) {
+        let imp = self.imp();
+        (
+            imp.batch_label.label().to_string(),
+            imp.counts_label.label().to_string(),
+        )
     }
 }
 
-fn format_eta(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
+/// "1 job is running and 42 are waiting", for the question before quitting.
+pub(super) fn running_and_waiting(running: usize, waiting: usize) -> String {
+    let running = match running {
+        0 => "No job is running".to_owned(),
+        1 => "1 job is running".to_owned(),
+        n => format!("{n} jobs are running"),
+    };
+    match waiting {
+        0 => running,
+        1 => format!("{running} and 1 is waiting"),
+        n => format!("{running} and {n} are waiting"),
     }
 }

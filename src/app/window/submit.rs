@@ -11,7 +11,8 @@ const SUBMIT_BUDGET: Duration = Duration::from_millis(4);
 /// Inputs of a batch still to be submitted.
 struct Feed {
     processor: Processor,
-    inputs: std::vec::IntoIter<crate::app::EncodedInput>,
+    inputs: std::iter::Enumerate<std::vec::IntoIter<crate::app::EncodedInput>>,
+    batch: Rc<AppBatch>,
     pacer: Pacer,
 }
 
@@ -19,9 +20,32 @@ impl Window {
     /// Adds one job per input, for `processor`. The inputs are encoded on a worker thread
     /// (a batch may hold gigabytes of base64), then submitted a slice per main-loop turn.
     pub fn add_jobs(&self, processor: &Processor, inputs: Vec<serde_json::Value>) {
+        let batch = Rc::new(AppBatch::new(
+            format!(
+                "{} · {}",
+                super::processors::human_name(processor.name()),
+                crate::app::batch::count(inputs.len(), "job", "jobs")
+            ),
+            processor,
+            Vec::new(),
+            None,
+        ));
+        self.start_batch(&batch);
+        self.add_jobs_to(processor, inputs, &batch);
+    }
+
+    /// Adds one job per input to `batch`.
+    pub(super) fn add_jobs_to(
+        &self,
+        processor: &Processor,
+        inputs: Vec<serde_json::Value>,
+        batch: &Rc<AppBatch>,
+    ) {
         let imp = self.imp();
         let count = inputs.len();
         imp.unsubmitted.set(imp.unsubmitted.get() + count);
+        batch.add_waiting(count);
+        let batch = batch.clone();
         let processor = processor.clone();
         glib::spawn_future_local(glib::clone!(
             #[weak(rename_to = window)]
@@ -38,6 +62,7 @@ impl Window {
                 let imp = window.imp();
                 imp.unsubmitted
                     .set(imp.unsubmitted.get().saturating_sub(count));
+                batch.drop_waiting(count);
                 let mut failures = Vec::new();
                 let inputs: Vec<_> = encoded
                     .into_iter()
@@ -49,7 +74,10 @@ impl Window {
                         failures.len()
                     ));
                 }
-                window.add_encoded_jobs(&processor, inputs);
+                if !batch.is_cancelled() {
+                    window.add_encoded_jobs(&processor, inputs, &batch);
+                }
+                window.check_batches();
                 window.refresh_status();
             }
         ));
@@ -58,18 +86,23 @@ impl Window {
     /// Adds one job per encoded input, a slice per main-loop turn sized by a [`Pacer`] (at
     /// most `SUBMIT_SLICE` jobs, about `SUBMIT_BUDGET` of work), so that adding a hundred
     /// thousand jobs never freezes the window.
-    pub fn add_encoded_jobs(&self, processor: &Processor, inputs: Vec<crate::app::EncodedInput>) {
+    pub(super) fn add_encoded_jobs(
+        &self,
+        processor: &Processor,
+        inputs: Vec<crate::app::EncodedInput>,
+        batch: &Rc<AppBatch>,
+    ) {
         if inputs.is_empty() {
             return;
         }
-        if self.imp().mosaic.get().is_none() {
-            self.show_jobs_page();
-        }
+        self.show_jobs_page();
         let imp = self.imp();
         imp.unsubmitted.set(imp.unsubmitted.get() + inputs.len());
+        batch.add_waiting(inputs.len());
         let feed = Feed {
             processor: processor.clone(),
-            inputs: inputs.into_iter(),
+            inputs: inputs.into_iter().enumerate(),
+            batch: batch.clone(),
             pacer: Pacer::new(SUBMIT_BUDGET, SUBMIT_SLICE),
         };
         self.submit_slice(feed);
@@ -79,10 +112,22 @@ impl Window {
     /// after the pause the pacer asks for.
     fn submit_slice(&self, mut feed: Feed) {
         let began = Instant::now();
+        if feed.batch.is_cancelled() {
+            // Cancelled: what waits is not submitted (the batch counted it cancelled).
+            let imp = self.imp();
+            imp.unsubmitted
+                .set(imp.unsubmitted.get().saturating_sub(feed.inputs.len()));
+            self.check_batches();
+            self.refresh_status();
+            return;
+        }
         let slice: Vec<_> = feed.inputs.by_ref().take(feed.pacer.next()).collect();
         let taken = slice.len();
-        for input in slice {
-            self.submit(feed.processor.clone(), JobKind::Batch, input);
+        for (line, input) in slice {
+            let kind = JobKind::Batch {
+                label: format!("input {}", line + 1),
+            };
+            self.submit(feed.processor.clone(), kind, input, &feed.batch);
         }
         let imp = self.imp();
         imp.unsubmitted
@@ -127,8 +172,8 @@ impl Window {
         processor: Processor,
         kind: JobKind,
         input: crate::app::EncodedInput,
+        batch: &Rc<AppBatch>,
     ) -> Option<JobId> {
-        self.batch_starts();
         let imp = self.imp();
         let queue = self.queue();
         let job = self.job_for(&processor);
@@ -145,6 +190,7 @@ impl Window {
             error: None,
             stats: Default::default(),
             started_at: None,
+            batch: Some(batch.clone()),
         };
         // One weak reference for all pending jobs: GLib keeps an object's weak references in
         // a list, and clearing one of ten thousand walks it.
@@ -171,26 +217,30 @@ impl Window {
                         });
                         id
                     }),
-                JobKind::Batch => queue
-                    .submit_cbor::<ciborium::Value>(&job, input)
-                    .map(|handle| {
-                        let id = handle.id();
-                        handle.on_finished(move |finished| {
-                            if let Some(window) = window.upgrade() {
-                                window.on_value_finished(finished);
-                            }
-                        });
-                        id
-                    }),
+                JobKind::Batch { .. } => {
+                    queue
+                        .submit_cbor::<ciborium::Value>(&job, input)
+                        .map(|handle| {
+                            let id = handle.id();
+                            handle.on_finished(move |finished| {
+                                if let Some(window) = window.upgrade() {
+                                    window.on_value_finished(finished);
+                                }
+                            });
+                            id
+                        })
+                }
             };
         match id {
             Ok(id) => {
+                batch.submitted(id);
                 imp.records.borrow_mut().insert(id, record);
                 imp.outstanding.set(imp.outstanding.get() + 1);
                 imp.work_started.set(true);
                 Some(id)
             }
             Err(err) => {
+                batch.drop_waiting(1);
                 self.toast(&err.to_string());
                 None
             }

@@ -21,7 +21,7 @@ impl Window {
 
     /// Runs the unattended steps once all work is done.
     pub(super) fn when_idle(&self) {
-        self.batch_ended();
+        self.check_batches();
         let imp = self.imp();
         if !imp.work_started.get() {
             return;

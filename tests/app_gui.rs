@@ -29,7 +29,7 @@ const STEP: Duration = Duration::from_secs(90);
 struct Desktop {
     display: String,
     xvfb: Child,
-    wm: Child,
+    wm: std::cell::RefCell<Child>,
     home: tempfile::TempDir,
     shots: PathBuf,
     name: String,
@@ -44,55 +44,37 @@ impl Desktop {
                 .is_ok_and(|o| o.status.success());
             assert!(found, "{tool} is missing: run dev/setup test");
         }
-        let base = 200 + std::process::id() % 400;
-        let (display, xvfb) = (base..base + 60)
-            .find_map(|n| {
-                if Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-                    return None;
-                }
-                let mut xvfb = Command::new("Xvfb")
-                    .args([
-                        &format!(":{n}"),
-                        "-screen",
-                        "0",
-                        "1280x800x24",
-                        "-nolisten",
-                        "tcp",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()?;
-                // Up once a client can connect (a socket file may be a dead server's).
-                let until = Instant::now() + STEP;
-                while Instant::now() < until {
-                    if let Ok(Some(_)) = xvfb.try_wait() {
-                        return None; // taken by another server: the next number
-                    }
-                    let connects = Command::new("xprop")
-                        .args(["-display", &format!(":{n}"), "-root", "-len", "0"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    if connects {
-                        return Some((format!(":{n}"), xvfb));
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = xvfb.kill();
-                None
-            })
-            .expect("an X server starts");
-        let home = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(home.path().join("openbox.log")).expect("log");
-        let wm = Command::new("openbox")
-            .env("DISPLAY", &display)
-            .env("HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(log)
+        // The server picks a free display number itself and writes it once it accepts clients
+        // (-displayfd): no guessing from lock files, which another mount namespace (a CI
+        // container) does not show while its servers hold the same abstract sockets.
+        let mut xvfb = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("openbox starts");
+            .expect("Xvfb starts");
+        let mut number = String::new();
+        let stdout = xvfb.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut number)
+            .expect("Xvfb writes its display number");
+        let number = number.trim();
+        assert!(
+            !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()),
+            "Xvfb gave no display number ({number:?}): {:?}",
+            xvfb.try_wait()
+        );
+        let display = format!(":{number}");
+        let home = tempfile::tempdir().expect("tempdir");
+        let wm = start_openbox(&display, home.path());
         let shots = common::bin_dir()
             .parent()
             .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
@@ -101,22 +83,27 @@ impl Desktop {
         let desktop = Self {
             display,
             xvfb,
-            wm,
+            wm: std::cell::RefCell::new(wm),
             home,
             shots,
             name: name.to_owned(),
         };
-        // The window manager is up once it has claimed the screen.
+        // The window manager is up once it has claimed the screen; one that died on the way
+        // (its log says why) is started again.
         desktop.wait_for("the window manager", || {
             let out = desktop.run("xprop", &["-root", "_NET_SUPPORTING_WM_CHECK"]);
             if out.contains("window id") {
                 return Some(());
             }
-            let log = std::fs::read_to_string(desktop.home.path().join("openbox.log"));
-            eprintln!(
-                "waiting for openbox on {}: {out:?} {log:?}",
-                desktop.display
-            );
+            let ended = desktop.wm.borrow_mut().try_wait();
+            if let Ok(Some(status)) = ended {
+                let log = std::fs::read_to_string(desktop.home.path().join("openbox.log"));
+                eprintln!(
+                    "openbox on {} ended ({status}), starting it again: {log:?}",
+                    desktop.display
+                );
+                *desktop.wm.borrow_mut() = start_openbox(&desktop.display, desktop.home.path());
+            }
             None
         });
         desktop
@@ -248,12 +235,29 @@ impl Desktop {
 impl Drop for Desktop {
     fn drop(&mut self) {
         // SIGTERM, so that the X server removes its lock and socket files.
-        for child in [&mut self.wm, &mut self.xvfb] {
+        for child in [self.wm.get_mut(), &mut self.xvfb] {
             // SAFETY: signalling a child of ours.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
         }
     }
+}
+
+/// openbox on `display`, its stdout and stderr appended to `home`/openbox.log.
+fn start_openbox(display: &str, home: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("openbox.log"))
+        .expect("log");
+    let log2 = log.try_clone().expect("log");
+    Command::new("openbox")
+        .env("DISPLAY", display)
+        .env("HOME", home)
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .expect("openbox starts")
 }
 
 fn path_with_bins() -> String {

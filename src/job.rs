@@ -22,29 +22,78 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Where a job is in its life.
+/// Where a job is in its life (ordered as a life goes: queued first, the ends last): the one set of states the queue, the job model, a
+/// [`Batch`](crate::Batch), the app and the CLI all speak.
+///
+/// With the feature `model` it is also a GObject enum type (`OffloadJobState`, nicks
+/// `queued`, `running`, `succeeded`, `failed`, `cancelled`): the type of the job model's
+/// `state` property, which a widget binds to or compares as an enum, never as a string.
 ///
 /// ```
-/// use offload::JobState;
+/// use offload::{FailureKind, JobError, JobState};
 /// assert!(JobState::Failed.is_finished() && !JobState::Running.is_finished());
+/// let cancelled = JobError::new(FailureKind::Cancelled, "cancelled");
+/// assert_eq!(JobState::ended(Some(&cancelled)), JobState::Cancelled);
+/// assert_eq!(JobState::ended(None), JobState::Succeeded);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "model", derive(glib::Enum))]
+#[cfg_attr(feature = "model", enum_type(name = "OffloadJobState"))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a free slot.
+    #[default]
     Queued,
     /// Its processor is running.
     Running,
     /// Finished with a result.
     Succeeded,
-    /// Finished without one (see the job's error for why).
+    /// Finished without one (see the job's error for why), other than by a cancel.
     Failed,
+    /// Cancelled, before or while it ran.
+    Cancelled,
 }
 
 impl JobState {
-    /// Whether the job has ended, one way or the other.
+    /// Every state, in the order of a job's life (the ends last).
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Whether the job has ended, one way or another.
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The state a job ends in: `error` is its failure (`None`: it succeeded).
+    pub fn ended(error: Option<&crate::JobError>) -> Self {
+        match error {
+            None => Self::Succeeded,
+            Some(e) if e.kind == crate::FailureKind::Cancelled => Self::Cancelled,
+            Some(_) => Self::Failed,
+        }
+    }
+
+    /// Its name in lines and logs: `queued`, `running`, `succeeded`, `failed`, `cancelled`
+    /// (as it serializes, and the GObject enum's nick).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

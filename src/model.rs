@@ -29,21 +29,7 @@ use glib::Properties;
 
 use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
 use crate::queue::{ObserverId, Queue, QueueEvent};
-use crate::JobId;
-
-/// The `state` property's values.
-pub mod state {
-    /// Waiting for a slot.
-    pub const QUEUED: &str = "queued";
-    /// Its processor runs.
-    pub const RUNNING: &str = "running";
-    /// Ended with a result.
-    pub const SUCCEEDED: &str = "succeeded";
-    /// Ended without one.
-    pub const FAILED: &str = "failed";
-    /// Cancelled, before or while running.
-    pub const CANCELLED: &str = "cancelled";
-}
+use crate::{JobId, JobState};
 
 mod job_imp {
     use super::*;
@@ -57,9 +43,9 @@ mod job_imp {
         /// Its processor's name.
         #[property(get)]
         pub processor: RefCell<String>,
-        /// One of the [`state`] values: queued, running, succeeded, failed, cancelled.
-        #[property(get)]
-        pub state: RefCell<String>,
+        /// Where the job is: a [`JobState`] (a GObject enum, `OffloadJobState`).
+        #[property(get, builder(JobState::Queued))]
+        pub state: Cell<JobState>,
         /// From 0.0 to 1.0: the processor's last report; 1.0 once succeeded.
         #[property(get, minimum = 0.0, maximum = 1.0)]
         pub progress: Cell<f64>,
@@ -122,7 +108,6 @@ impl JobObject {
         let imp = object.imp();
         imp.id.set(id.0);
         imp.processor.replace(processor.to_owned());
-        imp.state.replace(state::QUEUED.to_owned());
         object
     }
 
@@ -133,8 +118,7 @@ impl JobObject {
 
     /// Whether the job has ended, one way or another.
     pub fn is_finished(&self) -> bool {
-        let state = self.imp().state.borrow();
-        state.as_str() != state::QUEUED && state.as_str() != state::RUNNING
+        self.state().is_finished()
     }
 
     /// The failure, once the job failed or was cancelled.
@@ -160,8 +144,10 @@ impl JobObject {
         }
     }
 
-    fn set_state(&self, value: &str) {
-        self.set_text(&self.imp().state, value, "state");
+    fn set_state(&self, value: JobState) {
+        if self.imp().state.replace(value) != value {
+            self.notify_state();
+        }
     }
 
     fn set_progress(&self, value: f64) {
@@ -175,7 +161,7 @@ impl JobObject {
     fn started(&self, pid: u32, worker: Option<WorkerRun>) {
         let _guard = self.freeze_notify();
         self.imp().started.set(Some(std::time::Instant::now()));
-        self.set_state(state::RUNNING);
+        self.set_state(JobState::Running);
         self.imp().pid.set(pid);
         self.notify_pid();
         self.set_text(&self.imp().worker, &worker_label(worker), "worker");
@@ -188,21 +174,13 @@ impl JobObject {
         self.set_text(&imp.failure_kind, error.kind.as_str(), "failure-kind");
         self.set_text(&imp.reason, &reason(error), "reason");
         imp.error.replace(Some(error.clone()));
-        self.set_state(if error.kind == FailureKind::Cancelled {
-            state::CANCELLED
-        } else {
-            state::FAILED
-        });
+        self.set_state(JobState::ended(Some(error)));
     }
 
     fn finished(&self, error: Option<&JobError>, stats: &RunStats) {
         let _guard = self.freeze_notify();
         let imp = self.imp();
-        let new = match error {
-            None => state::SUCCEEDED,
-            Some(e) if e.kind == FailureKind::Cancelled => state::CANCELLED,
-            Some(_) => state::FAILED,
-        };
+        let new = JobState::ended(error);
         if error.is_none() {
             self.set_progress(1.0);
         }
@@ -368,7 +346,7 @@ impl JobList {
         let Some(job) = self.job(id) else {
             return false;
         };
-        if job.state() != state::SUCCEEDED {
+        if job.state() != JobState::Succeeded {
             return false;
         }
         let imp = self.imp();
@@ -420,9 +398,9 @@ impl JobList {
             let mut by_id = imp.by_id.borrow_mut();
             for job in &removed {
                 by_id.remove(&job.id());
-                let cell = match job.imp().state.borrow().as_str() {
-                    state::SUCCEEDED => &imp.succeeded,
-                    state::FAILED => &imp.failed,
+                let cell = match job.state() {
+                    JobState::Succeeded => &imp.succeeded,
+                    JobState::Failed => &imp.failed,
                     _ => &imp.cancelled,
                 };
                 bump(cell, -1, || {});
@@ -495,7 +473,7 @@ impl JobList {
             QueueEvent::Started { id, pid, worker } => {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
-                if job.imp().state.borrow().as_str() == state::QUEUED {
+                if job.state() == JobState::Queued {
                     bump(&imp.queued, -1, || self.notify_queued());
                     bump(&imp.running, 1, || self.notify_running());
                 }
@@ -521,19 +499,17 @@ impl JobList {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
                 imp.running_rows.borrow_mut().remove(&id.0);
-                if job.imp().state.borrow().as_str() == state::RUNNING {
+                if job.state() == JobState::Running {
                     bump(&imp.running, -1, || self.notify_running());
                     imp.running_progress
                         .set((imp.running_progress.get() - job.progress()).max(0.0));
                 } else {
                     bump(&imp.queued, -1, || self.notify_queued());
                 }
-                match error {
-                    None => bump(&imp.succeeded, 1, || self.notify_succeeded()),
-                    Some(e) if e.kind == FailureKind::Cancelled => {
-                        bump(&imp.cancelled, 1, || self.notify_cancelled())
-                    }
-                    Some(_) => bump(&imp.failed, 1, || self.notify_failed()),
+                match JobState::ended(error.as_ref()) {
+                    JobState::Succeeded => bump(&imp.succeeded, 1, || self.notify_succeeded()),
+                    JobState::Cancelled => bump(&imp.cancelled, 1, || self.notify_cancelled()),
+                    _ => bump(&imp.failed, 1, || self.notify_failed()),
                 }
                 job.finished(error.as_ref(), stats);
                 self.update_fraction();

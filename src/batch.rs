@@ -14,38 +14,9 @@ use std::task::{Context, Poll, Waker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::job::{Job, JobId, JobState};
-use crate::outcome::{FailureKind, Finished};
+use crate::job::{Counts, Job, JobId, JobState};
+use crate::outcome::Finished;
 use crate::queue::{ObserverId, Queue, QueueEvent, SubmitError};
-
-/// A batch's jobs by state; `total` counts every job submitted to it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchCounts {
-    /// Waiting for a slot.
-    pub queued: usize,
-    /// Running now.
-    pub running: usize,
-    /// Ended with a result.
-    pub succeeded: usize,
-    /// Ended without one, other than by a cancel.
-    pub failed: usize,
-    /// Cancelled, before or while running.
-    pub cancelled: usize,
-    /// Submitted.
-    pub total: usize,
-}
-
-impl BatchCounts {
-    /// Jobs that have ended, one way or another.
-    pub fn ended(&self) -> usize {
-        self.succeeded + self.failed + self.cancelled
-    }
-
-    /// Whether every job submitted has ended.
-    pub fn is_done(&self) -> bool {
-        self.ended() == self.total
-    }
-}
 
 /// One ended job of a batch: the caller's tag and what the job gave.
 #[derive(Debug)]
@@ -97,7 +68,7 @@ struct State<T, O> {
     jobs: HashMap<JobId, Entry<T>>,
     /// Results not taken yet, in the order they came.
     results: VecDeque<BatchResult<T, O>>,
-    counts: BatchCounts,
+    counts: Counts,
     /// Futures waiting for a result or for the end.
     wakers: Vec<Waker>,
 }
@@ -115,7 +86,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
             state: RefCell::new(State {
                 jobs: HashMap::new(),
                 results: VecDeque::new(),
-                counts: BatchCounts::default(),
+                counts: Counts::default(),
                 wakers: Vec::new(),
             }),
             observers: RefCell::new(Vec::new()),
@@ -165,8 +136,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
                     fraction: 0.0,
                 },
             );
-            state.counts.queued += 1;
-            state.counts.total += 1;
+            state.counts.add(JobState::Queued);
         }
         let shared = self.shared.clone();
         handle.on_finished(move |finished| shared.on_result(finished));
@@ -183,7 +153,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
     }
 
     /// The batch's jobs by state.
-    pub fn counts(&self) -> BatchCounts {
+    pub fn counts(&self) -> Counts {
         self.shared.state.borrow().counts
     }
 
@@ -191,7 +161,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
     /// progress report. 0.0 for an empty batch.
     pub fn progress(&self) -> f64 {
         let state = self.shared.state.borrow();
-        if state.counts.total == 0 {
+        if state.counts.total() == 0 {
             return 0.0;
         }
         let running: f64 = state
@@ -200,7 +170,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
             .filter(|e| e.state == JobState::Running)
             .map(|e| e.fraction)
             .sum();
-        (state.counts.ended() as f64 + running) / state.counts.total as f64
+        (state.counts.ended() as f64 + running) / state.counts.total() as f64
     }
 
     /// The tag of a job of this batch that has not ended.
@@ -232,7 +202,7 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
 
     /// Waits until every job submitted so far has ended (their results stay for
     /// [`Batch::next`]); gives the final counts.
-    pub async fn finished(&self) -> BatchCounts {
+    pub async fn finished(&self) -> Counts {
         std::future::poll_fn(|cx: &mut Context<'_>| {
             let mut state = self.shared.state.borrow_mut();
             if state.jobs.is_empty() {
@@ -278,24 +248,14 @@ impl<T: Clone + 'static, O: 'static> Shared<T, O> {
             match event {
                 QueueEvent::Queued { .. } => {}
                 QueueEvent::Started { .. } => {
-                    if entry.state == JobState::Queued {
-                        state.counts.queued -= 1;
-                        state.counts.running += 1;
-                    }
+                    state.counts.moved(entry.state, JobState::Running);
                     entry.state = JobState::Running;
                 }
                 QueueEvent::Progress { fraction, .. } => entry.fraction = *fraction,
                 QueueEvent::Finished { error, .. } => {
-                    if entry.state == JobState::Running {
-                        state.counts.running -= 1;
-                    } else {
-                        state.counts.queued -= 1;
-                    }
-                    match error {
-                        None => state.counts.succeeded += 1,
-                        Some(e) if e.kind == FailureKind::Cancelled => state.counts.cancelled += 1,
-                        Some(_) => state.counts.failed += 1,
-                    }
+                    let ended = JobState::ended(error.as_ref());
+                    state.counts.moved(entry.state, ended);
+                    entry.state = ended;
                 }
             }
             let heard = !self.observers.borrow().is_empty();

@@ -97,6 +97,98 @@ impl fmt::Display for JobState {
     }
 }
 
+/// Jobs counted by [`JobState`]: the one count the queue ([`Queue::counts`]), a
+/// [`Batch`](crate::Batch), the job model, the app and `offload run` all keep.
+///
+/// Cancelled jobs are counted apart from failed ones, so that a progress bar can leave them out
+/// (a batch's fraction is over the jobs not cancelled: a Cancel does not make it jump to 100%).
+///
+/// ```
+/// use offload::{Counts, JobState};
+/// let mut counts = Counts::default();
+/// counts.add(JobState::Queued);
+/// counts.add(JobState::Queued);
+/// counts.moved(JobState::Queued, JobState::Running);
+/// counts.moved(JobState::Queued, JobState::Cancelled);
+/// assert_eq!((counts.running, counts.cancelled, counts.total()), (1, 1, 2));
+/// assert!(!counts.is_done());
+/// ```
+///
+/// [`Queue::counts`]: crate::Queue::counts
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting for a slot.
+    pub queued: usize,
+    /// Running now.
+    pub running: usize,
+    /// Ended with a result.
+    pub succeeded: usize,
+    /// Ended without one, other than by a cancel.
+    pub failed: usize,
+    /// Cancelled, before or while running.
+    pub cancelled: usize,
+}
+
+impl Counts {
+    /// The jobs in `state`.
+    pub fn get(&self, state: JobState) -> usize {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::Succeeded => self.succeeded,
+            JobState::Failed => self.failed,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    fn get_mut(&mut self, state: JobState) -> &mut usize {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// A job is counted, in `state`.
+    pub fn add(&mut self, state: JobState) {
+        *self.get_mut(state) += 1;
+    }
+
+    /// A job counted in `state` is not counted any more (never below zero).
+    pub fn remove(&mut self, state: JobState) {
+        let count = self.get_mut(state);
+        *count = count.saturating_sub(1);
+    }
+
+    /// A job went from `from` to `to`.
+    pub fn moved(&mut self, from: JobState, to: JobState) {
+        self.remove(from);
+        self.add(to);
+    }
+
+    /// Every job counted.
+    pub fn total(&self) -> usize {
+        self.unfinished() + self.ended()
+    }
+
+    /// Jobs that have ended, one way or another.
+    pub fn ended(&self) -> usize {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    /// Jobs queued or running.
+    pub fn unfinished(&self) -> usize {
+        self.queued + self.running
+    }
+
+    /// Whether every job counted has ended.
+    pub fn is_done(&self) -> bool {
+        self.unfinished() == 0
+    }
+}
+
 /// Bounds on one run of a processor.
 ///
 /// ```

@@ -27,9 +27,9 @@ use gio::prelude::*;
 use gio::subclass::prelude::*;
 use glib::Properties;
 
-use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
+use crate::outcome::{JobError, RunStats, WorkerRun};
 use crate::queue::{ObserverId, Queue, QueueEvent};
-use crate::{JobId, JobState};
+use crate::{Counts, JobId, JobState};
 
 mod job_imp {
     use super::*;
@@ -237,24 +237,15 @@ mod list_imp {
         pub running_rows: RefCell<HashMap<u64, super::JobObject>>,
         pub observer: Cell<Option<ObserverId>>,
         pub queue: RefCell<Option<Queue>>,
-        /// Jobs waiting for a slot.
-        #[property(get)]
-        pub queued: Cell<u32>,
-        /// Jobs running.
-        #[property(get)]
-        pub running: Cell<u32>,
-        /// Jobs that ended with a result.
-        #[property(get)]
-        pub succeeded: Cell<u32>,
-        /// Jobs that ended without one, other than by a cancel.
-        #[property(get)]
-        pub failed: Cell<u32>,
-        /// Jobs cancelled.
-        #[property(get)]
-        pub cancelled: Cell<u32>,
-        /// Jobs with a row: all of the above.
-        #[property(get)]
-        pub total: Cell<u32>,
+        /// The rows by state: the list's `queued`, `running`, `succeeded`, `failed`,
+        /// `cancelled` and `total` properties (`total`: every row).
+        #[property(name = "queued", get = |l: &Self| count(l.counts.get().queued), type = u32)]
+        #[property(name = "running", get = |l: &Self| count(l.counts.get().running), type = u32)]
+        #[property(name = "succeeded", get = |l: &Self| count(l.counts.get().succeeded), type = u32)]
+        #[property(name = "failed", get = |l: &Self| count(l.counts.get().failed), type = u32)]
+        #[property(name = "cancelled", get = |l: &Self| count(l.counts.get().cancelled), type = u32)]
+        #[property(name = "total", get = |l: &Self| count(l.counts.get().total()), type = u32)]
+        pub counts: Cell<Counts>,
         /// Overall progress from 0.0 to 1.0: ended jobs whole, running ones by their progress.
         #[property(get, minimum = 0.0, maximum = 1.0)]
         pub fraction: Cell<f64>,
@@ -338,7 +329,7 @@ impl JobList {
 
     /// Marks job `id`, which succeeded, as failed with `error` after all: for what the caller
     /// does with a result and can fail, such as writing the output file it was to become
-    /// ([`FailureKind::OutputNotWritten`]). The row shows `failed` with the error's kind and
+    /// ([`FailureKind::OutputNotWritten`](crate::FailureKind::OutputNotWritten)). The row shows `failed` with the error's kind and
     /// message, and the counts move with it. A job that has not succeeded (still running,
     /// already failed, no row) is left as it is; gives whether the row changed.
     pub fn fail(&self, id: JobId, error: JobError) -> bool {
@@ -349,15 +340,12 @@ impl JobList {
         if job.state() != JobState::Succeeded {
             return false;
         }
-        let imp = self.imp();
         let _guard = self.freeze_notify();
-        bump(&imp.succeeded, -1, || self.notify_succeeded());
-        if error.kind == FailureKind::Cancelled {
-            bump(&imp.cancelled, 1, || self.notify_cancelled());
-        } else {
-            bump(&imp.failed, 1, || self.notify_failed());
-        }
+        self.change_counts(|counts| {
+            counts.moved(JobState::Succeeded, JobState::ended(Some(&error)));
+        });
         job.failed_after(&error);
+        self.update_fraction();
         true
     }
 
@@ -398,18 +386,13 @@ impl JobList {
             let mut by_id = imp.by_id.borrow_mut();
             for job in &removed {
                 by_id.remove(&job.id());
-                let cell = match job.state() {
-                    JobState::Succeeded => &imp.succeeded,
-                    JobState::Failed => &imp.failed,
-                    _ => &imp.cancelled,
-                };
-                bump(cell, -1, || {});
-                bump(&imp.total, -1, || {});
             }
         }
-        for name in ["succeeded", "failed", "cancelled", "total"] {
-            self.notify(name);
-        }
+        self.change_counts(|counts| {
+            for job in &removed {
+                counts.remove(job.state());
+            }
+        });
         self.update_fraction();
         // One change for the whole list: simpler for views than one per removed run.
         let now = imp.items.borrow().len();
@@ -466,17 +449,14 @@ impl JobList {
                     });
                 }
                 let _guard = self.freeze_notify();
-                bump(&imp.queued, 1, || self.notify_queued());
-                bump(&imp.total, 1, || self.notify_total());
+                self.change_counts(|counts| counts.add(JobState::Queued));
                 self.update_fraction();
             }
             QueueEvent::Started { id, pid, worker } => {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
-                if job.state() == JobState::Queued {
-                    bump(&imp.queued, -1, || self.notify_queued());
-                    bump(&imp.running, 1, || self.notify_running());
-                }
+                let before = job.state();
+                self.change_counts(|counts| counts.moved(before, JobState::Running));
                 job.started(*pid, *worker);
                 imp.running_rows.borrow_mut().insert(id.0, job);
             }
@@ -499,32 +479,42 @@ impl JobList {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
                 imp.running_rows.borrow_mut().remove(&id.0);
-                if job.state() == JobState::Running {
-                    bump(&imp.running, -1, || self.notify_running());
+                let before = job.state();
+                if before == JobState::Running {
                     imp.running_progress
                         .set((imp.running_progress.get() - job.progress()).max(0.0));
-                } else {
-                    bump(&imp.queued, -1, || self.notify_queued());
                 }
-                match JobState::ended(error.as_ref()) {
-                    JobState::Succeeded => bump(&imp.succeeded, 1, || self.notify_succeeded()),
-                    JobState::Cancelled => bump(&imp.cancelled, 1, || self.notify_cancelled()),
-                    _ => bump(&imp.failed, 1, || self.notify_failed()),
-                }
+                self.change_counts(|counts| {
+                    counts.moved(before, JobState::ended(error.as_ref()));
+                });
                 job.finished(error.as_ref(), stats);
                 self.update_fraction();
             }
         }
     }
 
+    /// The rows by state, as the list's count properties give them one by one.
+    pub fn counts(&self) -> Counts {
+        self.imp().counts.get()
+    }
+
+    /// Changes the counts and tells of each count property that changed.
+    fn change_counts(&self, change: impl FnOnce(&mut Counts)) {
+        let before = self.imp().counts.get();
+        let mut after = before;
+        change(&mut after);
+        self.imp().counts.set(after);
+        notify_counts(self.upcast_ref(), before, after);
+    }
+
     fn update_fraction(&self) {
         let imp = self.imp();
-        let total = imp.total.get();
-        let fraction = if total == 0 {
+        let counts = imp.counts.get();
+        let fraction = if counts.total() == 0 {
             0.0
         } else {
-            let ended = imp.succeeded.get() + imp.failed.get() + imp.cancelled.get();
-            ((f64::from(ended) + imp.running_progress.get()) / f64::from(total)).clamp(0.0, 1.0)
+            ((counts.ended() as f64 + imp.running_progress.get()) / counts.total() as f64)
+                .clamp(0.0, 1.0)
         };
         if imp.fraction.get() != fraction {
             imp.fraction.set(fraction);
@@ -533,7 +523,20 @@ impl JobList {
     }
 }
 
-fn bump(cell: &Cell<u32>, by: i32, notify: impl FnOnce()) {
-    cell.set(cell.get().saturating_add_signed(by));
-    notify();
+/// A count as a `u32` property gives it.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Tells of the count properties (`queued`, ..., `total`) of `object` that differ between
+/// `before` and `after`.
+fn notify_counts(object: &glib::Object, before: Counts, after: Counts) {
+    for state in JobState::ALL {
+        if before.get(state) != after.get(state) {
+            object.notify(state.as_str());
+        }
+    }
+    if before.total() != after.total() {
+        object.notify("total");
+    }
 }

@@ -11,50 +11,17 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::{JobId, Processor, Queue};
+use crate::{Counts, JobId, JobState, Processor, Queue};
 
 /// The window over which a batch's jobs per second are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(8);
 
-/// How a job of a batch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// A batch's jobs by state; `waiting` are inputs not submitted yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub waiting: usize,
-    pub queued: usize,
-    pub running: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub cancelled: usize,
-}
-
-impl Tally {
-    /// Everything the batch is to do.
-    pub fn total(&self) -> usize {
-        self.waiting + self.queued + self.running + self.ended()
-    }
-
-    /// Jobs that have ended, one way or another.
-    pub fn ended(&self) -> usize {
-        self.succeeded + self.failed + self.cancelled
-    }
-
-    /// What is left to do.
-    pub fn left(&self) -> usize {
-        self.waiting + self.queued + self.running
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
-    tally: Tally,
+    /// Its jobs by state; cancelled also counts the inputs a cancel kept from being submitted.
+    counts: Counts,
+    /// Inputs not submitted yet.
+    waiting: usize,
     /// Progress of the running jobs.
     progress: HashMap<JobId, f64>,
     /// Jobs submitted and not ended, and results not yet handled (a file job's output is
@@ -116,8 +83,26 @@ impl AppBatch {
         self.output_dir.as_deref()
     }
 
-    pub fn tally(&self) -> Tally {
-        self.state.borrow().tally
+    /// Its jobs by state (what waits is not in it: see [`AppBatch::waiting`]).
+    pub fn counts(&self) -> Counts {
+        self.state.borrow().counts
+    }
+
+    /// Inputs not submitted yet.
+    pub fn waiting(&self) -> usize {
+        self.state.borrow().waiting
+    }
+
+    /// Everything the batch is to do: its jobs and what waits.
+    pub fn total(&self) -> usize {
+        let state = self.state.borrow();
+        state.waiting + state.counts.total()
+    }
+
+    /// What is left to do: what waits, is queued or runs.
+    pub fn left(&self) -> usize {
+        let state = self.state.borrow();
+        state.waiting + state.counts.unfinished()
     }
 
     pub fn files_written(&self) -> usize {
@@ -130,20 +115,20 @@ impl AppBatch {
 
     /// `count` more inputs will be submitted (or dropped) later.
     pub fn add_waiting(&self, count: usize) {
-        self.state.borrow_mut().tally.waiting += count;
+        self.state.borrow_mut().waiting += count;
     }
 
     /// `count` inputs that were expected will not run: unreadable, not taken.
     pub fn drop_waiting(&self, count: usize) {
         let mut state = self.state.borrow_mut();
-        state.tally.waiting = state.tally.waiting.saturating_sub(count);
+        state.waiting = state.waiting.saturating_sub(count);
     }
 
     /// An expected input became job `id`.
     pub fn submitted(&self, id: JobId) {
         let mut state = self.state.borrow_mut();
-        state.tally.waiting = state.tally.waiting.saturating_sub(1);
-        state.tally.queued += 1;
+        state.waiting = state.waiting.saturating_sub(1);
+        state.counts.add(JobState::Queued);
         state.unfinished.insert(id);
         state.unhandled += 1;
     }
@@ -151,8 +136,7 @@ impl AppBatch {
     pub fn started(&self, id: JobId) {
         let mut state = self.state.borrow_mut();
         if state.unfinished.contains(&id) && !state.progress.contains_key(&id) {
-            state.tally.queued = state.tally.queued.saturating_sub(1);
-            state.tally.running += 1;
+            state.counts.moved(JobState::Queued, JobState::Running);
             state.progress.insert(id, 0.0);
         }
     }
@@ -163,29 +147,25 @@ impl AppBatch {
         }
     }
 
-    pub fn finished(&self, id: JobId, ending: Ending) {
+    /// Job `id` ended, in `ending` (succeeded, failed or cancelled).
+    pub fn finished(&self, id: JobId, ending: JobState) {
         let mut state = self.state.borrow_mut();
         if !state.unfinished.remove(&id) {
             return;
         }
-        if state.progress.remove(&id).is_some() {
-            state.tally.running = state.tally.running.saturating_sub(1);
+        let before = if state.progress.remove(&id).is_some() {
+            JobState::Running
         } else {
-            state.tally.queued = state.tally.queued.saturating_sub(1);
-        }
-        match ending {
-            Ending::Succeeded => state.tally.succeeded += 1,
-            Ending::Failed => state.tally.failed += 1,
-            Ending::Cancelled => state.tally.cancelled += 1,
-        }
+            JobState::Queued
+        };
+        state.counts.moved(before, ending);
         state.finish_times.push_back(Instant::now());
     }
 
     /// A job that succeeded failed after all (its output could not be written).
     pub fn failed_after(&self) {
         let mut state = self.state.borrow_mut();
-        state.tally.succeeded = state.tally.succeeded.saturating_sub(1);
-        state.tally.failed += 1;
+        state.counts.moved(JobState::Succeeded, JobState::Failed);
     }
 
     /// A job's result has been handled (its output written, or kept for the inspector).
@@ -203,8 +183,8 @@ impl AppBatch {
         self.cancelled.set(true);
         let ids: Vec<JobId> = {
             let mut state = self.state.borrow_mut();
-            let waiting = std::mem::take(&mut state.tally.waiting);
-            state.tally.cancelled += waiting;
+            let waiting = std::mem::take(&mut state.waiting);
+            state.counts.cancelled += waiting;
             state.unfinished.iter().copied().collect()
         };
         for id in ids {
@@ -215,7 +195,10 @@ impl AppBatch {
     /// Whether every job has ended and every result been handled.
     pub fn is_done(&self) -> bool {
         let state = self.state.borrow();
-        state.tally.left() == 0 && state.unfinished.is_empty() && state.unhandled == 0
+        state.waiting == 0
+            && state.counts.is_done()
+            && state.unfinished.is_empty()
+            && state.unhandled == 0
     }
 
     /// Marks the end as reported; whether it had not been.
@@ -227,12 +210,12 @@ impl AppBatch {
     /// batch is to do (what waits included).
     pub fn fraction(&self) -> f64 {
         let state = self.state.borrow();
-        let total = state.tally.total();
+        let total = state.waiting + state.counts.total();
         if total == 0 {
             return 0.0;
         }
         let running: f64 = state.progress.values().sum();
-        ((state.tally.ended() as f64 + running) / total as f64).clamp(0.0, 1.0)
+        ((state.counts.ended() as f64 + running) / total as f64).clamp(0.0, 1.0)
     }
 
     /// Jobs ended per second lately (0 until two have ended).
@@ -253,8 +236,7 @@ impl AppBatch {
 
     /// "12 of 60 done · about 40 s left", "paused", or the end's summary.
     pub fn progress_text(&self, paused: bool) -> String {
-        let tally = self.tally();
-        let done = format!("{} of {} done", tally.ended(), tally.total());
+        let done = format!("{} of {} done", self.counts().ended(), self.total());
         if self.is_done() {
             return self.summary();
         }
@@ -265,10 +247,11 @@ impl AppBatch {
             return format!("{done} · paused");
         }
         let rate = self.rate();
-        if rate > 0.0 && tally.left() > 0 {
+        let left = self.left();
+        if rate > 0.0 && left > 0 {
             format!(
                 "{done} · about {} left",
-                format_duration(tally.left() as f64 / rate)
+                format_duration(left as f64 / rate)
             )
         } else {
             done
@@ -277,13 +260,13 @@ impl AppBatch {
 
     /// The end in a few words: "30 done", "28 done, 2 failed", "12 done, 48 cancelled".
     pub fn summary(&self) -> String {
-        let tally = self.tally();
-        let mut parts = vec![format!("{} done", tally.succeeded)];
-        if tally.failed > 0 {
-            parts.push(format!("{} failed", tally.failed));
+        let counts = self.counts();
+        let mut parts = vec![format!("{} done", counts.succeeded)];
+        if counts.failed > 0 {
+            parts.push(format!("{} failed", counts.failed));
         }
-        if tally.cancelled > 0 {
-            parts.push(format!("{} cancelled", tally.cancelled));
+        if counts.cancelled > 0 {
+            parts.push(format!("{} cancelled", counts.cancelled));
         }
         parts.join(", ")
     }
@@ -321,18 +304,18 @@ mod tests {
         batch.submitted(JobId(1));
         batch.submitted(JobId(2));
         batch.started(JobId(1));
-        batch.finished(JobId(1), Ending::Succeeded);
+        batch.finished(JobId(1), JobState::Succeeded);
         batch.handled(true);
-        assert_eq!(batch.tally().total(), 60);
+        assert_eq!(batch.total(), 60);
         assert_eq!(batch.progress_text(false), "1 of 60 done");
         assert_eq!(batch.progress_text(true), "1 of 60 done · paused");
         let queue = Queue::new();
         batch.cancel(&queue);
         assert!(batch.is_cancelled());
-        assert_eq!(batch.tally().waiting, 0);
-        assert_eq!(batch.tally().cancelled, 58);
+        assert_eq!(batch.waiting(), 0);
+        assert_eq!(batch.counts().cancelled, 58);
         assert!(!batch.is_done(), "job 2 has not ended yet");
-        batch.finished(JobId(2), Ending::Cancelled);
+        batch.finished(JobId(2), JobState::Cancelled);
         batch.handled(false);
         assert!(batch.is_done());
         assert!(batch.take_end());

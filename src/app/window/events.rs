@@ -69,12 +69,7 @@ impl Window {
                     r.error = error.clone();
                 });
                 if let Some(batch) = self.batch_of(*id) {
-                    let ending = match error {
-                        None => Ending::Succeeded,
-                        Some(e) if e.kind == crate::FailureKind::Cancelled => Ending::Cancelled,
-                        Some(_) => Ending::Failed,
-                    };
-                    batch.finished(*id, ending);
+                    batch.finished(*id, JobState::ended(error.as_ref()));
                 }
                 if error.is_some() {
                     if let Some(tile) = self.tile(*id) {

@@ -17,7 +17,7 @@ use adw::prelude::*;
 use adw::subclass::prelude::*;
 use gtk::{gdk, gio, glib, CompositeTemplate};
 
-use super::batch::{AppBatch, Ending};
+use super::batch::AppBatch;
 use super::inspector::JobInspector;
 use super::mosaic_view::{MosaicView, TileState};
 use super::pacing::Pacer;
@@ -25,7 +25,7 @@ use super::record::{JobKind, JobOutput, JobRecord};
 use crate::model::{JobList, JobObject};
 use crate::mosaic::{Mosaic, Tile, TileOutput};
 use crate::sdk::Description;
-use crate::{Finished, Job, JobId, JobState, Processor, Queue, QueueEvent};
+use crate::{Counts, Finished, Job, JobId, JobState, Processor, Queue, QueueEvent};
 
 mod batch_end;
 mod closing;
@@ -65,16 +65,6 @@ fn filter_position(state: Option<JobState>) -> u32 {
         .position(|s| *s == state)
         .and_then(|p| u32::try_from(p).ok())
         .unwrap_or(0)
-}
-
-/// Jobs counted by the state they show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub queued: usize,
-    pub running: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub cancelled: usize,
 }
 
 mod imp {
@@ -431,17 +421,13 @@ impl Window {
     }
 
     /// Jobs by the state their rows show.
-    pub fn state_counts(&self) -> StateCounts {
-        let Some(jobs) = self.imp().jobs.borrow().clone() else {
-            return StateCounts::default();
-        };
-        StateCounts {
-            queued: jobs.queued() as usize,
-            running: jobs.running() as usize,
-            succeeded: jobs.succeeded() as usize,
-            failed: jobs.failed() as usize,
-            cancelled: jobs.cancelled() as usize,
-        }
+    pub fn state_counts(&self) -> Counts {
+        self.imp()
+            .jobs
+            .borrow()
+            .as_ref()
+            .map(JobList::counts)
+            .unwrap_or_default()
     }
 
     /// Whether every submitted job has ended and handed back its result.

@@ -45,7 +45,7 @@ pub mod queue;
 mod runner;
 mod spawn;
 
-pub use batch::{Batch, BatchResult};
+pub use batch::{Batch, BatchObserverId, BatchResult};
 /// The gio of the job model.
 #[cfg(feature = "model")]
 pub use gio;

@@ -123,14 +123,14 @@ fn counts_progress_and_tagged_events_follow_the_jobs() {
             .expect("submit");
         // Two running with progress reported, the rest queued.
         let midway = loop {
-            let (counts, progress) = (batch.counts(), batch.progress());
+            let (counts, progress) = (batch.counts(), batch.fraction());
             if counts.running == 2 && progress > 0.0 {
                 break (counts, progress);
             }
             common::sleep(Duration::from_millis(5)).await;
         };
         let end = batch.finished().await;
-        assert_eq!(batch.progress(), 1.0);
+        assert_eq!(batch.fraction(), 1.0);
         let events = events.borrow().clone();
         (midway, end, events)
     });

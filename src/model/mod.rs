@@ -27,6 +27,10 @@ use gio::prelude::*;
 use gio::subclass::prelude::*;
 use glib::Properties;
 
+mod batch_list;
+
+pub use batch_list::BatchList;
+
 use crate::outcome::{JobError, RunStats, WorkerRun};
 use crate::queue::{ObserverId, Queue, QueueEvent};
 use crate::{Counts, JobId, JobState};
@@ -524,13 +528,13 @@ impl JobList {
 }
 
 /// A count as a `u32` property gives it.
-fn count(n: usize) -> u32 {
+pub(crate) fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Tells of the count properties (`queued`, ..., `total`) of `object` that differ between
 /// `before` and `after`.
-fn notify_counts(object: &glib::Object, before: Counts, after: Counts) {
+pub(crate) fn notify_counts(object: &glib::Object, before: Counts, after: Counts) {
     for state in JobState::ALL {
         if before.get(state) != after.get(state) {
             object.notify(state.as_str());

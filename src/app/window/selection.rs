@@ -148,7 +148,7 @@ impl Window {
     pub(super) fn cancel_all(&self) {
         let queue = self.queue();
         for batch in self.imp().batches.borrow().iter() {
-            batch.cancel(&queue);
+            batch.cancel();
         }
         self.drop_cancelled_feeds();
         queue.cancel_all();
@@ -175,6 +175,7 @@ impl Window {
             return;
         };
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             format!(
                 "Retrying {}",
                 crate::app::batch::count(records.len(), "job", "jobs")

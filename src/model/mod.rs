@@ -4,7 +4,9 @@
 //! are the counts and the overall progress, for a `GtkProgressBar` or a label.
 //!
 //! The list is fed by the queue's events, so it changes only from the queue's dispatch on the
-//! main context, never inside a call the caller made.
+//! main context, never inside a call the caller made. [`BatchList`] is the same for one
+//! [`Batch`](crate::Batch)'s jobs ([`Batch::rows`](crate::Batch::rows)), with the batch's own
+//! counts and fraction.
 //!
 //! ```no_run
 //! use offload::model::JobList;

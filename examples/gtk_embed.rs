@@ -89,7 +89,7 @@ fn build(app: &Application, auto: bool) {
         window,
         async move {
             let counts = batch.finished().await;
-            println!("{} of {} jobs done", counts.succeeded, counts.total);
+            println!("{} of {} jobs done", counts.succeeded, counts.total());
             if auto {
                 window.close();
             }

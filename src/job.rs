@@ -22,29 +22,170 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Where a job is in its life.
+/// Where a job is in its life (ordered as a life goes: queued first, the ends last): the one set of states the queue, the job model, a
+/// [`Batch`](crate::Batch), the app and the CLI all speak.
+///
+/// With the feature `model` it is also a GObject enum type (`OffloadJobState`, nicks
+/// `queued`, `running`, `succeeded`, `failed`, `cancelled`): the type of the job model's
+/// `state` property, which a widget binds to or compares as an enum, never as a string.
 ///
 /// ```
-/// use offload::JobState;
+/// use offload::{FailureKind, JobError, JobState};
 /// assert!(JobState::Failed.is_finished() && !JobState::Running.is_finished());
+/// let cancelled = JobError::new(FailureKind::Cancelled, "cancelled");
+/// assert_eq!(JobState::ended(Some(&cancelled)), JobState::Cancelled);
+/// assert_eq!(JobState::ended(None), JobState::Succeeded);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "model", derive(glib::Enum))]
+#[cfg_attr(feature = "model", enum_type(name = "OffloadJobState"))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a free slot.
+    #[default]
     Queued,
     /// Its processor is running.
     Running,
     /// Finished with a result.
     Succeeded,
-    /// Finished without one (see the job's error for why).
+    /// Finished without one (see the job's error for why), other than by a cancel.
     Failed,
+    /// Cancelled, before or while it ran.
+    Cancelled,
 }
 
 impl JobState {
-    /// Whether the job has ended, one way or the other.
+    /// Every state, in the order of a job's life (the ends last).
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Whether the job has ended, one way or another.
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The state a job ends in: `error` is its failure (`None`: it succeeded).
+    pub fn ended(error: Option<&crate::JobError>) -> Self {
+        match error {
+            None => Self::Succeeded,
+            Some(e) if e.kind == crate::FailureKind::Cancelled => Self::Cancelled,
+            Some(_) => Self::Failed,
+        }
+    }
+
+    /// Its name in lines and logs: `queued`, `running`, `succeeded`, `failed`, `cancelled`
+    /// (as it serializes, and the GObject enum's nick).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Jobs counted by [`JobState`]: the one count the queue ([`Queue::counts`]), a
+/// [`Batch`](crate::Batch), the job model, the app and `offload run` all keep.
+///
+/// Cancelled jobs are counted apart from failed ones, so that a progress bar can leave them out
+/// (a batch's fraction is over the jobs not cancelled: a Cancel does not make it jump to 100%).
+///
+/// ```
+/// use offload::{Counts, JobState};
+/// let mut counts = Counts::default();
+/// counts.add(JobState::Queued);
+/// counts.add(JobState::Queued);
+/// counts.moved(JobState::Queued, JobState::Running);
+/// counts.moved(JobState::Queued, JobState::Cancelled);
+/// assert_eq!((counts.running, counts.cancelled, counts.total()), (1, 1, 2));
+/// assert!(!counts.is_done());
+/// ```
+///
+/// [`Queue::counts`]: crate::Queue::counts
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting for a slot.
+    pub queued: usize,
+    /// Running now.
+    pub running: usize,
+    /// Ended with a result.
+    pub succeeded: usize,
+    /// Ended without one, other than by a cancel.
+    pub failed: usize,
+    /// Cancelled, before or while running.
+    pub cancelled: usize,
+}
+
+impl Counts {
+    /// The jobs in `state`.
+    pub fn get(&self, state: JobState) -> usize {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::Succeeded => self.succeeded,
+            JobState::Failed => self.failed,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    fn get_mut(&mut self, state: JobState) -> &mut usize {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// A job is counted, in `state`.
+    pub fn add(&mut self, state: JobState) {
+        *self.get_mut(state) += 1;
+    }
+
+    /// A job counted in `state` is not counted any more (never below zero).
+    pub fn remove(&mut self, state: JobState) {
+        let count = self.get_mut(state);
+        *count = count.saturating_sub(1);
+    }
+
+    /// A job went from `from` to `to`.
+    pub fn moved(&mut self, from: JobState, to: JobState) {
+        self.remove(from);
+        self.add(to);
+    }
+
+    /// Every job counted.
+    pub fn total(&self) -> usize {
+        self.unfinished() + self.ended()
+    }
+
+    /// Jobs that have ended, one way or another.
+    pub fn ended(&self) -> usize {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    /// Jobs queued or running.
+    pub fn unfinished(&self) -> usize {
+        self.queued + self.running
+    }
+
+    /// Whether every job counted has ended.
+    pub fn is_done(&self) -> bool {
+        self.unfinished() == 0
     }
 }
 

@@ -45,20 +45,20 @@ pub mod queue;
 mod runner;
 mod spawn;
 
-pub use batch::{Batch, BatchCounts, BatchResult};
+pub use batch::{Batch, BatchObserverId, BatchResult};
 /// The gio of the job model.
 #[cfg(feature = "model")]
 pub use gio;
 /// The GLib this crate is built on, for callers to name its types with the same version.
 pub use glib;
-pub use job::{Job, JobId, JobState, Persistence, RunLimits, Sandbox};
+pub use job::{Counts, Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;
 pub use outcome::{
     CpuShare, FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats, WorkerRun,
 };
 pub use processor::{LookupError, Processor};
-pub use queue::{JobHandle, ObserverId, Queue, QueueCounts, QueueEvent, SubmitError};
+pub use queue::{JobHandle, ObserverId, Queue, QueueEvent, SubmitError};
 pub use runner::{WorkerSettings, MAX_FAILED_STARTS, MEMORY_LIMIT_ENV};
 
 /// The README's Rust samples, compiled by `cargo test --doc` so they cannot go stale.

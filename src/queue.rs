@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::job::{Job, JobId, JobState};
+use crate::job::{Counts, Job, JobId, JobState};
 use crate::outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
 use crate::runner::{
     self, Control, Decoder, RawResult, RunRequest, RunnerEvent, WorkerSettings, Workers,
@@ -85,26 +85,6 @@ pub enum QueueEvent {
         /// What it cost.
         stats: RunStats,
     },
-}
-
-/// Counts of jobs by state.
-///
-/// ```
-/// let queue = offload::Queue::with_max_running(2);
-/// queue.set_paused(true);
-/// let counts = queue.counts();
-/// assert_eq!((counts.queued, counts.running), (0, 0));
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// Waiting for a slot.
-    pub queued: usize,
-    /// Running now.
-    pub running: usize,
-    /// Finished with a result.
-    pub succeeded: usize,
-    /// Finished without one.
-    pub failed: usize,
 }
 
 /// Why a job was refused at submission. More reasons may come (it is `#[non_exhaustive]`).
@@ -202,8 +182,8 @@ struct State {
     /// Queued jobs on deck at a busy worker (see [`Workers::offer_deck`]), whether or not a
     /// worker has started one without the queue hearing of it yet.
     decked: usize,
-    succeeded: usize,
-    failed: usize,
+    /// Jobs that have ended, by how (only the ends of these counts are used).
+    ended: Counts,
 }
 
 struct Record {
@@ -346,8 +326,7 @@ impl Queue {
                 jobs: HashMap::new(),
                 running: 0,
                 decked: 0,
-                succeeded: 0,
-                failed: 0,
+                ended: Counts::default(),
             }),
             deferred: RefCell::new(Effects::default()),
             dispatch_scheduled: std::cell::Cell::new(false),
@@ -476,13 +455,19 @@ impl Queue {
     }
 
     /// Jobs by state. Finished jobs are counted, not kept.
-    pub fn counts(&self) -> QueueCounts {
+    ///
+    /// ```
+    /// let queue = offload::Queue::with_max_running(2);
+    /// queue.set_paused(true);
+    /// let counts = queue.counts();
+    /// assert_eq!((counts.queued, counts.running, counts.total()), (0, 0, 0));
+    /// ```
+    pub fn counts(&self) -> Counts {
         let state = self.inner.state.borrow();
-        QueueCounts {
+        Counts {
             queued: state.pending.len() + state.decked,
             running: state.running,
-            succeeded: state.succeeded,
-            failed: state.failed,
+            ..state.ended
         }
     }
 
@@ -597,7 +582,7 @@ impl Queue {
     /// Ends everything now, for quitting: queued jobs are cancelled, running processors are
     /// killed (SIGKILL to their process groups, no grace period), and idle persistent
     /// workers too. Their runners still report running jobs as cancelled; see
-    /// [`QueueCounts::running`] to wait for that. The queue takes new jobs afterwards.
+    /// [`Counts::running`] to wait for that. The queue takes new jobs afterwards.
     pub fn shutdown(&self) {
         self.cancel_queued();
         for control in self.inner.running_controls() {
@@ -912,11 +897,7 @@ impl State {
             return;
         };
         let error = result.as_ref().err().cloned();
-        if error.is_some() {
-            self.failed += 1;
-        } else {
-            self.succeeded += 1;
-        }
+        self.ended.add(JobState::ended(error.as_ref()));
         // The result first: by the time observers hear `Finished`, the job's callback has run
         // (a future awaiting it has been woken), so an observer that sees the last job end
         // sees every result delivered.

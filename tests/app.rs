@@ -12,8 +12,8 @@ use gtk::glib;
 use gtk::prelude::*;
 use offload::app::record::JobOutput;
 use offload::app::Window;
-use offload::model::{state, JobObject};
-use offload::{JobId, Processor};
+use offload::model::JobObject;
+use offload::{JobId, JobState, Processor};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -376,8 +376,9 @@ fn cancel_selected_stops_only_the_selected_job_and_its_process() {
     let first_pid = Some(jobs[0].pid()).filter(|pid| *pid > 0).expect("started");
     window.select_jobs(&[jobs[0].job_id()]);
     WidgetExt::activate_action(&window, "win.cancel-selected", None).expect("cancel-selected");
-    assert!(run_until(common::SETTLE * 2, || jobs[0].state() == state::CANCELLED));
-    assert_eq!(jobs[1].state(), state::RUNNING, "the other job goes on");
+    assert!(run_until(common::SETTLE * 2, || jobs[0].state()
+        == JobState::Cancelled));
+    assert_eq!(jobs[1].state(), JobState::Running, "the other job goes on");
     assert_eq!(
         common::wait_group_gone(first_pid, common::SETTLE),
         Vec::<u32>::new()
@@ -404,13 +405,13 @@ fn retry_failed_runs_the_failed_jobs_again() {
     assert_eq!(window.state_counts().failed, 2);
     let first_pids: Vec<u32> = rows(&window)
         .iter()
-        .filter(|j| j.state() == state::FAILED)
+        .filter(|j| j.state() == JobState::Failed)
         .filter_map(|j| Some(j.pid()).filter(|pid| *pid > 0))
         .collect();
     // A failed job's inspector says why there is no result (it said "(none yet)").
     let failed = rows(&window)
         .into_iter()
-        .find(|j| j.state() == state::FAILED)
+        .find(|j| j.state() == JobState::Failed)
         .expect("a failed row");
     window.select_jobs(&[failed.job_id()]);
     assert!(
@@ -423,7 +424,10 @@ fn retry_failed_runs_the_failed_jobs_again() {
     assert!(run_until(common::SETTLE * 2, || window.is_idle()));
     let jobs = rows(&window);
     assert_eq!(jobs.len(), 3, "retried rows replace the failed ones");
-    let retried: Vec<&JobObject> = jobs.iter().filter(|j| j.state() == state::FAILED).collect();
+    let retried: Vec<&JobObject> = jobs
+        .iter()
+        .filter(|j| j.state() == JobState::Failed)
+        .collect();
     assert_eq!(retried.len(), 2);
     for job in retried {
         assert!(job.id() >= 3, "a new job: {}", job.id());
@@ -501,7 +505,7 @@ fn the_inspector_shows_the_selected_job() {
     );
     assert_eq!(
         window.job(JobId(id.0)).map(|j| j.state()),
-        Some(state::SUCCEEDED.to_owned())
+        Some(JobState::Succeeded)
     );
     window.close();
 }
@@ -715,7 +719,7 @@ fn a_file_job_whose_output_is_not_written_shows_failed() {
     );
     assert_eq!(window.state_counts().succeeded, 0);
     let row = rows(&window).pop().expect("a row");
-    assert_eq!(row.state(), "failed");
+    assert_eq!(row.state(), JobState::Failed);
     assert_eq!(row.failure_kind(), "output_not_written");
     assert!(
         row.reason().contains("no byte string \"data\""),
@@ -1116,7 +1120,7 @@ fn actions_are_sensitive_only_when_they_can_do_something() {
 #[gtk::test]
 fn the_state_filter_follows_changes_and_the_inspector_follows_the_list() {
     let window = window(2);
-    window.set_state_filter(2); // Running
+    window.set_state_filter(Some(JobState::Running));
     add_sleepers(&window, 3, 2);
     assert!(
         run_until(Duration::from_secs(5), || window.listed_jobs() == 2),
@@ -1133,9 +1137,9 @@ fn the_state_filter_follows_changes_and_the_inspector_follows_the_list() {
     WidgetExt::activate_action(&window, "win.cancel-all", None).expect("cancel-all");
     assert!(run_until(Duration::from_secs(10), || window.is_idle()));
     assert!(run_until(Duration::from_secs(5), || window.listed_jobs() == 0));
-    window.set_state_filter(5); // Cancelled
+    window.set_state_filter(Some(JobState::Cancelled));
     assert_eq!(window.listed_jobs(), 3);
-    window.set_state_filter(0);
+    window.set_state_filter(None);
     window.select_jobs(&[rows(&window)[2].job_id()]);
     assert!(window.inspector_revealed());
     WidgetExt::activate_action(&window, "win.clear-finished", None).expect("clear");

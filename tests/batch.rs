@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::{diag_job, on_main_context};
-use offload::{Batch, BatchCounts, FailureKind, Queue, QueueEvent};
+use offload::{Batch, Counts, FailureKind, Queue, QueueEvent};
 use serde_json::json;
 
 #[test]
@@ -40,10 +40,9 @@ fn results_come_in_completion_order_with_their_tags() {
     assert_eq!(order, ["fast", "middle", "slow"]);
     assert_eq!(
         counts,
-        BatchCounts {
+        Counts {
             succeeded: 3,
-            total: 3,
-            ..BatchCounts::default()
+            ..Counts::default()
         }
     );
     assert!(after, "the stream ends once every result was taken");
@@ -80,11 +79,11 @@ fn cancelling_a_batch_leaves_the_other_batches_running() {
         (cancelled, other, started.elapsed())
     });
     assert_eq!(
-        (cancelled.cancelled, cancelled.total),
+        (cancelled.cancelled, cancelled.total()),
         (4, 4),
         "{cancelled:?}"
     );
-    assert_eq!((other.succeeded, other.total), (2, 2), "{other:?}");
+    assert_eq!((other.succeeded, other.total()), (2, 2), "{other:?}");
     // Far less than the long jobs' two minutes: they were stopped, not waited for.
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert!(common::zombie_children().is_empty());
@@ -124,27 +123,26 @@ fn counts_progress_and_tagged_events_follow_the_jobs() {
             .expect("submit");
         // Two running with progress reported, the rest queued.
         let midway = loop {
-            let (counts, progress) = (batch.counts(), batch.progress());
+            let (counts, progress) = (batch.counts(), batch.fraction());
             if counts.running == 2 && progress > 0.0 {
                 break (counts, progress);
             }
             common::sleep(Duration::from_millis(5)).await;
         };
         let end = batch.finished().await;
-        assert_eq!(batch.progress(), 1.0);
+        assert_eq!(batch.fraction(), 1.0);
         let events = events.borrow().clone();
         (midway, end, events)
     });
     let (counts, progress) = midway;
-    assert_eq!((counts.queued, counts.total), (2, 4), "{counts:?}");
+    assert_eq!((counts.queued, counts.total()), (2, 4), "{counts:?}");
     assert!(progress > 0.0 && progress < 0.5, "{progress}");
     assert_eq!(
         end,
-        BatchCounts {
+        Counts {
             succeeded: 3,
             failed: 1,
-            total: 4,
-            ..BatchCounts::default()
+            ..Counts::default()
         }
     );
     let of = |tag: &str| -> Vec<&str> {
@@ -186,5 +184,5 @@ fn a_batch_calls_nothing_back_inside_submit_or_cancel() {
         }
         batch.finished().await
     });
-    assert_eq!((ended.cancelled, ended.total), (3, 3));
+    assert_eq!((ended.cancelled, ended.total()), (3, 3));
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{diag_job, on_main_context};
 use offload::gio::prelude::*;
-use offload::model::{state, JobList, JobObject};
-use offload::{Queue, QueueEvent};
+use offload::model::{JobList, JobObject};
+use offload::{JobState, Queue, QueueEvent};
 use serde_json::json;
 
 fn rows(list: &JobList) -> Vec<JobObject> {
@@ -72,14 +72,14 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
 
         // The first job runs and reports progress with a message.
         let first = list.job(ids[0]).expect("row");
-        while !(first.state() == state::RUNNING && first.progress() > 0.0) {
+        while !(first.state() == JobState::Running && first.progress() > 0.0) {
             common::sleep(Duration::from_millis(5)).await;
         }
         assert!(first.pid() > 0);
         assert!(first.message().starts_with("step"), "{}", first.message());
         // The second fails at once; a long one takes its slot.
         let second = list.job(ids[1]).expect("row");
-        while second.state() != state::FAILED {
+        while second.state() != JobState::Failed {
             common::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(second.failure_kind(), "failed");
@@ -88,7 +88,7 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
             "{}",
             second.reason()
         );
-        while first.state() != state::SUCCEEDED {
+        while first.state() != JobState::Succeeded {
             common::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(first.progress(), 1.0);
@@ -109,7 +109,7 @@ fn rows_and_counts_follow_a_batch_through_every_end_state() {
         }
         for id in &ids[2..] {
             let row = list.job(*id).expect("row");
-            assert_eq!(row.state(), state::CANCELLED);
+            assert_eq!(row.state(), JobState::Cancelled);
             assert_eq!(row.failure_kind(), "cancelled");
         }
         assert_eq!(
@@ -165,7 +165,7 @@ fn a_row_is_there_when_its_job_is_told_queued() {
         assert_eq!(*seen.borrow(), [true]);
         let row = list.job(finished.id).expect("row");
         // The result reaches the handle before the list hears Finished: wait for it.
-        while row.state() != state::SUCCEEDED {
+        while row.state() != JobState::Succeeded {
             common::sleep(Duration::from_millis(5)).await;
         }
     });

@@ -1,72 +1,26 @@
 //! A batch as a person thinks of it: the jobs that one action added (a folder of photos, a JSON
 //! Lines file, the demo, a retry), with its own counts, progress, time left, cancel and end.
 //!
-//! Its total counts the inputs not submitted yet (files still to be read, slices still to be
+//! Its jobs are an [`offload::Batch`](crate::Batch), whose counts, fraction, cancel and rows
+//! (labelled as the job list labels them) are the library's; what is the app's own is here:
+//! its total counts the inputs not submitted yet (files still to be read, slices still to be
 //! submitted), so "12 of 60" is true from the first second of a 60-file folder; a cancel stops
-//! what is waiting as well as the jobs in the queue. The per-batch logic lives here alone, so
-//! that it can move onto `offload::Batch` once that is a list model with counts.
+//! what is waiting as well as the jobs in the queue (and counts it cancelled); and it ends once
+//! every result has been handled (a file job's output is written after its job ends).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::{JobId, Processor, Queue};
+use crate::model::BatchList;
+use crate::{Batch, BatchObserverId, Counts, JobError, JobId, Processor, Queue, QueueEvent};
 
 /// The window over which a batch's jobs per second are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(8);
 
-/// How a job of a batch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// A batch's jobs by state; `waiting` are inputs not submitted yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub waiting: usize,
-    pub queued: usize,
-    pub running: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub cancelled: usize,
-}
-
-impl Tally {
-    /// Everything the batch is to do.
-    pub fn total(&self) -> usize {
-        self.waiting + self.queued + self.running + self.ended()
-    }
-
-    /// Jobs that have ended, one way or another.
-    pub fn ended(&self) -> usize {
-        self.succeeded + self.failed + self.cancelled
-    }
-
-    /// What is left to do.
-    pub fn left(&self) -> usize {
-        self.waiting + self.queued + self.running
-    }
-}
-
-#[derive(Debug, Default)]
-struct State {
-    tally: Tally,
-    /// Progress of the running jobs.
-    progress: HashMap<JobId, f64>,
-    /// Jobs submitted and not ended, and results not yet handled (a file job's output is
-    /// written after its end): the batch has ended when both are empty and nothing waits.
-    unfinished: std::collections::HashSet<JobId>,
-    unhandled: usize,
-    finish_times: VecDeque<Instant>,
-    files_written: usize,
-}
-
 /// One batch: see the module documentation.
-#[derive(Debug)]
 pub struct AppBatch {
     /// What a person calls it ("Make Thumbnails · photos").
     title: String,
@@ -75,25 +29,61 @@ pub struct AppBatch {
     params: Vec<String>,
     /// Where its outputs go, for a batch on files.
     output_dir: Option<PathBuf>,
-    state: RefCell<State>,
+    /// Its jobs, tagged with their rows' labels. Their results go to the window's handles
+    /// (three result types), so the jobs are adopted, not submitted, by the batch.
+    jobs: Batch<String, ()>,
+    /// Inputs not submitted yet.
+    waiting: Cell<usize>,
+    /// Inputs a cancel kept from being submitted: counted cancelled.
+    cancelled_waiting: Cell<usize>,
+    /// Results not handled yet (a file job's output is written after its end).
+    unhandled: Cell<usize>,
+    finish_times: Rc<RefCell<VecDeque<Instant>>>,
+    files_written: Cell<usize>,
     cancelled: Cell<bool>,
     /// Whether its end has been reported.
     reported: Cell<bool>,
 }
 
+impl std::fmt::Debug for AppBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBatch")
+            .field("title", &self.title)
+            .field("counts", &self.counts())
+            .field("waiting", &self.waiting.get())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppBatch {
     pub fn new(
+        queue: &Queue,
         title: impl Into<String>,
         processor: &Processor,
         params: Vec<String>,
         output_dir: Option<PathBuf>,
     ) -> Self {
+        let jobs = Batch::with_labels(queue, Clone::clone);
+        let finish_times: Rc<RefCell<VecDeque<Instant>>> = Rc::default();
+        {
+            let finish_times = finish_times.clone();
+            jobs.connect_events(move |_, event| {
+                if let QueueEvent::Finished { .. } = event {
+                    finish_times.borrow_mut().push_back(Instant::now());
+                }
+            });
+        }
         Self {
             title: title.into(),
             processor: processor.clone(),
             params,
             output_dir,
-            state: RefCell::default(),
+            jobs,
+            waiting: Cell::new(0),
+            cancelled_waiting: Cell::new(0),
+            unhandled: Cell::new(0),
+            finish_times,
+            files_written: Cell::new(0),
             cancelled: Cell::new(false),
             reported: Cell::new(false),
         }
@@ -116,12 +106,41 @@ impl AppBatch {
         self.output_dir.as_deref()
     }
 
-    pub fn tally(&self) -> Tally {
-        self.state.borrow().tally
+    /// Its jobs by state; cancelled also counts the inputs a cancel kept from being
+    /// submitted (what still waits is not in it: see [`AppBatch::waiting`]).
+    pub fn counts(&self) -> Counts {
+        let mut counts = self.jobs.counts();
+        counts.cancelled += self.cancelled_waiting.get();
+        counts
+    }
+
+    /// Its jobs as a list model, with their counts and fraction as properties.
+    pub fn rows(&self) -> BatchList {
+        self.jobs.rows()
+    }
+
+    /// Calls `observer` for each event of its jobs, after its counts have taken it in.
+    pub fn connect_events(&self, observer: impl Fn(&QueueEvent) + 'static) -> BatchObserverId {
+        self.jobs.connect_events(move |_, event| observer(event))
+    }
+
+    /// Inputs not submitted yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.get()
+    }
+
+    /// Everything the batch is to do: its jobs and what waits.
+    pub fn total(&self) -> usize {
+        self.waiting.get() + self.counts().total()
+    }
+
+    /// What is left to do: what waits, is queued or runs.
+    pub fn left(&self) -> usize {
+        self.waiting.get() + self.jobs.counts().unfinished()
     }
 
     pub fn files_written(&self) -> usize {
-        self.state.borrow().files_written
+        self.files_written.get()
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -130,92 +149,48 @@ impl AppBatch {
 
     /// `count` more inputs will be submitted (or dropped) later.
     pub fn add_waiting(&self, count: usize) {
-        self.state.borrow_mut().tally.waiting += count;
+        self.waiting.set(self.waiting.get() + count);
     }
 
     /// `count` inputs that were expected will not run: unreadable, not taken.
     pub fn drop_waiting(&self, count: usize) {
-        let mut state = self.state.borrow_mut();
-        state.tally.waiting = state.tally.waiting.saturating_sub(count);
+        self.waiting.set(self.waiting.get().saturating_sub(count));
     }
 
-    /// An expected input became job `id`.
-    pub fn submitted(&self, id: JobId) {
-        let mut state = self.state.borrow_mut();
-        state.tally.waiting = state.tally.waiting.saturating_sub(1);
-        state.tally.queued += 1;
-        state.unfinished.insert(id);
-        state.unhandled += 1;
-    }
-
-    pub fn started(&self, id: JobId) {
-        let mut state = self.state.borrow_mut();
-        if state.unfinished.contains(&id) && !state.progress.contains_key(&id) {
-            state.tally.queued = state.tally.queued.saturating_sub(1);
-            state.tally.running += 1;
-            state.progress.insert(id, 0.0);
+    /// An expected input became job `id` (submitted in this turn), whose row reads `label`.
+    pub fn submitted(&self, id: JobId, label: String) {
+        self.drop_waiting(1);
+        if self.jobs.adopt(id, label) {
+            self.unhandled.set(self.unhandled.get() + 1);
         }
     }
 
-    pub fn progressed(&self, id: JobId, fraction: f64) {
-        if let Some(progress) = self.state.borrow_mut().progress.get_mut(&id) {
-            *progress = fraction.clamp(0.0, 1.0);
-        }
-    }
-
-    pub fn finished(&self, id: JobId, ending: Ending) {
-        let mut state = self.state.borrow_mut();
-        if !state.unfinished.remove(&id) {
-            return;
-        }
-        if state.progress.remove(&id).is_some() {
-            state.tally.running = state.tally.running.saturating_sub(1);
-        } else {
-            state.tally.queued = state.tally.queued.saturating_sub(1);
-        }
-        match ending {
-            Ending::Succeeded => state.tally.succeeded += 1,
-            Ending::Failed => state.tally.failed += 1,
-            Ending::Cancelled => state.tally.cancelled += 1,
-        }
-        state.finish_times.push_back(Instant::now());
-    }
-
-    /// A job that succeeded failed after all (its output could not be written).
-    pub fn failed_after(&self) {
-        let mut state = self.state.borrow_mut();
-        state.tally.succeeded = state.tally.succeeded.saturating_sub(1);
-        state.tally.failed += 1;
+    /// Job `id`, which succeeded, failed after all (its output could not be written).
+    pub fn failed_after(&self, id: JobId, error: &JobError) {
+        self.jobs.fail(id, error);
     }
 
     /// A job's result has been handled (its output written, or kept for the inspector).
     pub fn handled(&self, wrote_file: bool) {
-        let mut state = self.state.borrow_mut();
-        state.unhandled = state.unhandled.saturating_sub(1);
+        self.unhandled.set(self.unhandled.get().saturating_sub(1));
         if wrote_file {
-            state.files_written += 1;
+            self.files_written.set(self.files_written.get() + 1);
         }
     }
 
     /// Stops the batch: what waits is not submitted (and counts as cancelled), and its jobs in
     /// the queue are cancelled.
-    pub fn cancel(&self, queue: &Queue) {
+    pub fn cancel(&self) {
         self.cancelled.set(true);
-        let ids: Vec<JobId> = {
-            let mut state = self.state.borrow_mut();
-            let waiting = std::mem::take(&mut state.tally.waiting);
-            state.tally.cancelled += waiting;
-            state.unfinished.iter().copied().collect()
-        };
-        for id in ids {
-            queue.cancel(id);
-        }
+        let waiting = self.waiting.replace(0);
+        self.cancelled_waiting
+            .set(self.cancelled_waiting.get() + waiting);
+        self.jobs.cancel();
     }
 
     /// Whether every job has ended and every result been handled.
     pub fn is_done(&self) -> bool {
-        let state = self.state.borrow();
-        state.tally.left() == 0 && state.unfinished.is_empty() && state.unhandled == 0
+        self.waiting.get() == 0 && self.jobs.counts().is_done() && self.unhandled.get() == 0
     }
 
     /// Marks the end as reported; whether it had not been.
@@ -223,29 +198,25 @@ impl AppBatch {
         self.is_done() && !self.reported.replace(true)
     }
 
-    /// From 0.0 to 1.0: ended jobs whole, running ones by their progress, over everything the
-    /// batch is to do (what waits included).
+    /// From 0.0 to 1.0: the work its jobs have done (the library's fraction: a cancelled job
+    /// is none), over everything the batch is to do (what waits, and what a cancel kept from
+    /// being submitted, included). A Cancel leaves the bar where the work got to.
     pub fn fraction(&self) -> f64 {
-        let state = self.state.borrow();
-        let total = state.tally.total();
+        let jobs = self.jobs.counts().total();
+        let total = self.total();
         if total == 0 {
             return 0.0;
         }
-        let running: f64 = state.progress.values().sum();
-        ((state.tally.ended() as f64 + running) / total as f64).clamp(0.0, 1.0)
+        (self.jobs.fraction() * jobs as f64 / total as f64).clamp(0.0, 1.0)
     }
 
     /// Jobs ended per second lately (0 until two have ended).
     pub fn rate(&self) -> f64 {
-        let mut state = self.state.borrow_mut();
-        while state
-            .finish_times
-            .front()
-            .is_some_and(|t| t.elapsed() > RATE_WINDOW)
-        {
-            state.finish_times.pop_front();
+        let mut times = self.finish_times.borrow_mut();
+        while times.front().is_some_and(|t| t.elapsed() > RATE_WINDOW) {
+            times.pop_front();
         }
-        match (state.finish_times.front(), state.finish_times.len()) {
+        match (times.front(), times.len()) {
             (Some(first), n) if n >= 2 => (n - 1) as f64 / first.elapsed().as_secs_f64().max(0.25),
             _ => 0.0,
         }
@@ -253,8 +224,7 @@ impl AppBatch {
 
     /// "12 of 60 done · about 40 s left", "paused", or the end's summary.
     pub fn progress_text(&self, paused: bool) -> String {
-        let tally = self.tally();
-        let done = format!("{} of {} done", tally.ended(), tally.total());
+        let done = format!("{} of {} done", self.counts().ended(), self.total());
         if self.is_done() {
             return self.summary();
         }
@@ -265,10 +235,11 @@ impl AppBatch {
             return format!("{done} · paused");
         }
         let rate = self.rate();
-        if rate > 0.0 && tally.left() > 0 {
+        let left = self.left();
+        if rate > 0.0 && left > 0 {
             format!(
                 "{done} · about {} left",
-                format_duration(tally.left() as f64 / rate)
+                format_duration(left as f64 / rate)
             )
         } else {
             done
@@ -277,13 +248,13 @@ impl AppBatch {
 
     /// The end in a few words: "30 done", "28 done, 2 failed", "12 done, 48 cancelled".
     pub fn summary(&self) -> String {
-        let tally = self.tally();
-        let mut parts = vec![format!("{} done", tally.succeeded)];
-        if tally.failed > 0 {
-            parts.push(format!("{} failed", tally.failed));
+        let counts = self.counts();
+        let mut parts = vec![format!("{} done", counts.succeeded)];
+        if counts.failed > 0 {
+            parts.push(format!("{} failed", counts.failed));
         }
-        if tally.cancelled > 0 {
-            parts.push(format!("{} cancelled", tally.cancelled));
+        if counts.cancelled > 0 {
+            parts.push(format!("{} cancelled", counts.cancelled));
         }
         parts.join(", ")
     }
@@ -310,34 +281,45 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 mod tests {
     use super::*;
 
-    fn batch() -> AppBatch {
-        AppBatch::new("t", &Processor::at("/bin/true"), Vec::new(), None)
-    }
-
     #[test]
     fn the_total_counts_what_waits_and_a_cancel_stops_it() {
-        let batch = batch();
-        batch.add_waiting(60);
-        batch.submitted(JobId(1));
-        batch.submitted(JobId(2));
-        batch.started(JobId(1));
-        batch.finished(JobId(1), Ending::Succeeded);
-        batch.handled(true);
-        assert_eq!(batch.tally().total(), 60);
-        assert_eq!(batch.progress_text(false), "1 of 60 done");
-        assert_eq!(batch.progress_text(true), "1 of 60 done · paused");
-        let queue = Queue::new();
-        batch.cancel(&queue);
-        assert!(batch.is_cancelled());
-        assert_eq!(batch.tally().waiting, 0);
-        assert_eq!(batch.tally().cancelled, 58);
-        assert!(!batch.is_done(), "job 2 has not ended yet");
-        batch.finished(JobId(2), Ending::Cancelled);
-        batch.handled(false);
-        assert!(batch.is_done());
-        assert!(batch.take_end());
-        assert!(!batch.take_end(), "reported once");
-        assert_eq!(batch.summary(), "1 done, 59 cancelled");
+        let context = glib::MainContext::new();
+        context
+            .with_thread_default(|| {
+                let queue = Queue::new();
+                queue.set_paused(true);
+                let processor = Processor::at("/bin/true");
+                let batch = AppBatch::new(&queue, "t", &processor, Vec::new(), None);
+                batch.add_waiting(60);
+                for label in ["a", "b"] {
+                    let job = crate::Job::new(processor.clone());
+                    let handle = queue
+                        .submit_cbor::<ciborium::Value>(&job, vec![0xf6])
+                        .expect("submit");
+                    batch.submitted(handle.id(), label.to_owned());
+                }
+                assert_eq!(batch.total(), 60);
+                assert_eq!(batch.progress_text(false), "0 of 60 done");
+                assert_eq!(batch.progress_text(true), "0 of 60 done · paused");
+                batch.cancel();
+                assert!(batch.is_cancelled());
+                assert_eq!(batch.waiting(), 0);
+                assert_eq!(batch.counts().cancelled, 58, "what waited, at once");
+                assert!(!batch.is_done(), "its two jobs have not ended yet");
+                while !batch.counts().is_done() {
+                    context.iteration(true);
+                }
+                assert!(!batch.is_done(), "nor been handled");
+                batch.handled(false);
+                batch.handled(false);
+                assert!(batch.is_done());
+                assert!(batch.take_end());
+                assert!(!batch.take_end(), "reported once");
+                assert_eq!(batch.summary(), "0 done, 60 cancelled");
+                assert_eq!(batch.fraction(), 0.0, "a cancel is no work done");
+                assert_eq!(batch.rows().cancelled(), 2);
+            })
+            .expect("a context of its own");
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl JobInspector {
         let label = record.label();
         imp.title_label.set_label(&label);
         let mut details = vec![
-            format!("State: {}", super::job_list::state_text(&job.state())),
+            format!("State: {}", super::job_list::state_text(job.state())),
             format!("Job {} · {}", job.id(), record.processor.name()),
         ];
         if let Some(pid) = record.stats.pid {
@@ -223,7 +223,7 @@ impl JobInspector {
         details.push(format!("Processor: {}", record.processor.path().display()));
         imp.details_label.set_label(&details.join("\n"));
 
-        imp.picture_and_tree(record.output.as_ref(), &job.state());
+        imp.picture_and_tree(record.output.as_ref(), job.state());
         let stderr = record
             .error
             .as_ref()
@@ -321,18 +321,18 @@ impl imp::JobInspector {
         });
     }
 
-    fn picture_and_tree(&self, output: Option<&JobOutput>, state: &str) {
-        use crate::model::state;
+    fn picture_and_tree(&self, output: Option<&JobOutput>, state: crate::JobState) {
+        use crate::JobState;
         self.result_picture.set_visible(false);
         self.open_button.set_visible(false);
         self.output_file.replace(None);
         match output {
             None => self.result_label.set_label(match state {
-                state::QUEUED => "(not started yet)",
-                state::RUNNING => "(running…)",
-                state::FAILED => "(none: it failed, see above)",
-                state::CANCELLED => "(none: it was cancelled)",
-                _ => "(being written…)",
+                JobState::Queued => "(not started yet)",
+                JobState::Running => "(running…)",
+                JobState::Failed => "(none: it failed, see above)",
+                JobState::Cancelled => "(none: it was cancelled)",
+                JobState::Succeeded => "(being written…)",
             }),
             Some(JobOutput::Tile(texture)) => {
                 self.result_picture.set_paintable(Some(texture));

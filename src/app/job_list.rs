@@ -4,7 +4,8 @@
 use gtk::glib;
 use gtk::prelude::*;
 
-use crate::model::{state, JobObject};
+use crate::model::JobObject;
+use crate::JobState;
 
 /// The technical columns, hidden unless the person asks (Show Technical Columns).
 const TECHNICAL: [&str; 4] = ["ID", "Processor", "Peak Memory", "Worker"];
@@ -38,7 +39,11 @@ pub fn add_columns(view: &gtk::ColumnView) {
     view.append_column(&name);
 
     let state = state_column();
-    state.set_sorter(Some(&text("state")));
+    // By the order of a job's life (waiting, running, then the ends), not by the word.
+    state.set_sorter(Some(&gtk::CustomSorter::new(|a, b| {
+        let state = |o: &glib::Object| o.downcast_ref::<JobObject>().map(JobObject::state);
+        state(a).cmp(&state(b)).into()
+    })));
     state.set_fixed_width(100);
     view.append_column(&state);
 
@@ -110,36 +115,31 @@ pub fn show_details(view: &gtk::ColumnView, show: bool) {
 }
 
 /// The icon of a state.
-fn state_icon(state: &str) -> &'static str {
+fn state_icon(state: JobState) -> &'static str {
     match state {
-        state::RUNNING => "media-playback-start-symbolic",
-        state::SUCCEEDED => "object-select-symbolic",
-        state::FAILED => "dialog-error-symbolic",
-        state::CANCELLED => "action-unavailable-symbolic",
-        _ => "content-loading-symbolic",
+        JobState::Queued => "content-loading-symbolic",
+        JobState::Running => "media-playback-start-symbolic",
+        JobState::Succeeded => "object-select-symbolic",
+        JobState::Failed => "dialog-error-symbolic",
+        JobState::Cancelled => "action-unavailable-symbolic",
     }
 }
 
 /// A state as a person reads it.
-pub fn state_text(state: &str) -> &'static str {
+pub fn state_text(state: JobState) -> &'static str {
     match state {
-        state::RUNNING => "Running",
-        state::SUCCEEDED => "Done",
-        state::FAILED => "Failed",
-        state::CANCELLED => "Cancelled",
-        _ => "Waiting",
+        JobState::Queued => "Waiting",
+        JobState::Running => "Running",
+        JobState::Succeeded => "Done",
+        JobState::Failed => "Failed",
+        JobState::Cancelled => "Cancelled",
     }
 }
 
-/// Gives `widget` the style class of `state` (its colour), and no other state's.
-fn colour_by_state(widget: &impl IsA<gtk::Widget>, state: &str) {
-    for other in [
-        state::QUEUED,
-        state::RUNNING,
-        state::SUCCEEDED,
-        state::FAILED,
-        state::CANCELLED,
-    ] {
+/// Gives `widget` the style class of `state` (its colour: `state-failed`, ...), and no other
+/// state's.
+fn colour_by_state(widget: &impl IsA<gtk::Widget>, state: JobState) {
+    for other in JobState::ALL {
         widget.remove_css_class(&format!("state-{other}"));
     }
     widget.add_css_class(&format!("state-{state}"));
@@ -162,13 +162,13 @@ fn state_column() -> gtk::ColumnViewColumn {
             .property_expression("item")
             .chain_property::<JobObject>("state");
         state
-            .chain_closure::<String>(glib::closure!(|_: Option<glib::Object>, s: String| {
-                state_text(&s).to_owned()
+            .chain_closure::<String>(glib::closure!(|_: Option<glib::Object>, s: JobState| {
+                state_text(s).to_owned()
             }))
             .bind(&label, "label", gtk::Widget::NONE);
         state
-            .chain_closure::<String>(glib::closure!(|_: Option<glib::Object>, s: String| {
-                state_icon(&s).to_owned()
+            .chain_closure::<String>(glib::closure!(|_: Option<glib::Object>, s: JobState| {
+                state_icon(s).to_owned()
             }))
             .bind(&icon, "icon-name", gtk::Widget::NONE);
         // The colour: a style class, which no expression binds; set at each state change.
@@ -181,7 +181,7 @@ fn state_column() -> gtk::ColumnViewColumn {
                 item,
                 move || {
                     if let Some(job) = item.item().and_downcast::<JobObject>() {
-                        colour_by_state(&cell, &job.state());
+                        colour_by_state(&cell, job.state());
                     }
                 }
             ),

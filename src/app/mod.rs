@@ -22,7 +22,7 @@ use adw::prelude::*;
 use gtk::{gio, glib};
 
 pub use stall::{StallProbe, StallReport, STALL_REPORT_ENV};
-pub use window::{StateCounts, Unattended, Window};
+pub use window::{Unattended, Window};
 
 use crate::Processor;
 

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use offload::Counts;
+
 /// When to stop.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum When {
@@ -39,13 +41,6 @@ pub struct Halt {
     pub when: When,
     pub why: Why,
     pub threshold: Threshold,
-}
-
-/// How many jobs have ended, and how.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Ended {
-    pub failed: usize,
-    pub succeeded: usize,
 }
 
 /// `--halt`'s value: `never` is None.
@@ -113,12 +108,13 @@ impl Halt {
         }))
     }
 
-    /// Whether the batch stops, now that `ended` jobs have ended out of `read` inputs read.
-    pub fn reached(&self, ended: Ended, read: usize) -> bool {
+    /// Whether the batch stops, now that the `ended` jobs have ended out of `read` inputs read.
+    /// A cancelled job (an interrupt) did not succeed: `fail` counts it, as GNU parallel does.
+    pub fn reached(&self, ended: Counts, read: usize) -> bool {
         let count = match self.why {
-            Why::Fail => ended.failed,
+            Why::Fail => ended.failed + ended.cancelled,
             Why::Success => ended.succeeded,
-            Why::Done => ended.failed + ended.succeeded,
+            Why::Done => ended.ended(),
         };
         count > 0
             && match self.threshold {
@@ -187,7 +183,11 @@ mod tests {
     #[test]
     fn counts_and_percentages_are_judged_as_gnu_parallel_does() {
         let halt = |text| Halt::parse(text).ok().flatten().expect("a halt");
-        let ended = |failed, succeeded| Ended { failed, succeeded };
+        let ended = |failed, succeeded| Counts {
+            failed,
+            succeeded,
+            ..Counts::default()
+        };
         assert!(!halt("soon,fail=2").reached(ended(1, 9), 10));
         assert!(halt("soon,fail=2").reached(ended(2, 0), 10));
         assert!(halt("now,success=1").reached(ended(0, 1), 10));

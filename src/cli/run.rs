@@ -137,8 +137,15 @@ pub fn run(args: RunArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
 
 /// Says how the run went (on stderr) and gives its exit status.
 fn report(outcome: Outcome, interrupted: bool, started: Instant) -> ExitCode {
-    let Outcome { tally, bad } = outcome;
-    let (ok, failed) = (tally.ok, tally.failed);
+    let Outcome { summary, bad } = outcome;
+    let printed = summary.printed;
+    let ok = printed.succeeded;
+    // A job `--halt now` stopped is not a failure of its own; one an interrupt stopped is.
+    let failed = if summary.halted.is_some() {
+        printed.failed
+    } else {
+        printed.failed + printed.cancelled
+    };
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "offload: {} jobs, {ok} ok, {failed} failed, in {:.2} s",
@@ -146,14 +153,14 @@ fn report(outcome: Outcome, interrupted: bool, started: Instant) -> ExitCode {
             started.elapsed().as_secs_f64()
         );
     }
-    if tally.skipped > 0 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if summary.skipped > 0 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "offload: {} jobs done in an earlier run, skipped",
-            tally.skipped
+            summary.skipped
         );
     }
-    if let Some(halt) = tally.halted.filter(|_| !interrupted) {
-        let (not_run, cancelled) = (tally.not_run, tally.halt_cancelled);
+    if let Some(halt) = summary.halted.filter(|_| !interrupted) {
+        let (not_run, cancelled) = (summary.not_run, printed.cancelled);
         eprintln!(
             "offload: halted by --halt {halt}: {ok} ok, {failed} failed, {cancelled} cancelled, \
              {not_run} not started"
@@ -167,13 +174,13 @@ fn report(outcome: Outcome, interrupted: bool, started: Instant) -> ExitCode {
         eprintln!("offload: {why}");
         return ExitCode::from(2);
     }
-    if tally.not_taken > 0 {
-        let n = tally.not_taken;
+    if summary.not_taken > 0 {
+        let n = summary.not_taken;
         eprintln!("offload: {n} file{} skipped", if n == 1 { "" } else { "s" });
     }
     if interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if failed > 0 || tally.not_taken > 0 {
+    } else if failed > 0 || summary.not_taken > 0 {
         ExitCode::from(EXIT_SOME_FAILED)
     } else {
         ExitCode::SUCCESS

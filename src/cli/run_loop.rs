@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 
 use ciborium::Value;
-use offload::{FailureKind, Finished, Job, JobError, JobId, Queue};
+use offload::{Counts, FailureKind, Finished, Job, JobError, JobId, JobState, Queue};
 
 use super::commit::Sink;
 use super::feed::Fed;
-use super::halt::{Ended, Halt, When};
+use super::halt::{Halt, When};
 use super::line::{json_line, JobLine};
 use super::outputs::{Done as Kept, Outputs};
 
@@ -75,7 +75,7 @@ pub struct RunLoop {
     tx: async_channel::Sender<Msg>,
     bar: indicatif::ProgressBar,
     interrupted: Rc<Cell<bool>>,
-    tally: Tally,
+    summary: Summary,
     /// Lines waiting to be printed (ordered: for their turn): None for a job not run
     /// (skipped by --resume, or kept from starting by --halt).
     waiting: BTreeMap<usize, Option<Printed>>,
@@ -92,8 +92,8 @@ pub struct RunLoop {
     /// Jobs a --halt cancelled before they started: not run, so not printed (a --resume runs
     /// them).
     not_started: HashSet<usize>,
-    /// Jobs that ended, for --halt.
-    ended: Ended,
+    /// Jobs that ended, for --halt (when they end, not when they are printed).
+    ended: Counts,
     /// With --files: the file of each job not printed yet.
     file_of: HashMap<usize, PathBuf>,
 }
@@ -107,11 +107,12 @@ struct Printed {
     tries: u32,
 }
 
-/// How the jobs ended, counted as their lines were printed.
+/// How the run went: its jobs counted as their lines were printed, and what else it did.
 #[derive(Default)]
-pub struct Tally {
-    pub ok: usize,
-    pub failed: usize,
+pub struct Summary {
+    /// The printed jobs by how they ended (`cancelled`: by `--halt now`, an interrupt, or a
+    /// closed stdout).
+    pub printed: Counts,
     /// Jobs done in an earlier run (`--resume`).
     pub skipped: usize,
     /// Jobs printed or skipped.
@@ -120,16 +121,15 @@ pub struct Tally {
     broken: bool,
     /// Files --files skipped (not taken, unreadable).
     pub not_taken: usize,
-    /// Jobs a --halt cancelled before they started, and while they ran.
+    /// Jobs a --halt cancelled before they started.
     pub not_run: usize,
-    pub halt_cancelled: usize,
     /// The --halt condition that stopped the batch.
     pub halted: Option<Halt>,
 }
 
 /// How the loop ended.
 pub struct Outcome {
-    pub tally: Tally,
+    pub summary: Summary,
     /// Why the reading stopped early, if a bad input stopped it.
     pub bad: Option<String>,
 }
@@ -170,7 +170,7 @@ impl RunLoop {
             tx,
             bar,
             interrupted,
-            tally: Tally::default(),
+            summary: Summary::default(),
             waiting: BTreeMap::new(),
             next: 0,
             total: None,
@@ -178,7 +178,7 @@ impl RunLoop {
             bad: None,
             outstanding: HashMap::new(),
             not_started: HashSet::new(),
-            ended: Ended::default(),
+            ended: Counts::default(),
             file_of: HashMap::new(),
         }
     }
@@ -205,7 +205,7 @@ impl RunLoop {
         // Every line and entry written before the exit status says anything.
         self.sink.finish();
         Outcome {
-            tally: self.tally,
+            summary: self.summary,
             bad: self.bad,
         }
     }
@@ -229,7 +229,7 @@ impl RunLoop {
         if self.done_before(index, &digest) {
             // Done in an earlier run: not run, not printed again.
             self.waiting.insert(index, None);
-            self.tally.skipped += 1;
+            self.summary.skipped += 1;
         } else {
             self.bar.inc_length(1);
             self.submit(index, Arc::new(bytes), digest, 1);
@@ -248,7 +248,7 @@ impl RunLoop {
     /// A file `--files` does not run.
     fn on_skipped(&mut self, path: &std::path::Path, why: &str) {
         eprintln!("offload: skipped {}: {why}", path.display());
-        self.tally.not_taken += 1;
+        self.summary.not_taken += 1;
     }
 
     /// A bad input stopped the reading after `count` inputs.
@@ -287,24 +287,21 @@ impl RunLoop {
         if cancelled && self.not_started.remove(&index) {
             // Halted before it started: not run, not printed.
             self.bar.inc(1);
-            self.tally.not_run += 1;
+            self.summary.not_run += 1;
             self.waiting.insert(index, None);
             return;
         }
         if tries <= self.settings.retries
             && finished.result.as_ref().is_err_and(worth_retrying)
             && !self.interrupted.get()
-            && self.tally.halted.is_none()
+            && self.summary.halted.is_none()
         {
             self.submit(index, input, digest, tries + 1);
             return;
         }
         self.bar.inc(1);
-        if finished.result.is_ok() {
-            self.ended.succeeded += 1;
-        } else {
-            self.ended.failed += 1;
-        }
+        self.ended
+            .add(JobState::ended(finished.result.as_ref().err()));
         let started = since_unix_epoch()
             .saturating_sub(finished.stats.wall)
             .as_secs_f64();
@@ -330,7 +327,7 @@ impl RunLoop {
     /// The queue refused an input: a `could_not_start` line with empty stats.
     fn on_refused(&mut self, index: usize, why: String, digest: String) {
         self.bar.inc(1);
-        self.ended.failed += 1;
+        self.ended.add(JobState::Failed);
         let error = JobError::new(FailureKind::CouldNotStart, why);
         let mut line = JobLine::failed(index, error, &offload::RunStats::default());
         line.file = self.file_of.remove(&index).map(super::line::JsonPath);
@@ -371,13 +368,13 @@ impl RunLoop {
         let Some(halt) = self.settings.halt else {
             return;
         };
-        if self.tally.halted.is_some() || !halt.reached(self.ended, self.read) {
+        if self.summary.halted.is_some() || !halt.reached(self.ended, self.read) {
             return;
         }
-        self.tally.halted = Some(halt);
+        self.summary.halted = Some(halt);
         self.total.get_or_insert(self.read);
         for (&index, &id) in &self.outstanding {
-            if self.queue.job_state(id) == Some(offload::JobState::Queued) {
+            if self.queue.job_state(id) == Some(JobState::Queued) {
                 self.not_started.insert(index);
             }
         }
@@ -408,17 +405,12 @@ impl RunLoop {
     /// run, which only makes room for the next input.
     fn emit(&mut self, printed: Option<Printed>) {
         let _ = self.credit.send(());
-        self.tally.ended += 1;
+        self.summary.ended += 1;
         let Some(printed) = printed else { return };
-        match printed.line.error() {
-            None => self.tally.ok += 1,
-            // Stopped by `--halt now`: printed, but not a failure of its own.
-            Some(error) if self.tally.halted.is_some() && error.kind == FailureKind::Cancelled => {
-                self.tally.halt_cancelled += 1;
-            }
-            Some(_) => self.tally.failed += 1,
-        }
-        if self.tally.broken {
+        self.summary
+            .printed
+            .add(JobState::ended(printed.line.error()));
+        if self.summary.broken {
             return;
         }
         let line = json_line(&printed.line);
@@ -442,7 +434,7 @@ impl RunLoop {
         };
         if self.sink.commit(&line, &entry).is_err() {
             // Nobody reads our output any more: stop the rest.
-            self.tally.broken = true;
+            self.summary.broken = true;
             self.queue.cancel_all();
         }
     }
@@ -450,7 +442,7 @@ impl RunLoop {
     /// Whether every input read has had its turn, once the reading ended.
     fn is_over(&self) -> bool {
         self.total
-            .is_some_and(|total| self.tally.ended >= total.min(self.read))
+            .is_some_and(|total| self.summary.ended >= total.min(self.read))
     }
 }
 

@@ -30,6 +30,17 @@ impl Window {
             }
             batches.push(batch.clone());
         }
+        // The batch hears a job's end after the window's own observer (it connected later):
+        // its end is known from its own events.
+        batch.connect_events(glib::clone!(
+            #[weak(rename_to = window)]
+            self,
+            move |event| {
+                if let QueueEvent::Finished { .. } = event {
+                    window.check_batches();
+                }
+            }
+        ));
         imp.work_started.set(true);
         if imp.notification.take().is_some() {
             if let Some(app) = self.application() {
@@ -71,7 +82,7 @@ impl Window {
         let Some(batch) = self.current_batch().filter(|b| !b.is_done()) else {
             return;
         };
-        batch.cancel(&self.queue());
+        batch.cancel();
         self.drop_cancelled_feeds();
         self.check_batches();
         self.refresh_status();

@@ -42,7 +42,7 @@ impl Window {
         imp.file_feeds.borrow_mut().clear();
         let queue = self.queue();
         for batch in imp.batches.borrow().iter() {
-            batch.cancel(&queue);
+            batch.cancel();
         }
         queue.shutdown();
         let context = glib::MainContext::default();

@@ -20,6 +20,7 @@ impl Window {
             imp.flap.set_reveal_flap(false);
         }
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             "Mandelbrot demo",
             &processor,
             Vec::new(),

@@ -42,20 +42,13 @@ impl Window {
                     job.set_label(&label);
                 }
             }
-            QueueEvent::Progress { id, fraction, .. } => {
-                if let Some(batch) = self.batch_of(*id) {
-                    batch.progressed(*id, *fraction);
-                }
-            }
+            QueueEvent::Progress { .. } => {}
             QueueEvent::Started { id, pid, worker } => {
                 self.update_record(*id, |r| {
                     r.started_at = Some(Instant::now());
                     r.stats.pid = Some(*pid);
                     r.stats.worker = *worker;
                 });
-                if let Some(batch) = self.batch_of(*id) {
-                    batch.started(*id);
-                }
                 if let Some(tile) = self.tile(*id) {
                     self.imp()
                         .mosaic_view
@@ -68,14 +61,6 @@ impl Window {
                     r.stats = stats.clone();
                     r.error = error.clone();
                 });
-                if let Some(batch) = self.batch_of(*id) {
-                    let ending = match error {
-                        None => Ending::Succeeded,
-                        Some(e) if e.kind == crate::FailureKind::Cancelled => Ending::Cancelled,
-                        Some(_) => Ending::Failed,
-                    };
-                    batch.finished(*id, ending);
-                }
                 if error.is_some() {
                     if let Some(tile) = self.tile(*id) {
                         self.imp()

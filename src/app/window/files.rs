@@ -34,6 +34,7 @@ impl Window {
         let imp = self.imp();
         let title = batch_title(processor, &paths);
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             title,
             processor,
             params.clone(),
@@ -240,7 +241,7 @@ impl Window {
                         );
                         if window.jobs().fail(id, error.clone()) {
                             if let Some(batch) = window.record(id).and_then(|r| r.batch) {
-                                batch.failed_after();
+                                batch.failed_after(id, &error);
                             }
                         }
                         window.update_record(id, |r| r.error = Some(error));

@@ -17,15 +17,15 @@ use adw::prelude::*;
 use adw::subclass::prelude::*;
 use gtk::{gdk, gio, glib, CompositeTemplate};
 
-use super::batch::{AppBatch, Ending};
+use super::batch::AppBatch;
 use super::inspector::JobInspector;
 use super::mosaic_view::{MosaicView, TileState};
 use super::pacing::Pacer;
 use super::record::{JobKind, JobOutput, JobRecord};
-use crate::model::{state, JobList, JobObject};
+use crate::model::{JobList, JobObject};
 use crate::mosaic::{Mosaic, Tile, TileOutput};
 use crate::sdk::Description;
-use crate::{Finished, Job, JobId, Processor, Queue, QueueEvent};
+use crate::{Counts, Finished, Job, JobId, JobState, Processor, Queue, QueueEvent};
 
 mod batch_end;
 mod closing;
@@ -47,14 +47,24 @@ pub use unattended::Unattended;
 /// How often the status area, the elapsed times and the state filter refresh.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Jobs counted by the state they show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub queued: usize,
-    pub running: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub cancelled: usize,
+/// The state filter's items, in order: all jobs, then each state. The drop-down's words are
+/// made from this table, and its position means this table's entry: one place says both.
+const STATE_FILTER: [Option<JobState>; 6] = [
+    None,
+    Some(JobState::Queued),
+    Some(JobState::Running),
+    Some(JobState::Succeeded),
+    Some(JobState::Failed),
+    Some(JobState::Cancelled),
+];
+
+/// The state filter's position for `state`.
+fn filter_position(state: Option<JobState>) -> u32 {
+    STATE_FILTER
+        .iter()
+        .position(|s| *s == state)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0)
 }
 
 mod imp {
@@ -411,17 +421,13 @@ impl Window {
     }
 
     /// Jobs by the state their rows show.
-    pub fn state_counts(&self) -> StateCounts {
-        let Some(jobs) = self.imp().jobs.borrow().clone() else {
-            return StateCounts::default();
-        };
-        StateCounts {
-            queued: jobs.queued() as usize,
-            running: jobs.running() as usize,
-            succeeded: jobs.succeeded() as usize,
-            failed: jobs.failed() as usize,
-            cancelled: jobs.cancelled() as usize,
-        }
+    pub fn state_counts(&self) -> Counts {
+        self.imp()
+            .jobs
+            .borrow()
+            .as_ref()
+            .map(JobList::counts)
+            .unwrap_or_default()
     }
 
     /// Whether every submitted job has ended and handed back its result.
@@ -570,6 +576,12 @@ impl Window {
     fn setup_job_list(&self) {
         let imp = self.imp();
         let store = JobList::new(&self.queue());
+        let words: Vec<&str> = STATE_FILTER
+            .iter()
+            .map(|state| state.map_or("All Jobs", super::job_list::state_text))
+            .collect();
+        imp.state_filter
+            .set_model(Some(&gtk::StringList::new(&words)));
         let filter = gtk::CustomFilter::new(glib::clone!(
             #[weak(rename_to = window)]
             self,
@@ -582,15 +594,9 @@ impl Window {
                 if window.imp().cleared.borrow().contains(&job.id()) {
                     return false;
                 }
-                let state = job.state();
-                match window.imp().state_filter.selected() {
-                    1 => state == state::QUEUED,
-                    2 => state == state::RUNNING,
-                    3 => state == state::SUCCEEDED,
-                    4 => state == state::FAILED,
-                    5 => state == state::CANCELLED,
-                    _ => true,
-                }
+                window
+                    .state_filter()
+                    .is_none_or(|state| job.state() == state)
             }
         ));
         imp.state_filter.connect_selected_notify(glib::clone!(

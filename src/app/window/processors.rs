@@ -255,6 +255,7 @@ impl Window {
                     }
                 }
                 let batch = Rc::new(AppBatch::new(
+                    &self.queue(),
                     format!("{} · example", human_name(processor.name())),
                     &processor,
                     params,
@@ -296,6 +297,7 @@ impl Window {
             |n| n.to_string_lossy().into(),
         );
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             format!("{} · {name}", human_name(processor.name())),
             &processor,
             Vec::new(),

@@ -80,10 +80,17 @@ impl Window {
             .map_or(0, |s| s.n_items())
     }
 
-    /// Shows only the jobs in one state: 0 all, 1 waiting, 2 running, 3 done, 4 failed,
-    /// 5 cancelled (the filter's items).
-    pub fn set_state_filter(&self, index: u32) {
-        self.imp().state_filter.set_selected(index);
+    /// Shows only the jobs in `state`, or all of them (`None`), as the state filter does.
+    pub fn set_state_filter(&self, state: Option<JobState>) {
+        self.imp().state_filter.set_selected(filter_position(state));
+    }
+
+    /// The state the filter shows, `None` for all jobs.
+    pub fn state_filter(&self) -> Option<JobState> {
+        STATE_FILTER
+            .get(self.imp().state_filter.selected() as usize)
+            .copied()
+            .flatten()
     }
 
     /// Whether the inspector shows a job.
@@ -141,7 +148,7 @@ impl Window {
     pub(super) fn cancel_all(&self) {
         let queue = self.queue();
         for batch in self.imp().batches.borrow().iter() {
-            batch.cancel(&queue);
+            batch.cancel();
         }
         self.drop_cancelled_feeds();
         queue.cancel_all();
@@ -152,7 +159,7 @@ impl Window {
         let jobs = self.jobs();
         let mut failed: Vec<JobId> = (0..jobs.n_items())
             .filter_map(|i| jobs.item(i).and_downcast::<JobObject>())
-            .filter(|j| j.state() == state::FAILED || j.state() == state::CANCELLED)
+            .filter(|j| matches!(j.state(), JobState::Failed | JobState::Cancelled))
             .map(|j| j.job_id())
             .collect();
         if failed.is_empty() {
@@ -168,6 +175,7 @@ impl Window {
             return;
         };
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             format!(
                 "Retrying {}",
                 crate::app::batch::count(records.len(), "job", "jobs")

@@ -36,20 +36,21 @@ impl Window {
                     batch.progress_text(paused)
                 ));
                 imp.overall_progress.set_fraction(batch.fraction());
-                let tally = batch.tally();
+                let counts = batch.counts();
+                let waiting = counts.queued + batch.waiting();
                 let mut parts = Vec::new();
-                if tally.running > 0 {
-                    parts.push(format!("{} running", tally.running));
+                if counts.running > 0 {
+                    parts.push(format!("{} running", counts.running));
                 }
-                if tally.queued + tally.waiting > 0 {
-                    parts.push(format!("{} waiting", tally.queued + tally.waiting));
+                if waiting > 0 {
+                    parts.push(format!("{waiting} waiting"));
                 }
-                parts.push(format!("{} done", tally.succeeded));
-                if tally.failed > 0 {
-                    parts.push(format!("{} failed", tally.failed));
+                parts.push(format!("{} done", counts.succeeded));
+                if counts.failed > 0 {
+                    parts.push(format!("{} failed", counts.failed));
                 }
-                if tally.cancelled > 0 {
-                    parts.push(format!("{} cancelled", tally.cancelled));
+                if counts.cancelled > 0 {
+                    parts.push(format!("{} cancelled", counts.cancelled));
                 }
                 let rate = batch.rate();
                 if rate > 0.0 && !batch.is_done() {

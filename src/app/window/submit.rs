@@ -21,6 +21,7 @@ impl Window {
     /// (a batch may hold gigabytes of base64), then submitted a slice per main-loop turn.
     pub fn add_jobs(&self, processor: &Processor, inputs: Vec<serde_json::Value>) {
         let batch = Rc::new(AppBatch::new(
+            &self.queue(),
             format!(
                 "{} · {}",
                 super::processors::human_name(processor.name()),
@@ -233,7 +234,7 @@ impl Window {
             };
         match id {
             Ok(id) => {
-                batch.submitted(id);
+                batch.submitted(id, record.label());
                 imp.records.borrow_mut().insert(id, record);
                 imp.outstanding.set(imp.outstanding.get() + 1);
                 imp.work_started.set(true);

@@ -4,7 +4,9 @@
 //! are the counts and the overall progress, for a `GtkProgressBar` or a label.
 //!
 //! The list is fed by the queue's events, so it changes only from the queue's dispatch on the
-//! main context, never inside a call the caller made.
+//! main context, never inside a call the caller made. [`BatchList`] is the same for one
+//! [`Batch`](crate::Batch)'s jobs ([`Batch::rows`](crate::Batch::rows)), with the batch's own
+//! counts and fraction.
 //!
 //! ```no_run
 //! use offload::model::JobList;
@@ -27,23 +29,13 @@ use gio::prelude::*;
 use gio::subclass::prelude::*;
 use glib::Properties;
 
-use crate::outcome::{FailureKind, JobError, RunStats, WorkerRun};
-use crate::queue::{ObserverId, Queue, QueueEvent};
-use crate::JobId;
+mod batch_list;
 
-/// The `state` property's values.
-pub mod state {
-    /// Waiting for a slot.
-    pub const QUEUED: &str = "queued";
-    /// Its processor runs.
-    pub const RUNNING: &str = "running";
-    /// Ended with a result.
-    pub const SUCCEEDED: &str = "succeeded";
-    /// Ended without one.
-    pub const FAILED: &str = "failed";
-    /// Cancelled, before or while running.
-    pub const CANCELLED: &str = "cancelled";
-}
+pub use batch_list::BatchList;
+
+use crate::outcome::{JobError, RunStats, WorkerRun};
+use crate::queue::{ObserverId, Queue, QueueEvent};
+use crate::{Counts, JobId, JobState};
 
 mod job_imp {
     use super::*;
@@ -57,9 +49,9 @@ mod job_imp {
         /// Its processor's name.
         #[property(get)]
         pub processor: RefCell<String>,
-        /// One of the [`state`] values: queued, running, succeeded, failed, cancelled.
-        #[property(get)]
-        pub state: RefCell<String>,
+        /// Where the job is: a [`JobState`] (a GObject enum, `OffloadJobState`).
+        #[property(get, builder(JobState::Queued))]
+        pub state: Cell<JobState>,
         /// From 0.0 to 1.0: the processor's last report; 1.0 once succeeded.
         #[property(get, minimum = 0.0, maximum = 1.0)]
         pub progress: Cell<f64>,
@@ -122,7 +114,6 @@ impl JobObject {
         let imp = object.imp();
         imp.id.set(id.0);
         imp.processor.replace(processor.to_owned());
-        imp.state.replace(state::QUEUED.to_owned());
         object
     }
 
@@ -133,8 +124,7 @@ impl JobObject {
 
     /// Whether the job has ended, one way or another.
     pub fn is_finished(&self) -> bool {
-        let state = self.imp().state.borrow();
-        state.as_str() != state::QUEUED && state.as_str() != state::RUNNING
+        self.state().is_finished()
     }
 
     /// The failure, once the job failed or was cancelled.
@@ -160,8 +150,10 @@ impl JobObject {
         }
     }
 
-    fn set_state(&self, value: &str) {
-        self.set_text(&self.imp().state, value, "state");
+    fn set_state(&self, value: JobState) {
+        if self.imp().state.replace(value) != value {
+            self.notify_state();
+        }
     }
 
     fn set_progress(&self, value: f64) {
@@ -175,7 +167,7 @@ impl JobObject {
     fn started(&self, pid: u32, worker: Option<WorkerRun>) {
         let _guard = self.freeze_notify();
         self.imp().started.set(Some(std::time::Instant::now()));
-        self.set_state(state::RUNNING);
+        self.set_state(JobState::Running);
         self.imp().pid.set(pid);
         self.notify_pid();
         self.set_text(&self.imp().worker, &worker_label(worker), "worker");
@@ -188,21 +180,13 @@ impl JobObject {
         self.set_text(&imp.failure_kind, error.kind.as_str(), "failure-kind");
         self.set_text(&imp.reason, &reason(error), "reason");
         imp.error.replace(Some(error.clone()));
-        self.set_state(if error.kind == FailureKind::Cancelled {
-            state::CANCELLED
-        } else {
-            state::FAILED
-        });
+        self.set_state(JobState::ended(Some(error)));
     }
 
     fn finished(&self, error: Option<&JobError>, stats: &RunStats) {
         let _guard = self.freeze_notify();
         let imp = self.imp();
-        let new = match error {
-            None => state::SUCCEEDED,
-            Some(e) if e.kind == FailureKind::Cancelled => state::CANCELLED,
-            Some(_) => state::FAILED,
-        };
+        let new = JobState::ended(error);
         if error.is_none() {
             self.set_progress(1.0);
         }
@@ -259,24 +243,15 @@ mod list_imp {
         pub running_rows: RefCell<HashMap<u64, super::JobObject>>,
         pub observer: Cell<Option<ObserverId>>,
         pub queue: RefCell<Option<Queue>>,
-        /// Jobs waiting for a slot.
-        #[property(get)]
-        pub queued: Cell<u32>,
-        /// Jobs running.
-        #[property(get)]
-        pub running: Cell<u32>,
-        /// Jobs that ended with a result.
-        #[property(get)]
-        pub succeeded: Cell<u32>,
-        /// Jobs that ended without one, other than by a cancel.
-        #[property(get)]
-        pub failed: Cell<u32>,
-        /// Jobs cancelled.
-        #[property(get)]
-        pub cancelled: Cell<u32>,
-        /// Jobs with a row: all of the above.
-        #[property(get)]
-        pub total: Cell<u32>,
+        /// The rows by state: the list's `queued`, `running`, `succeeded`, `failed`,
+        /// `cancelled` and `total` properties (`total`: every row).
+        #[property(name = "queued", get = |l: &Self| count(l.counts.get().queued), type = u32)]
+        #[property(name = "running", get = |l: &Self| count(l.counts.get().running), type = u32)]
+        #[property(name = "succeeded", get = |l: &Self| count(l.counts.get().succeeded), type = u32)]
+        #[property(name = "failed", get = |l: &Self| count(l.counts.get().failed), type = u32)]
+        #[property(name = "cancelled", get = |l: &Self| count(l.counts.get().cancelled), type = u32)]
+        #[property(name = "total", get = |l: &Self| count(l.counts.get().total()), type = u32)]
+        pub counts: Cell<Counts>,
         /// Overall progress from 0.0 to 1.0: ended jobs whole, running ones by their progress.
         #[property(get, minimum = 0.0, maximum = 1.0)]
         pub fraction: Cell<f64>,
@@ -360,7 +335,7 @@ impl JobList {
 
     /// Marks job `id`, which succeeded, as failed with `error` after all: for what the caller
     /// does with a result and can fail, such as writing the output file it was to become
-    /// ([`FailureKind::OutputNotWritten`]). The row shows `failed` with the error's kind and
+    /// ([`FailureKind::OutputNotWritten`](crate::FailureKind::OutputNotWritten)). The row shows `failed` with the error's kind and
     /// message, and the counts move with it. A job that has not succeeded (still running,
     /// already failed, no row) is left as it is; gives whether the row changed.
     pub fn fail(&self, id: JobId, error: JobError) -> bool {
@@ -368,18 +343,15 @@ impl JobList {
         let Some(job) = self.job(id) else {
             return false;
         };
-        if job.state() != state::SUCCEEDED {
+        if job.state() != JobState::Succeeded {
             return false;
         }
-        let imp = self.imp();
         let _guard = self.freeze_notify();
-        bump(&imp.succeeded, -1, || self.notify_succeeded());
-        if error.kind == FailureKind::Cancelled {
-            bump(&imp.cancelled, 1, || self.notify_cancelled());
-        } else {
-            bump(&imp.failed, 1, || self.notify_failed());
-        }
+        self.change_counts(|counts| {
+            counts.moved(JobState::Succeeded, JobState::ended(Some(&error)));
+        });
         job.failed_after(&error);
+        self.update_fraction();
         true
     }
 
@@ -420,18 +392,13 @@ impl JobList {
             let mut by_id = imp.by_id.borrow_mut();
             for job in &removed {
                 by_id.remove(&job.id());
-                let cell = match job.imp().state.borrow().as_str() {
-                    state::SUCCEEDED => &imp.succeeded,
-                    state::FAILED => &imp.failed,
-                    _ => &imp.cancelled,
-                };
-                bump(cell, -1, || {});
-                bump(&imp.total, -1, || {});
             }
         }
-        for name in ["succeeded", "failed", "cancelled", "total"] {
-            self.notify(name);
-        }
+        self.change_counts(|counts| {
+            for job in &removed {
+                counts.remove(job.state());
+            }
+        });
         self.update_fraction();
         // One change for the whole list: simpler for views than one per removed run.
         let now = imp.items.borrow().len();
@@ -488,17 +455,14 @@ impl JobList {
                     });
                 }
                 let _guard = self.freeze_notify();
-                bump(&imp.queued, 1, || self.notify_queued());
-                bump(&imp.total, 1, || self.notify_total());
+                self.change_counts(|counts| counts.add(JobState::Queued));
                 self.update_fraction();
             }
             QueueEvent::Started { id, pid, worker } => {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
-                if job.imp().state.borrow().as_str() == state::QUEUED {
-                    bump(&imp.queued, -1, || self.notify_queued());
-                    bump(&imp.running, 1, || self.notify_running());
-                }
+                let before = job.state();
+                self.change_counts(|counts| counts.moved(before, JobState::Running));
                 job.started(*pid, *worker);
                 imp.running_rows.borrow_mut().insert(id.0, job);
             }
@@ -521,34 +485,42 @@ impl JobList {
                 let Some(job) = self.job(*id) else { return };
                 let _guard = self.freeze_notify();
                 imp.running_rows.borrow_mut().remove(&id.0);
-                if job.imp().state.borrow().as_str() == state::RUNNING {
-                    bump(&imp.running, -1, || self.notify_running());
+                let before = job.state();
+                if before == JobState::Running {
                     imp.running_progress
                         .set((imp.running_progress.get() - job.progress()).max(0.0));
-                } else {
-                    bump(&imp.queued, -1, || self.notify_queued());
                 }
-                match error {
-                    None => bump(&imp.succeeded, 1, || self.notify_succeeded()),
-                    Some(e) if e.kind == FailureKind::Cancelled => {
-                        bump(&imp.cancelled, 1, || self.notify_cancelled())
-                    }
-                    Some(_) => bump(&imp.failed, 1, || self.notify_failed()),
-                }
+                self.change_counts(|counts| {
+                    counts.moved(before, JobState::ended(error.as_ref()));
+                });
                 job.finished(error.as_ref(), stats);
                 self.update_fraction();
             }
         }
     }
 
+    /// The rows by state, as the list's count properties give them one by one.
+    pub fn counts(&self) -> Counts {
+        self.imp().counts.get()
+    }
+
+    /// Changes the counts and tells of each count property that changed.
+    fn change_counts(&self, change: impl FnOnce(&mut Counts)) {
+        let before = self.imp().counts.get();
+        let mut after = before;
+        change(&mut after);
+        self.imp().counts.set(after);
+        notify_counts(self.upcast_ref(), before, after);
+    }
+
     fn update_fraction(&self) {
         let imp = self.imp();
-        let total = imp.total.get();
-        let fraction = if total == 0 {
+        let counts = imp.counts.get();
+        let fraction = if counts.total() == 0 {
             0.0
         } else {
-            let ended = imp.succeeded.get() + imp.failed.get() + imp.cancelled.get();
-            ((f64::from(ended) + imp.running_progress.get()) / f64::from(total)).clamp(0.0, 1.0)
+            ((counts.ended() as f64 + imp.running_progress.get()) / counts.total() as f64)
+                .clamp(0.0, 1.0)
         };
         if imp.fraction.get() != fraction {
             imp.fraction.set(fraction);
@@ -557,7 +529,20 @@ impl JobList {
     }
 }
 
-fn bump(cell: &Cell<u32>, by: i32, notify: impl FnOnce()) {
-    cell.set(cell.get().saturating_add_signed(by));
-    notify();
+/// A count as a `u32` property gives it.
+pub(crate) fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Tells of the count properties (`queued`, ..., `total`) of `object` that differ between
+/// `before` and `after`.
+pub(crate) fn notify_counts(object: &glib::Object, before: Counts, after: Counts) {
+    for state in JobState::ALL {
+        if before.get(state) != after.get(state) {
+            object.notify(state.as_str());
+        }
+    }
+    if before.total() != after.total() {
+        object.notify("total");
+    }
 }

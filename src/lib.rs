@@ -55,7 +55,8 @@ pub use job::{Counts, Job, JobId, JobState, Persistence, RunLimits, Sandbox};
 pub use launcher::{Launcher, LauncherError, SshHost};
 pub use offload_sdk as sdk;
 pub use outcome::{
-    CpuShare, FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats, WorkerRun,
+    CborItem, CpuShare, FailureKind, Finished, JobError, MemoryLimitKind, Reported, RunStats,
+    WorkerRun,
 };
 pub use processor::{LookupError, Processor};
 pub use queue::{JobHandle, ObserverId, Queue, QueueEvent, SubmitError};

@@ -248,6 +248,54 @@ pub struct RunStats {
     pub cpu_share: Option<CpuShare>,
 }
 
+/// A result kept as the bytes the processor wrote: one well-formed CBOR item within the job's
+/// output limits, checked (off the main context) as strictly as a typed result is decoded, but
+/// not decoded into a value. For a caller that passes results on unread, as `offload serve`
+/// does ([`crate::Queue::submit_raw`]).
+///
+/// ```
+/// use offload::CborItem;
+/// let item = CborItem::from_bytes(vec![0x82, 0x01, 0x02]).unwrap(); // [1, 2]
+/// assert_eq!(item.as_bytes(), [0x82, 0x01, 0x02]);
+/// assert!(CborItem::from_bytes(vec![0x82, 0x01]).is_err()); // truncated
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CborItem(Vec<u8>);
+
+impl CborItem {
+    /// `bytes`, if they are exactly one CBOR item that decodes (well-formed, text in UTF-8,
+    /// within the default size and nesting limits).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, offload_sdk::decode::DecodeError> {
+        Self::check(&bytes, offload_sdk::decode::DecodeLimits::default())?;
+        Ok(Self(bytes))
+    }
+
+    /// Whether `bytes` are one item that decodes within `limits`: walked by the decoder that
+    /// typed results go through, into nothing, so that a result this accepts is one that
+    /// `submit::<_, ciborium::Value>` would have accepted too.
+    pub(crate) fn check(
+        bytes: &[u8],
+        limits: offload_sdk::decode::DecodeLimits,
+    ) -> Result<(), offload_sdk::decode::DecodeError> {
+        offload_sdk::decode::decode_one::<serde::de::IgnoredAny>(bytes, limits).map(drop)
+    }
+
+    /// Bytes [`CborItem::check`] accepted.
+    pub(crate) fn from_checked(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The item's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The item's bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
 /// A finished job as delivered to its handle: the typed result, or the failure, and the cost.
 ///
 /// ```no_run
@@ -271,4 +319,49 @@ pub struct Finished<O> {
     pub result: Result<O, JobError>,
     /// What it cost.
     pub stats: RunStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CborItem;
+    use offload_sdk::decode::{DecodeError, DecodeLimits};
+
+    #[test]
+    fn a_raw_result_is_accepted_where_a_typed_one_would_be() {
+        let accepted: [&[u8]; 4] = [
+            // 1(1700000000): a tagged item
+            &[0xc1, 0x1a, 0x65, 0x53, 0xf1, 0x00],
+            // [_ 1, (_ h'01', h'02'), {_ "k": 2}]
+            &[
+                0x9f, 0x01, 0x5f, 0x41, 0x01, 0x41, 0x02, 0xff, 0xbf, 0x61, b'k', 0x02, 0xff, 0xff,
+            ],
+            // 1.5 as a double
+            &[0xfb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0],
+            // a 5000-byte text
+            &[&[0x79, 0x13, 0x88][..], &[b'a'; 5000][..]].concat(),
+        ];
+        for bytes in accepted {
+            let item = CborItem::from_bytes(bytes.to_vec()).expect("accepted");
+            assert_eq!(item.as_bytes(), bytes);
+        }
+        let refused: [(&[u8], DecodeError); 4] = [
+            (&[0x62, 0xff, 0xfe], DecodeError::NotCbor { offset: 0 }), // not UTF-8
+            (&[0x82, 0x01], DecodeError::Truncated),
+            (&[0x01, 0x02], DecodeError::TrailingBytes { extra: 1 }),
+            (&[], DecodeError::Empty),
+        ];
+        for (bytes, expected) in refused {
+            let err = CborItem::from_bytes(bytes.to_vec()).expect_err("refused");
+            let kind = std::mem::discriminant;
+            assert_eq!(kind(&err), kind(&expected), "{bytes:?}: {err:?}");
+        }
+        let deep = DecodeLimits {
+            max_bytes: 100,
+            max_depth: 2,
+        };
+        assert!(matches!(
+            CborItem::check(&[0x81, 0x81, 0x81, 0x01], deep),
+            Err(DecodeError::TooDeep { .. })
+        ));
+    }
 }

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::job::{Counts, Job, JobId, JobState};
-use crate::outcome::{FailureKind, Finished, JobError, RunStats, WorkerRun};
+use crate::outcome::{CborItem, FailureKind, Finished, JobError, RunStats, WorkerRun};
 use crate::runner::{
     self, Control, Decoder, RawResult, RunRequest, RunnerEvent, WorkerSettings, Workers,
 };
@@ -362,7 +362,41 @@ impl Queue {
     where
         O: DeserializeOwned + Send + 'static,
     {
-        let input = input.into();
+        self.submit_decoded(job, input.into(), runner::decoder::<O>())
+    }
+
+    /// Submits a job whose input is already encoded as one CBOR item, and whose result is
+    /// kept as the bytes its processor wrote: checked on the runner thread to be one item
+    /// that decodes within the job's output limits (else the job fails as `bad_output`, as a
+    /// typed result would), never decoded into a value. For a caller that passes results on
+    /// unread (`offload serve`).
+    ///
+    /// ```no_run
+    /// use offload::{Job, Processor, Queue};
+    ///
+    /// let queue = Queue::new();
+    /// let job = Job::new(Processor::find("diag")?);
+    /// let input = vec![0xa1, 0x64, b'e', b'c', b'h', b'o', 0x07]; // {"echo": 7}
+    /// let handle = queue.submit_raw(&job, input)?;
+    /// let item = glib::MainContext::default().block_on(handle.result())?;
+    /// println!("{} bytes of CBOR", item.as_bytes().len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_raw(
+        &self,
+        job: &Job,
+        input: impl Into<Arc<Vec<u8>>>,
+    ) -> Result<JobHandle<CborItem>, SubmitError> {
+        self.submit_decoded(job, input.into(), runner::raw_item)
+    }
+
+    /// Files a job whose result `decode` turns into an `O` on the runner thread.
+    fn submit_decoded<O: 'static>(
+        &self,
+        job: &Job,
+        input: Arc<Vec<u8>>,
+        decode: Decoder,
+    ) -> Result<JobHandle<O>, SubmitError> {
         let limit = job.limits.max_input_bytes;
         if input.len() > limit {
             return Err(SubmitError::InputTooLarge {
@@ -370,7 +404,6 @@ impl Queue {
                 limit,
             });
         }
-        let decode: Decoder = runner::decoder::<O>();
         let slot = Rc::new(ResultSlot::default());
         let id = {
             let mut state = self.inner.state.borrow_mut();

@@ -49,7 +49,7 @@ use crate::outcome::{JobError, RunStats, WorkerRun};
 /// A decoded result of the caller's type, or why there is none.
 pub(crate) type RawResult = Result<Box<dyn Any + Send>, JobError>;
 
-pub(crate) use result::{decoder, Decoder};
+pub(crate) use result::{decoder, raw_item, Decoder};
 
 /// What a runner tells the queue.
 pub(crate) enum RunnerEvent {

@@ -19,6 +19,18 @@ pub(crate) fn decoder<O: DeserializeOwned + Send + 'static>() -> Decoder {
     }
 }
 
+/// The result's bytes as they are, once checked to be one item that decodes within the
+/// limits (`Queue::submit_raw`).
+pub(crate) fn raw_item(
+    bytes: &[u8],
+    limits: DecodeLimits,
+) -> Result<Box<dyn Any + Send>, DecodeError> {
+    crate::outcome::CborItem::check(bytes, limits)?;
+    Ok(Box::new(crate::outcome::CborItem::from_checked(
+        bytes.to_vec(),
+    )))
+}
+
 /// The result's bytes as they are (the `--describe` probe keeps its JSON).
 pub(super) fn keep_bytes(
     bytes: &[u8],

@@ -11,6 +11,7 @@ mod list;
 mod outputs;
 mod run;
 mod run_loop;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub struct Cli {
 enum Command {
     /// Run a processor once per input; print one JSON line per job, in input order.
     Run(Box<RunArgs>),
+    /// Serve a client in any language: requests on stdin, events on stdout, both CBOR
+    /// sequences (PROTOCOL.md section 19); ends with stdin, or with the process that started it.
+    Serve(ServeArgs),
     /// List the processors offload finds, with their descriptions.
     List {
         /// Print one JSON object per processor instead of a table.
@@ -55,6 +59,18 @@ enum Command {
     /// `offload run --joblog`'s own writer of lines and log entries (commit.rs).
     #[command(name = commit::SUBCOMMAND, hide = true)]
     LogWriter,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// How many processors run at once (default: the number of cores); a client may change
+    /// it with a set_max_running request.
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// The processors' nice value, 0 to 19, as for `offload run`.
+    #[arg(long, value_name = "N", default_value_t = offload::job::DEFAULT_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +305,7 @@ pub struct DemoArgs {
 pub fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(*args, matches.subcommand_matches("run")),
+        Command::Serve(args) => serve::serve(args),
         Command::List { json } => list::list(json),
         Command::Demo(args) => demo::demo(args),
         #[cfg(feature = "gui")]

@@ -31,6 +31,10 @@
 //!   for each of `--renderers` (cairo,default) and `--gui-variants` (echo: diag echoing
 //!   ~107 KB, so as much goes in; tiles: Mandelbrot tiles of ~107 KB from tiny inputs), plus
 //!   an idle run for comparison. Targets: longest stall under 16 ms, p99 under 4 ms.
+//! - `oversubscribed`: the app's stalls while `--burn-jobs` (48) diag jobs burning
+//!   `--burn-ms` (500) of CPU each run at -j <2 x cores>, cairo renderer, `--rounds` runs and
+//!   an idle one; figures after the first second, median and range. Targets: max under 16 ms,
+//!   p99 under 4 ms.
 //! - `scale`: `--scale-jobs` (100,000) tiny jobs submitted to a paused queue in a child
 //!   process: time to submit, VmRSS per queued job, then the drain rate against a 5,000-job
 //!   run (`--skip-drain` skips both), and `--scale-callback-jobs` (10,000) jobs whose results
@@ -91,6 +95,8 @@ mod gui;
 mod launchers;
 #[path = "support/overhead.rs"]
 mod overhead;
+#[path = "support/oversubscribed.rs"]
+mod oversubscribed;
 #[path = "support/persistent.rs"]
 mod persistent;
 #[path = "support/pipeline.rs"]
@@ -126,6 +132,7 @@ enum Suite {
     Pipeline,
     Thumbnails,
     Scheduling,
+    Oversubscribed,
     All,
 }
 
@@ -160,6 +167,12 @@ struct Args {
     /// which returns its input item unchanged).
     #[arg(long, value_delimiter = ',', default_value = "diag,cat")]
     throughput_processors: Vec<String>,
+    /// oversubscribed: CPU-bound jobs per run of the app.
+    #[arg(long, default_value_t = 48)]
+    burn_jobs: usize,
+    /// oversubscribed: each job's CPU time, ms.
+    #[arg(long, default_value_t = 500)]
+    burn_ms: u64,
     /// smoothness: jobs per run of the app.
     #[arg(long, default_value_t = 10_000)]
     gui_jobs: usize,
@@ -250,7 +263,7 @@ fn main() {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
                  SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, \
-                 launchers, pipeline, thumbnails, scheduling, all)"
+                 launchers, pipeline, thumbnails, scheduling, oversubscribed, all)"
             );
             return;
         }
@@ -321,6 +334,18 @@ fn main() {
             &scheduling::Options {
                 rounds,
                 parallel: parallel.max(2),
+            },
+        );
+    }
+    if wants(Suite::Oversubscribed) {
+        oversubscribed::run(
+            &env,
+            &oversubscribed::Options {
+                rounds,
+                jobs: args.burn_jobs,
+                burn_ms: args.burn_ms,
+                parallel: 2 * env.cores,
+                renderer: "cairo".to_owned(),
             },
         );
     }

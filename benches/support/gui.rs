@@ -20,6 +20,9 @@ pub struct GuiRun {
     pub max_ms: f64,
     /// 99th percentile of the stalls, ms.
     pub p99_ms: f64,
+    /// The same, over the gaps that ended a second or more into the run.
+    pub settled_max_ms: f64,
+    pub settled_p99_ms: f64,
     /// Probe samples (about one per ms of running).
     pub samples: u64,
     /// The whole run, start-up and shut-down included.
@@ -145,6 +148,8 @@ pub fn run_gui_with(
     Ok(GuiRun {
         max_ms: field("max_ms")?,
         p99_ms: field("p99_ms")?,
+        settled_max_ms: field("settled_max_ms")?,
+        settled_p99_ms: field("settled_p99_ms")?,
         samples: field("samples")? as u64,
         sample,
         peak_rss_kib,

@@ -34,6 +34,10 @@ pub struct StallReport {
     pub samples: usize,
     /// The longest gaps, longest first: (gap in ms, seconds into the run when it ended).
     pub worst: Vec<(f64, f64)>,
+    /// The longest gap and the 99th percentile of those that ended a second or more into the
+    /// run: the figures once the window is settled, without its first layout of the jobs.
+    pub settled_max_ms: f64,
+    pub settled_p99_ms: f64,
 }
 
 impl std::fmt::Display for StallReport {
@@ -47,7 +51,11 @@ impl std::fmt::Display for StallReport {
             let comma = if i == 0 { "" } else { "," };
             write!(f, "{comma}{gap:.1}ms@{at:.2}s")?;
         }
-        Ok(())
+        write!(
+            f,
+            " settled_max_ms={:.2} settled_p99_ms={:.2}",
+            self.settled_max_ms, self.settled_p99_ms
+        )
     }
 }
 
@@ -77,12 +85,9 @@ impl StallProbe {
         let mut gaps = self.gaps.borrow().clone();
         gaps.sort_by(|a, b| a.0.total_cmp(&b.0));
         let samples = gaps.len();
-        let max_ms = gaps.last().map_or(0.0, |g| g.0);
-        let p99_ms = if samples == 0 {
-            0.0
-        } else {
-            gaps[((samples - 1) as f64 * 0.99).round() as usize].0
-        };
+        let (max_ms, p99_ms) = max_and_p99(&gaps);
+        let settled: Vec<(f32, f32)> = gaps.iter().copied().filter(|g| g.1 >= 1.0).collect();
+        let (settled_max_ms, settled_p99_ms) = max_and_p99(&settled);
         let worst = gaps
             .iter()
             .rev()
@@ -94,7 +99,20 @@ impl StallProbe {
             p99_ms: f64::from(p99_ms),
             samples,
             worst,
+            settled_max_ms: f64::from(settled_max_ms),
+            settled_p99_ms: f64::from(settled_p99_ms),
         }
+    }
+}
+
+/// The largest gap and the 99th percentile of `sorted` (ascending) gaps; 0 for none.
+fn max_and_p99(sorted: &[(f32, f32)]) -> (f32, f32) {
+    match sorted.len() {
+        0 => (0.0, 0.0),
+        n => (
+            sorted[n - 1].0,
+            sorted[((n - 1) as f64 * 0.99).round() as usize].0,
+        ),
     }
 }
 

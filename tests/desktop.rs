@@ -131,3 +131,19 @@ fn dev_install_puts_everything_where_a_desktop_finds_it_and_the_launcher_starts_
     let status = app.wait().expect("wait");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_settings_default_nice_is_the_librarys() {
+    let schema = std::fs::read_to_string(data(&format!("{ID}.gschema.xml"))).expect("schema");
+    let key = schema
+        .split("<key name=\"nice\"")
+        .nth(1)
+        .expect("the schema has a nice key");
+    let default: i32 = key
+        .split("<default>")
+        .nth(1)
+        .and_then(|rest| rest.split("</default>").next())
+        .and_then(|text| text.trim().parse().ok())
+        .expect("the nice key has a numeric default");
+    assert_eq!(default, offload::job::DEFAULT_NICE);
+}

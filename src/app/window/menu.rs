@@ -5,18 +5,17 @@ use super::*;
 
 use crate::app::settings::AppSettings;
 
-/// The processors' default nice level.
-const DEFAULT_NICE: i32 = 10;
-
 impl Window {
     /// The app's settings, when a schema was found.
     pub fn settings(&self) -> Option<AppSettings> {
         self.imp().settings.borrow().clone()
     }
 
-    /// The processors' nice level (Preferences; 10 by default).
+    /// The processors' nice level (Preferences; the library's default without a schema, and
+    /// the schema's default is the same, as tests/desktop.rs checks).
     pub(super) fn job_nice(&self) -> i32 {
-        self.settings().map_or(DEFAULT_NICE, |s| s.nice())
+        self.settings()
+            .map_or(crate::job::DEFAULT_NICE, |s| s.nice())
     }
 
     /// Loads the settings and follows their changes.

@@ -213,6 +213,49 @@ impl<T: Clone + 'static, O: DeserializeOwned + Send + 'static> Batch<T, O> {
         }
     }
 
+    /// Gives this batch's jobs that have not started `priority` (see [`Job::priority`]);
+    /// jobs submitted later keep the priority their [`Job`] says. How many jobs it moved.
+    pub fn set_priority(&self, priority: i32) -> usize {
+        self.waiting()
+            .into_iter()
+            .filter(|id| self.queue.set_priority(*id, priority))
+            .count()
+    }
+
+    /// "Run Next" for a whole batch: its jobs that have not started go before every other
+    /// queued job (their order among themselves stays submission order). How many it moved.
+    pub fn run_next(&self) -> usize {
+        let waiting = self.waiting();
+        let Some(&first) = waiting.first() else {
+            return 0;
+        };
+        if !self.queue.run_next(first) {
+            return 0;
+        }
+        let Some(top) = self.queue.priority(first) else {
+            return 1;
+        };
+        1 + waiting[1..]
+            .iter()
+            .filter(|id| self.queue.set_priority(**id, top))
+            .count()
+    }
+
+    /// This batch's jobs still waiting to start, in submission order.
+    fn waiting(&self) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = self
+            .shared
+            .state
+            .borrow()
+            .jobs
+            .iter()
+            .filter(|(_, entry)| entry.state == JobState::Queued)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The batch's jobs by state; cancelled ones apart from failed ones.
     pub fn counts(&self) -> Counts {
         self.shared.state.borrow().counts

@@ -185,3 +185,40 @@ fn jobs_of_one_priority_start_in_submission_order_and_run_next_goes_first() {
         );
     }
 }
+
+#[test]
+fn a_batch_raised_with_run_next_overtakes_a_long_batch_in_its_own_order() {
+    let starts = on_main_context(|| async {
+        let queue = Queue::with_max_running(1);
+        let told = record(&queue);
+        let job = diag_job()
+            .persistence(Persistence::Never)
+            .limits(quick_stop());
+        let long: offload::Batch<usize, ciborium::Value> = offload::Batch::new(&queue);
+        for i in 0..200 {
+            long.submit(&job, &json!({"sleep_ms": 600_000}), i)
+                .expect("submit");
+        }
+        started(&told, JobId(0)).await;
+        // A preview batch of three comes after the 200 and is raised as a whole.
+        let preview: offload::Batch<usize, ciborium::Value> = offload::Batch::new(&queue);
+        for i in 0..3 {
+            preview
+                .submit(&job, &json!({"sleep_ms": 600_000}), i)
+                .expect("submit");
+        }
+        assert_eq!(preview.run_next(), 3);
+        let starts = starts_as_each_is_cancelled(&queue, &told, 1, 6).await;
+        long.cancel();
+        preview.cancel();
+        while queue.counts().queued + queue.counts().running > 0 {
+            common::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        starts
+    });
+    assert_eq!(
+        starts,
+        [0, 200, 201, 202, 1, 2],
+        "the raised batch starts next, in submission order, then the long one goes on"
+    );
+}

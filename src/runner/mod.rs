@@ -10,6 +10,7 @@
 //! started it (and so the host) dies; it inherits no descriptor but stdio (and, one-shot, the
 //! progress pipe).
 
+mod capture;
 mod child;
 mod exit;
 pub(crate) mod guard;

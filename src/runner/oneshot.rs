@@ -4,19 +4,19 @@
 //! (`process.rs`), and how an end becomes an outcome is `exit.rs`'s.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offload_sdk::decode::{decode_one, DecodeError, DecodeLimits};
-use offload_sdk::protocol::{ErrorReport, ProgressItem, DESCRIBE_FLAG};
-use offload_sdk::sequence::{ItemScanner, SequenceBuffer};
+use offload_sdk::decode::decode_one;
+use offload_sdk::protocol::{ErrorReport, DESCRIBE_FLAG};
 
+use super::capture::{small, Output, Progress, Reading};
 use super::child::{spawn, Guarded, Launch};
-use super::exit::{judge, Verdict};
+use super::exit::{judge, Ending, Verdict};
 use super::memory::Enforcement;
-use super::process::{drain, Outgoing, Source, Supervised, Want};
+use super::process::{Outgoing, Source, Supervised, Want};
+use super::remote::Remote;
 use super::stop::{Stop, Watch};
 use super::{Control, Decoder, RawResult, RunRequest, RunnerEvent};
 use crate::job::{Job, JobId, RunLimits};
@@ -24,8 +24,6 @@ use crate::outcome::{FailureKind, RunStats};
 
 /// How long pipes may stay open after the processor exited and its group was killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// The largest progress item read; a longer one breaks the progress stream (ignored then).
-const MAX_PROGRESS_ITEM: usize = 64 * 1024;
 
 /// Runs one job to its end; gives the event that reports it.
 pub(super) fn run(request: RunRequest) -> RunnerEvent {
@@ -138,25 +136,14 @@ pub(super) fn execute(
                 continue;
             }
         }
-        let stats = RunStats {
-            pid: Some(pid),
-            wall: started.elapsed(),
-            // Of srun or ssh, not of the processor: unknown.
-            cpu: if remote.is_some() {
-                Duration::ZERO
-            } else {
-                ending.cpu
-            },
-            peak_rss_bytes: if remote.is_some() { 0 } else { ran.peak },
-            worker: None,
-            memory_limit: memory.as_ref().map(|m| m.kind),
-            host: remote.as_ref().map(|r| r.host()),
-            cpu_share: if memory.as_ref().is_some_and(Enforcement::cpu_weighted) {
-                Some(crate::outcome::CpuShare::CgroupWeight)
-            } else {
-                ran.process.cpu_share
-            },
-        };
+        let stats = stats(
+            pid,
+            started,
+            &ending,
+            &ran,
+            remote.as_ref(),
+            memory.as_ref(),
+        );
         let result = match verdict {
             Verdict::Failed(error) => Err(error),
             Verdict::Clean => super::result::decode(decode, &ran.stdout, &job.limits, "stdout")
@@ -177,6 +164,35 @@ pub(super) fn execute(
     }
 }
 
+/// A run's figures: of the processor, or for a remote one of srun or ssh (unknown then).
+fn stats(
+    pid: u32,
+    started: Instant,
+    ending: &Ending,
+    ran: &Ran,
+    remote: Option<&Arc<Remote>>,
+    memory: Option<&Enforcement>,
+) -> RunStats {
+    RunStats {
+        pid: Some(pid),
+        wall: started.elapsed(),
+        cpu: if remote.is_some() {
+            Duration::ZERO
+        } else {
+            ending.cpu
+        },
+        peak_rss_bytes: if remote.is_some() { 0 } else { ran.peak },
+        worker: None,
+        memory_limit: memory.map(|m| m.kind),
+        host: remote.map(|r| r.host()),
+        cpu_share: if memory.is_some_and(Enforcement::cpu_weighted) {
+            Some(crate::outcome::CpuShare::CgroupWeight)
+        } else {
+            ran.process.cpu_share
+        },
+    }
+}
+
 /// What the run saw.
 struct Ran {
     process: Guarded,
@@ -188,35 +204,22 @@ struct Ran {
     peak: u64,
 }
 
-/// Writes the input, reads stdout (up to the output limit, judged by its declared sizes as
-/// they arrive) and the progress pipe, until the processor has exited and its pipes are
-/// drained.
+/// Writes the input, reads stdout (`capture::Output`) and the progress pipe, until the
+/// processor has exited and its pipes are drained.
 fn supervise(
     mut process: Supervised,
-    mut progress: Option<File>,
+    progress: Option<File>,
     watch: &mut Watch<'_>,
     input: Arc<Vec<u8>>,
     events: &async_channel::Sender<RunnerEvent>,
     purpose: Purpose,
 ) -> Ran {
-    let limits = watch.limits();
     let mut input = Outgoing::new(Vec::new(), Some(input));
-    let mut out = Vec::new();
-    // Where the result item ends, as its heads declare while it arrives: a head declaring more
-    // than the output limit stops the job at once, as on a worker (a description is JSON
-    // text, not CBOR: only its size counts).
-    let mut heads = (purpose == Purpose::Job).then(|| {
-        ItemScanner::new(DecodeLimits {
-            max_bytes: limits.max_output_bytes,
-            max_depth: limits.max_output_depth,
-        })
-    });
-    // The progress stream's items; dropped (and the stream ignored) once it breaks.
-    let mut items = Some(SequenceBuffer::new(small_with(MAX_PROGRESS_ITEM)));
-    let mut scratch = vec![0u8; 64 * 1024];
+    let mut out = Output::new(&watch.limits(), purpose == Purpose::Job);
+    let mut progress = Progress::new(progress);
     let mut drain_until: Option<Instant> = None;
     loop {
-        if process.exited() && process.stdout.is_none() && progress.is_none() && process.quiet() {
+        if process.exited() && process.stdout.is_none() && !progress.is_open() && process.quiet() {
             break;
         }
         let now = Instant::now();
@@ -231,8 +234,9 @@ fn supervise(
         let want = Want {
             write: input.pending() && process.stdin.is_some(),
             also: progress
-                .iter()
-                .map(|p| (Source::Progress, p.as_raw_fd()))
+                .fd()
+                .map(|fd| (Source::Progress, fd))
+                .into_iter()
                 .collect(),
             until: drain_until,
         };
@@ -249,60 +253,18 @@ fn supervise(
         }
         if ready.has(Source::Output) {
             if let Some(pipe) = process.stdout.as_mut() {
-                let cap = limits
-                    .max_output_bytes
-                    .saturating_add(1)
-                    .saturating_sub(out.len());
-                let ended = match pipe.take(cap as u64).read_to_end(&mut out) {
-                    Ok(_) => true,
-                    Err(e) => !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                    ),
-                };
-                let over = out.len() > limits.max_output_bytes;
-                let declared_over = heads.as_mut().is_some_and(|heads| {
-                    matches!(heads.scan(&out), Err(DecodeError::TooLarge { .. }))
-                });
-                if declared_over {
-                    // Judged now; what else it says no longer matters.
-                    heads = None;
-                }
-                if over || declared_over {
-                    watch.stop(Stop::OutputTooLarge);
-                }
-                if ended || over || declared_over {
-                    process.stdout = None;
-                }
-            }
-        }
-        if ready.has(Source::Progress)
-            && drain(&mut progress, &mut scratch, |chunk| {
-                if let Some(items) = items.as_mut() {
-                    items.extend(chunk);
-                }
-            })
-        {
-            progress = None;
-        }
-        if let Some(buffer) = items.as_mut() {
-            // The latest complete, valid item is the job's progress.
-            let broken = loop {
-                match buffer.next_item() {
-                    Ok(Some(item)) => {
-                        if let Ok(item) = decode_one::<ProgressItem>(item, small()) {
-                            if item.fraction.is_finite() {
-                                watch.progress(item);
-                            }
-                        }
+                match out.read(pipe) {
+                    Reading::Open => {}
+                    Reading::Ended => process.stdout = None,
+                    Reading::TooLarge => {
+                        watch.stop(Stop::OutputTooLarge);
+                        process.stdout = None;
                     }
-                    Ok(None) => break buffer.pending() > MAX_PROGRESS_ITEM,
-                    Err(_) => break true,
                 }
-            };
-            if broken {
-                items = None;
             }
+        }
+        if ready.has(Source::Progress) {
+            progress.read(|item| watch.progress(item));
         }
         if process.exited() && drain_until.is_none() {
             // The guard ended only once nothing was left below it: drain what is in the pipes.
@@ -315,21 +277,10 @@ fn supervise(
         exit_code: exit.code,
         signal: exit.signal,
         cpu: exit.cpu,
-        stdout: out,
+        stdout: out.into_bytes(),
         tail: process.tail.text(),
         // The guard's figure: the guard's own ru_maxrss holds the host's peak (see guard.c).
         peak: process.peak_bytes(),
         process: process.guarded,
-    }
-}
-
-fn small() -> DecodeLimits {
-    small_with(1 << 20)
-}
-
-fn small_with(max_bytes: usize) -> DecodeLimits {
-    DecodeLimits {
-        max_bytes,
-        max_depth: 16,
     }
 }

@@ -1,11 +1,12 @@
-//! Embedding offload in a GTK app: a column view bound to offload's job model, a progress bar
-//! bound to its overall fraction, a batch of 16 jobs and a Cancel button.
+//! Embedding offload in a GTK app: a batch of 16 jobs whose own rows a column view shows (each
+//! labelled from its tag), a progress bar bound to the batch's fraction, and a Cancel button;
+//! no map of jobs on the side, no fraction computed by hand.
 //! Run it with `cargo run --example gtk_embed` (add `-- --auto` to run and quit by itself).
 
 use gtk::prelude::*;
 use gtk::{glib, Application, ApplicationWindow, Button, ColumnView, ColumnViewColumn};
 use gtk::{Label, ListItem, NoSelection, Orientation, ProgressBar, SignalListItemFactory};
-use offload::model::{JobList, JobObject};
+use offload::model::JobObject;
 use offload::{Batch, Job, Processor, Queue};
 
 fn main() -> glib::ExitCode {
@@ -40,15 +41,20 @@ fn column<W: IsA<gtk::Widget> + Default>(
 }
 
 fn build(app: &Application, auto: bool) {
-    // One queue for the app, on the GTK thread, and the model of its jobs that widgets bind to.
+    // One queue for the app, on the GTK thread.
     let queue = Queue::new();
-    let jobs = JobList::new(&queue);
-    let view = ColumnView::new(Some(NoSelection::new(Some(jobs.clone()))));
+    // The 16 jobs as one batch: its rows are a list model that widgets bind to, labelled from
+    // the tags; it has its own counts, fraction, cancel and end.
+    let batch: Batch<u32, ciborium::Value> =
+        Batch::with_labels(&queue, |tile: &u32| format!("tile {tile}"));
+    let rows = batch.rows();
+    let view = ColumnView::new(Some(NoSelection::new(Some(rows.clone()))));
+    view.append_column(&column::<Label>("Tile", "label", "label"));
     view.append_column(&column::<Label>("State", "state", "label"));
     view.append_column(&column::<ProgressBar>("Progress", "progress", "fraction"));
     view.append_column(&column::<Label>("Worker", "worker", "label"));
     let bar = ProgressBar::new();
-    jobs.bind_property("fraction", &bar, "fraction").build();
+    rows.bind_property("fraction", &bar, "fraction").build();
     let cancel = Button::with_label("Cancel");
     let content = gtk::Box::new(Orientation::Vertical, 6);
     let scrolled = gtk::ScrolledWindow::builder()
@@ -70,8 +76,6 @@ fn build(app: &Application, auto: bool) {
         Ok(processor) => Job::new(processor),
         Err(err) => return eprintln!("{err}"),
     };
-    // The 16 jobs as one batch, with its own cancel and end.
-    let batch: Batch<u32, ciborium::Value> = Batch::new(&queue);
     for i in 0..16 {
         let input = serde_json::json!({"sleep_ms": 300, "progress_steps": 3, "echo": i});
         if let Err(err) = batch.submit(&job, &input, i) {

@@ -179,13 +179,27 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
 }
 
 /// The direct children of this process (the test binary) that are zombies: dead but not reaped.
+///
+/// Zombies that stay: a child another test of this binary runs at the same time may be a
+/// zombie for the moment between its end and its reaping, so only those that are zombies in
+/// every look over `SETTLE` count (a leaked one stays for ever); it returns as soon as none is.
 pub fn zombie_children() -> Vec<u32> {
     let me = std::process::id();
-    processes()
-        .into_iter()
-        .filter(|p| p.parent == me && p.state == 'Z')
-        .map(|p| p.pid)
-        .collect()
+    let now = || -> Vec<u32> {
+        processes()
+            .into_iter()
+            .filter(|p| p.parent == me && p.state == 'Z')
+            .map(|p| p.pid)
+            .collect()
+    };
+    let until = std::time::Instant::now() + SETTLE;
+    let mut lasting = now();
+    while !lasting.is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let seen = now();
+        lasting.retain(|pid| seen.contains(pid));
+    }
+    lasting
 }
 
 /// How long a test waits for what should already have happened or is about to (a process

@@ -75,6 +75,12 @@
 //!   against the greedy list schedule of the same jobs in submission order plus a worker's
 //!   start. Target: at most 1.05x; 3000/100/3000 within 10% of 3.1 s.
 //!
+//! - `oneshot`: one-shot jobs as a user runs them (issue 24.4): `--oneshot-jobs` (3,000)
+//!   trivial jobs at -j <cores> through `offload-diag` and `/bin/cat`
+//!   (`--oneshot-processors`): `offload run --no-persistent` as a whole process and the engine
+//!   alone, each against the in-process floor with the same processor, the three alternating
+//!   within each round. Target: `offload run` at 0.90x the floor or more.
+//!
 //! `--rounds` (3) sets how many times each engine/floor pair runs (`--overhead-rounds`, 5, for
 //! `overhead`); `--wait-quiet SECS` makes every run first wait for the rest of the machine to
 //! be idle. Run with `--help` for the options. Without a suite and outside `cargo bench` (e.g.
@@ -93,6 +99,8 @@ mod containment;
 mod gui;
 #[path = "support/launchers.rs"]
 mod launchers;
+#[path = "support/oneshot.rs"]
+mod oneshot;
 #[path = "support/overhead.rs"]
 mod overhead;
 #[path = "support/oversubscribed.rs"]
@@ -133,6 +141,7 @@ enum Suite {
     Thumbnails,
     Scheduling,
     Oversubscribed,
+    Oneshot,
     All,
 }
 
@@ -213,6 +222,13 @@ struct Args {
     /// pipeline: input counts of the memory runs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pipeline_inputs: Vec<usize>,
+    /// oneshot: jobs per run.
+    #[arg(long, default_value_t = 3000)]
+    oneshot_jobs: usize,
+    /// oneshot: processors, comma-separated (diag: offload-diag; cat: /bin/cat, which gives
+    /// its input item back).
+    #[arg(long, value_delimiter = ',', default_value = "diag,cat")]
+    oneshot_processors: Vec<String>,
     /// thumbnails: how many 1920x1080 photos.
     #[arg(long, default_value_t = 60)]
     photos: usize,
@@ -263,7 +279,7 @@ fn main() {
             println!(
                 "bench: no suite named; run `dev/bench all` or `cargo bench --bench bench -- \
                  SUITE` (overhead, throughput, scaling, smoothness, scale, startup, persistent, containment, \
-                 launchers, pipeline, thumbnails, scheduling, oversubscribed, all)"
+                 launchers, pipeline, thumbnails, scheduling, oversubscribed, oneshot, all)"
             );
             return;
         }
@@ -389,6 +405,17 @@ fn main() {
                 inputs: args.pipeline_inputs.clone(),
                 rounds,
                 parallel,
+            },
+        );
+    }
+    if wants(Suite::Oneshot) {
+        oneshot::run(
+            &env,
+            &oneshot::Options {
+                jobs: args.oneshot_jobs,
+                rounds,
+                parallel,
+                processors: args.oneshot_processors.clone(),
             },
         );
     }

@@ -1,9 +1,9 @@
-//! Starting a processor without `fork`: `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does,
-//! plus what `posix_spawn` cannot do: `PR_SET_PDEATHSIG`, passing exactly the descriptors
-//! wanted, and executing the guard from memory. The child executes the guard
-//! (`runner/guard.c`), which forks the processor itself: a `CLONE_VM` child inherits the
-//! host's peak resident memory into its own at `execve`, and a processor forked from the
-//! guard's few pages does not.
+//! Starting a guard (`runner/guard.c`) without `fork`: `clone(CLONE_VM | CLONE_VFORK)`, as
+//! `posix_spawn` does, plus what `posix_spawn` cannot do: `PR_SET_PDEATHSIG`, passing exactly the
+//! one descriptor wanted, and executing the guard from memory. A thread starts a guard once
+//! and keeps it (`runner/guard.rs`); the guard forks the thread's processors from its own few
+//! pages: a `CLONE_VM` child inherits the host's peak resident memory into its own at
+//! `execve`, and a processor forked from the guard does not.
 //!
 //! Why not `std::process::Command` with `pre_exec`: a `pre_exec` hook forces a real `fork`, which
 //! copies the page tables of the whole host. In a GTK app that is hundreds of megabytes of
@@ -17,104 +17,60 @@
 //! calls only async-signal-safe functions; it reports an `execve` failure by writing the error
 //! number into that shared data, which the parent reads once the child has exited.
 
-use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::RawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 
 /// Bytes of stack for the child until `execve`.
 const CHILD_STACK: usize = 64 * 1024;
-
-/// Descriptors the child gets: its stdio, the guard's status pipe and, if any, the progress
-/// pipe (both keep their numbers).
-pub(crate) struct ChildFds {
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    pub status: RawFd,
-    pub progress: Option<RawFd>,
-    /// More descriptors that keep their numbers: bwrap's `--info-fd` and system-call filter,
-    /// for a sandboxed processor.
-    pub pass: Vec<RawFd>,
-}
-
-/// How the child runs, besides its descriptors.
-pub(crate) struct ChildSettings {
-    /// Added to the child's nice value (0: as the host).
-    pub nice: i32,
-    /// `RLIMIT_CPU` in seconds: SIGXCPU at this many, SIGKILL a second later.
-    pub cpu_limit_secs: Option<u64>,
-    /// `RLIMIT_DATA` in bytes.
-    pub data_limit_bytes: Option<u64>,
-    /// A `cgroup.procs` file the processor joins before it runs (the guard's `--cgroup`).
-    pub cgroup_procs: Option<std::path::PathBuf>,
-}
 
 /// Everything the child reads, prepared before the clone.
 struct ChildPlan {
     /// The guard executable (a memfd), run with `execveat`.
     guard: RawFd,
-    argv: Vec<*const libc::c_char>,
-    envp: Vec<*const libc::c_char>,
-    fds: ChildFds,
-    nice: i32,
-    cpu_limit_secs: Option<u64>,
-    data_limit_bytes: Option<u64>,
+    /// The guard's end of its socket, which it keeps (under the same number).
+    socket: RawFd,
+    /// `/dev/null`, the guard's stdio.
+    null: RawFd,
+    argv: [*const libc::c_char; 4],
+    envp: [*const libc::c_char; 1],
     host: libc::pid_t,
     /// Written by the child when it fails before or at `execve`.
     error: i32,
 }
 
-/// Starts `program` with `args` and exactly the environment `env` below a guard of its own:
-/// the guard leads a new process group and gets `KILL_JOB` when the calling thread exits; the
-/// processor leads a group of its own. Returns the guard's pid; the guard reports the
-/// processor's on the status pipe.
-pub(crate) fn spawn(
-    program: &Path,
-    args: &[impl AsRef<OsStr>],
-    env: &[(impl AsRef<OsStr>, impl AsRef<OsStr>)],
-    fds: ChildFds,
-    settings: &ChildSettings,
-) -> io::Result<libc::pid_t> {
-    let cstring = |bytes: &[u8]| {
-        CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let guard = crate::runner::guard::executable()?;
-    let program_c = cstring(program.as_os_str().as_bytes())?;
-    let mut strings = vec![
-        cstring(b"offload-guard")?,
-        cstring(fds.status.to_string().as_bytes())?,
-    ];
-    if let Some(procs) = &settings.cgroup_procs {
-        strings.push(cstring(b"--cgroup")?);
-        strings.push(cstring(procs.as_os_str().as_bytes())?);
+/// `/dev/null`, opened once (close-on-exec).
+fn dev_null() -> io::Result<RawFd> {
+    static NULL: OnceLock<Result<std::fs::File, String>> = OnceLock::new();
+    match NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|err| err.to_string())
+    }) {
+        Ok(file) => Ok(file.as_raw_fd()),
+        Err(why) => Err(io::Error::other(format!("cannot open /dev/null: {why}"))),
     }
-    strings.push(program_c);
-    for arg in args {
-        strings.push(cstring(arg.as_ref().as_bytes())?);
-    }
-    let argc = strings.len();
-    for (key, value) in env {
-        let mut entry = key.as_ref().as_bytes().to_vec();
-        entry.push(b'=');
-        entry.extend_from_slice(value.as_ref().as_bytes());
-        strings.push(cstring(&entry)?);
-    }
-    let pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-    let mut argv = pointers[..argc].to_vec();
-    argv.push(std::ptr::null());
-    let mut envp = pointers[argc..].to_vec();
-    envp.push(std::ptr::null());
+}
 
+/// Starts the guard executable `guard` as `offload-guard --serve SOCKET`, serving the calling
+/// thread on `socket` (which it gets under that number): it leads a new process group, has
+/// /dev/null for stdio and an empty environment, and gets `KILL_JOB` when the calling thread
+/// exits. Returns its pid.
+pub(crate) fn start_guard(guard: RawFd, socket: RawFd) -> io::Result<libc::pid_t> {
+    let number = std::ffi::CString::new(socket.to_string()).map_err(io::Error::other)?;
     let mut plan = ChildPlan {
         guard,
-        argv,
-        envp,
-        fds,
-        nice: settings.nice,
-        cpu_limit_secs: settings.cpu_limit_secs,
-        data_limit_bytes: settings.data_limit_bytes,
+        socket,
+        null: dev_null()?,
+        argv: [
+            c"offload-guard".as_ptr(),
+            c"--serve".as_ptr(),
+            number.as_ptr(),
+            std::ptr::null(),
+        ],
+        envp: [std::ptr::null()],
         // SAFETY: getpid cannot fail.
         host: unsafe { libc::getpid() },
         error: 0,
@@ -148,7 +104,7 @@ pub(crate) fn spawn(
     drop(stack);
     // SAFETY: the child has stopped using `plan`; read the error it may have left.
     let error = unsafe { std::ptr::read_volatile(&raw const plan.error) };
-    drop(strings);
+    drop(number);
     if error != 0 {
         // Reap the child that failed to exec.
         // SAFETY: waiting for our own child.
@@ -190,28 +146,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) == -1 {
             fail(plan);
         }
-        if let Some(secs) = plan.cpu_limit_secs {
-            let limit = libc::rlimit {
-                rlim_cur: secs as libc::rlim_t,
-                rlim_max: secs.saturating_add(1) as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_CPU, &limit) == -1 {
-                fail(plan);
-            }
-        }
-        if let Some(bytes) = plan.data_limit_bytes {
-            let limit = libc::rlimit {
-                rlim_cur: bytes as libc::rlim_t,
-                rlim_max: bytes as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_DATA, &limit) == -1 {
-                fail(plan);
-            }
-        }
-        if plan.nice != 0 {
-            // Best effort: a lower priority is a courtesy, not a requirement.
-            libc::nice(plan.nice);
-        }
         if libc::prctl(libc::PR_SET_PDEATHSIG, crate::runner::guard::KILL_JOB) == -1 {
             fail(plan);
         }
@@ -219,13 +153,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != plan.host {
             libc::_exit(127);
         }
-        let fds = &plan.fds;
-        for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
-            if libc::dup2(from, to) == -1 {
+        for to in 0..3 {
+            if libc::dup2(plan.null, to) == -1 {
                 fail(plan);
             }
         }
-        // Every descriptor from 3 up closes at exec, except the status and progress pipes.
+        // Every descriptor from 3 up closes at exec, except the guard's socket.
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         libc::syscall(
             libc::SYS_close_range,
@@ -233,13 +166,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         );
-        if libc::fcntl(plan.fds.status, libc::F_SETFD, 0) == -1 {
+        if libc::fcntl(plan.socket, libc::F_SETFD, 0) == -1 {
             fail(plan);
-        }
-        for keep in plan.fds.progress.iter().chain(&plan.fds.pass).copied() {
-            if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
-                fail(plan);
-            }
         }
         let empty: libc::sigset_t = {
             let mut set = std::mem::zeroed();

@@ -82,6 +82,79 @@ fn a_processor_that_holds_a_known_amount_reports_it() {
     }
 }
 
+#[test]
+fn a_job_after_a_large_one_below_the_same_guard_reports_its_own_peak() {
+    // One slot: both jobs run on one runner thread, below its one guard, which forked both
+    // processors; the guard's own high-water mark (which a fork passes on) stays small.
+    let job = diag_job().persistence(Persistence::Never);
+    let results = run_jobs(
+        &job,
+        &[json!({"hold_bytes": 300 << 20}), json!({"echo": 1})],
+        1,
+        None,
+    );
+    assert!(results[0].result.is_ok(), "{:?}", results[0].result);
+    assert!(results[0].stats.peak_rss_bytes >= 300 << 20);
+    let peak = results[1].stats.peak_rss_bytes;
+    assert!(results[1].result.is_ok(), "{:?}", results[1].result);
+    assert!(
+        peak > 0 && peak < 64 << 20,
+        "an echo job after a 300 MiB one reported {} MiB",
+        mib(peak)
+    );
+}
+
+#[test]
+fn a_guard_killed_under_a_job_fails_that_job_and_the_next_job_runs() {
+    // The sleeping job's processor is found by its environment (tests run in parallel in this
+    // process), and its parent, the guard, is killed from outside.
+    const MARK: &str = "OFFLOAD_TEST_GUARD_KILLED=1";
+    let job = diag_job()
+        .persistence(Persistence::Never)
+        .env("OFFLOAD_TEST_GUARD_KILLED", "1");
+    let killer = std::thread::spawn(|| {
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let marked = common::processors_below(std::process::id(), "offload-diag")
+                .into_iter()
+                .find(|p| {
+                    std::fs::read(format!("/proc/{}/environ", p.pid))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == MARK.as_bytes()))
+                });
+            if let Some(processor) = marked {
+                let guard = common::stat(processor.parent).expect("the guard");
+                assert_eq!(guard.1, "offload-guard", "the processor's parent");
+                // SAFETY: SIGKILL to our own child, the guard.
+                unsafe { libc::kill(processor.parent as i32, libc::SIGKILL) };
+                return processor.pid;
+            }
+            assert!(std::time::Instant::now() < until, "no marked processor");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let results = run_jobs(
+        &job,
+        &[json!({"sleep_ms": 600_000}), json!({"echo": 2})],
+        1,
+        None,
+    );
+    let processor = killer.join().expect("the killer thread");
+    let err = results[0]
+        .result
+        .as_ref()
+        .expect_err("its guard was killed");
+    assert_eq!(err.kind, offload::FailureKind::Killed, "{err:?}");
+    assert!(
+        wait_dead(processor, common::SETTLE),
+        "the processor {processor} outlived its guard"
+    );
+    let echoed = results[1].result.as_ref().expect("the next job runs");
+    assert_eq!(
+        field(echoed, "echo").and_then(Value::as_integer),
+        Some(2.into())
+    );
+}
+
 fn daemon_pid(finished: &offload::Finished<Value>) -> u32 {
     let value = finished.result.as_ref().expect("the job succeeds");
     field(value, "daemon_pid")

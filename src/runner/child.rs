@@ -1,6 +1,6 @@
 //! The plumbing of a child process that both one-shot runs and persistent workers use: pipes,
-//! spawning below a guard (`guard.rs`), the pidfd, stopping, reaping, and what the kernel tells
-//! of a process (CPU time, resident and peak memory).
+//! starting it below a guard (`guard.rs`), stopping it, and what the kernel tells of a process
+//! (CPU time, resident and peak memory).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -14,17 +14,15 @@ use offload_sdk::protocol::PROGRESS_FD_ENV;
 
 use std::sync::Arc;
 
+use super::guard::{Guard, Report, Request};
 use super::remote::{Delivery, Markers, Remote};
 use crate::job::Job;
 use crate::outcome::{FailureKind, JobError};
-use crate::spawn::{ChildFds, ChildSettings};
 
-/// A started processor, its guard, and our ends of their pipes (non-blocking).
+/// A started processor, its guard, and our ends of its pipes (non-blocking).
 pub(super) struct Spawned {
     /// The processor and its guard.
     pub guarded: Guarded,
-    /// The guard's status pipe, after its first line (the rest says the peak memory).
-    pub status: OwnedFd,
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
@@ -48,8 +46,9 @@ pub(super) enum Placement {
 /// A processor process and the guard it runs below (the host's child).
 #[derive(Clone)]
 pub(super) struct Guarded {
-    /// The guard: the host's child, which the host waits for and signals.
-    pub guard: libc::pid_t,
+    /// The guard, lent to this process until the last clone goes: the host's child, which
+    /// reports the processor's start and end and stops it when told.
+    pub guard: Arc<Guard>,
     /// The processor (its CPU clock and memory are the job's), or the local srun or ssh.
     pub processor: libc::pid_t,
     pub placement: Placement,
@@ -66,8 +65,8 @@ impl Guarded {
         }
     }
 
-    /// The processor's end from the guard's wait status (which mirrors the processor, or in
-    /// the sandbox bwrap): its exit code or signal.
+    /// The processor's end from its wait status (in the sandbox, bwrap's): its exit code or
+    /// signal.
     pub(super) fn ending(&self, status: libc::c_int) -> (Option<i32>, Option<i32>) {
         let (code, signal) = if libc::WIFSIGNALED(status) {
             (None, Some(libc::WTERMSIG(status)))
@@ -94,22 +93,21 @@ impl Guarded {
             }
             Placement::Sandboxed { session } => {
                 // SAFETY: a signal to a process group; bwrap's pid 1 leads it while the
-                // guard, our unreaped child, waits for bwrap.
+                // guard waits for bwrap (it has not reported the job's end).
                 unsafe { libc::kill(-*session, libc::SIGTERM) };
                 return None;
             }
             Placement::Local => {}
         }
-        // SAFETY: the guard is our unreaped child, so its pid cannot have been reused.
-        unsafe { libc::kill(self.guard, libc::SIGTERM) };
+        // The guard forwards it to the processor's group (which it has not reaped yet).
+        self.guard.terminate();
         None
     }
 
     /// Kills the job now: its process group and everything left below the guard (in the
     /// sandbox, its whole pid namespace goes with bwrap).
     pub(super) fn kill(&self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.guard, super::guard::KILL_JOB) };
+        self.guard.kill();
         if let Placement::Remote(remote) = &self.placement {
             remote.kill();
         }
@@ -149,9 +147,8 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         Some(launcher) => Some(Remote::place(launcher)?),
         None => None,
     };
-    let pipes =
-        || -> io::Result<[(OwnedFd, OwnedFd); 4]> { Ok([pipe()?, pipe()?, pipe()?, pipe()?]) };
-    let [stdin, stdout, stderr, status] =
+    let pipes = || -> io::Result<[(OwnedFd, OwnedFd); 3]> { Ok([pipe()?, pipe()?, pipe()?]) };
+    let [stdin, stdout, stderr] =
         pipes().map_err(|err| cannot_start(format!("cannot create pipes: {err}")))?;
     let progress = (launch.progress_pipe && remote.is_none())
         .then(pipe)
@@ -170,12 +167,6 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
     }
     // The limits of this machine's kernel would hold srun or ssh, not the processor.
     let local = remote.is_none();
-    let settings = ChildSettings {
-        nice: job.nice,
-        cpu_limit_secs: launch.cpu_limit.filter(|_| local).map(whole_seconds),
-        data_limit_bytes: launch.data_limit.filter(|_| local),
-        cgroup_procs: launch.cgroup.filter(|_| local).map(Path::to_path_buf),
-    };
     let mut args = job.args.clone();
     args.extend(launch.trailing_args.iter().map(|a| (*a).into()));
     if job.sandbox.is_some() {
@@ -218,26 +209,41 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
         }
         _ => (path.to_path_buf(), args),
     };
-    let fds = ChildFds {
-        stdin: stdin.0.as_raw_fd(),
-        stdout: stdout.1.as_raw_fd(),
-        stderr: stderr.1.as_raw_fd(),
-        status: status.1.as_raw_fd(),
-        progress: progress.as_ref().map(|(_, write)| write.as_raw_fd()),
-        pass,
+    // Stdio as 0, 1 and 2; the rest keep their numbers, which the environment (the progress
+    // pipe's) and bwrap's arguments say.
+    let mut fds = vec![
+        (stdin.0.as_raw_fd(), 0),
+        (stdout.1.as_raw_fd(), 1),
+        (stderr.1.as_raw_fd(), 2),
+    ];
+    fds.extend(
+        progress
+            .iter()
+            .map(|(_, write)| (write.as_raw_fd(), write.as_raw_fd())),
+    );
+    fds.extend(pass.iter().map(|fd| (*fd, *fd)));
+    let request = Request {
+        program: &program,
+        args: &args,
+        env: &env,
+        fds: &fds,
+        nice: job.nice,
+        cpu_limit_secs: launch.cpu_limit.filter(|_| local).map(whole_seconds),
+        data_limit_bytes: launch.data_limit.filter(|_| local),
+        cgroup_procs: launch.cgroup.filter(|_| local),
     };
-    let guard = crate::spawn::spawn(&program, &args, &env, fds, &settings)
-        .map_err(|err| cannot_start(spawn_error_message(&program, &err)))?;
-    // The child's ends close here; ours stay.
-    drop(status.1);
+    let guard =
+        Guard::run(&request).map_err(|err| cannot_start(spawn_error_message(&program, &err)))?;
+    // The child's ends close here (the guard has its copies); ours stay.
+    let ((_, stdin), (stdout, _), (stderr, _)) = (stdin, stdout, stderr);
+    let progress = progress.map(|(read, _)| read);
     drop(passed);
     let info = info.map(|(read, write)| {
         drop(write);
         read
     });
-    let mut status_pipe = File::from(status.0);
-    let (processor, placement) = match super::guard::first_status(&mut status_pipe, GUARD_START) {
-        Some(super::guard::Status::Running(pid)) => match info {
+    let (processor, placement) = match guard.first_report(GUARD_START) {
+        Some(Report::Started(pid)) => match info {
             None => (
                 pid as libc::pid_t,
                 remote.map_or(Placement::Local, Placement::Remote),
@@ -250,35 +256,30 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
                 ),
                 None => {
                     // bwrap could not make the sandbox: it says why on stderr, as the job's.
-                    let _ = unsafe { libc::kill(guard, super::guard::KILL_JOB) };
-                    reap(guard);
+                    guard.kill();
+                    guard.wait_end();
                     return Err(cannot_start(format!(
                         "cannot start {} in its sandbox: bwrap did not start it{}",
                         path.display(),
-                        drain_now(&stderr.0)
+                        drain_now(&stderr)
                             .map(|text| format!(" ({})", text.trim()))
                             .unwrap_or_default()
                     )));
                 }
             },
         },
-        Some(super::guard::Status::Failed(errno)) => {
-            reap(guard);
+        Some(Report::NoExec(errno)) => {
             let err = io::Error::from_raw_os_error(errno);
             return Err(cannot_start(spawn_error_message(path, &err)));
         }
-        Some(super::guard::Status::NoCgroup(errno)) => {
-            reap(guard);
+        Some(Report::NoCgroup(errno)) => {
             let err = io::Error::from_raw_os_error(errno);
             return Err(cannot_start(format!(
                 "cannot put {} in the cgroup of its memory limit: {err}",
                 path.display()
             )));
         }
-        None => {
-            // SAFETY: our unreaped child.
-            unsafe { libc::kill(guard, libc::SIGKILL) };
-            reap(guard);
+        Some(Report::Ended(_)) | None => {
             return Err(cannot_start(format!(
                 "cannot start {}: its guard process did not start it",
                 path.display()
@@ -300,20 +301,14 @@ pub(super) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, JobError>
             placement,
             cpu_share,
         },
-        status: OwnedFd::from(status_pipe),
-        stdin: stdin.1,
-        stdout: stdout.0,
-        stderr: stderr.0,
-        progress: progress.map(|(read, _)| read),
+        stdin,
+        stdout,
+        stderr,
+        progress,
     };
-    for fd in [
-        &spawned.stdin,
-        &spawned.stdout,
-        &spawned.stderr,
-        &spawned.status,
-    ]
-    .into_iter()
-    .chain(spawned.progress.as_ref())
+    for fd in [&spawned.stdin, &spawned.stdout, &spawned.stderr]
+        .into_iter()
+        .chain(spawned.progress.as_ref())
     {
         set_nonblocking(fd.as_raw_fd());
     }
@@ -574,16 +569,6 @@ pub(super) fn lives_on(pid: libc::pid_t) -> bool {
         .and_then(|f| f.parse().ok())
         .unwrap_or(PF_EXITING);
     !matches!(state, "Z" | "X" | "x") && flags & PF_EXITING == 0
-}
-
-/// Whether the child has exited, without reaping it (so its group id stays reserved).
-pub(super) fn has_exited(pid: libc::pid_t) -> bool {
-    // SAFETY: waitid with WNOWAIT only inspects the child's state.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() != 0
-    }
 }
 
 /// Reaps the child and returns its wait status and resource usage.

@@ -1,24 +1,31 @@
 /*
- * offload-guard: the small process between the host and each processor process.
+ * offload-guard: the small process between the host and its processor processes.
  *
- *     offload-guard STATUS_FD [--cgroup PROCS_FILE] PROGRAM [ARG...]
+ *     offload-guard --serve SOCKET_FD
  *
- * The host starts it (a vfork child of the host, its own process group, PR_SET_PDEATHSIG
- * SIGUSR2, stdio and the progress pipe in place) with the processor's environment. It forks
- * and execs PROGRAM in a new session (and so a new process group), then:
+ * A host thread starts one (a vfork child of the host, its own process group, PR_SET_PDEATHSIG
+ * SIGUSR2, /dev/null as stdio) and keeps it for its life: the guard runs that thread's
+ * processors, one at a time, each for one request on SOCKET_FD, a Unix stream socket whose
+ * other end is the host's. The messages are fixed-size structures (struct request and
+ * struct report below; src/runner/guard.rs has their twins). For each RUN request, which
+ * carries the processor's descriptors (SCM_RIGHTS) and the number each gets, its program,
+ * arguments, environment, working directory, nice value, rlimits and cgroup, the guard forks
+ * the processor in a new session (and so a new process group), then:
  *
- *  - Forwards SIGTERM to the processor's group; SIGUSR2 (from the host, or as its parent-death
- *    signal when the host dies) SIGKILLs the processor's group.
+ *  - Reports STARTED with its pid once it runs, or NO_EXEC (errno) if it could not be
+ *    executed, or NO_CGROUP (errno) if it could not join its cgroup.
+ *  - Takes TERM (forward SIGTERM to the processor's group) and KILL (SIGKILL the group) from
+ *    the host; SIGTERM, SIGINT and SIGHUP sent to the guard are forwarded too.
  *  - Is a child subreaper (PR_SET_CHILD_SUBREAPER): a descendant that leaves the group (setsid,
  *    a double fork) is reparented here instead of to init, and when the processor ends, every
  *    process left below the guard is killed and reaped. None outlives its job.
- *  - With --cgroup, the processor joins that cgroup (writes its pid to PROCS_FILE, a
- *    cgroup.procs file the host created for the job) before it executes PROGRAM, so that the
- *    cgroup's memory limit holds for it and everything it starts.
- *  - Reports on STATUS_FD, one text line each: "pid N" once PROGRAM runs, or "error E" (errno)
- *    if it could not be executed, or "cgroup E" if it could not join the cgroup; at the end "end K", K the peak resident memory in KiB of the
- *    processor and of every descendant it or the guard reaped (wait4's ru_maxrss).
- *  - Exits as the processor did: the same code, or killed by the same signal.
+ *  - Reports ENDED once nothing is left below it: the processor's wait status, the peak
+ *    resident memory in KiB of the processor and of every descendant it or the guard reaped
+ *    (wait4's ru_maxrss), and their CPU time.
+ *
+ * It ends when the host's end of the socket closes (the thread let it go, or the host died)
+ * or on SIGUSR2 (its parent-death signal: the thread that started it ended), killing the job
+ * it runs first. A processor dies with its guard (PR_SET_PDEATHSIG SIGKILL).
  *
  *     offload-guard --exec-as UID GID SELF_FD PROGRAM [ARG...]
  *
@@ -32,11 +39,16 @@
  *
  * Why it exists: the host starts processes with clone(CLONE_VM | CLONE_VFORK) so that a large
  * host (a GTK app) never copies its page tables; but a CLONE_VM child records the host's
- * high-water resident memory into its own ru_maxrss when it calls execve, so a processor's
- * reported peak was the host's. The guard's own peak is polluted the same way, but the
- * processor is forked from the guard, a process of a few pages, so its peak is its own. And
- * being a subreaper per job is what lets "every process a job started is gone when it ends"
- * hold without a cgroup.
+ * high-water resident memory into its own ru_maxrss when it calls execve (and a forked child
+ * its parent's), so a processor's reported peak was the host's. The guard's own peak is
+ * polluted the same way, but the processor is forked from the guard, a process of a few pages
+ * whose own high-water mark stays small, so its peak is its own. And being a subreaper per
+ * job is what lets "every process a job started is gone when it ends" hold without a cgroup.
+ *
+ * Why it serves many jobs: a process per job between the host and the processor cost a
+ * one-shot job ~0.3 ms (its exec, its exit and one more wake-up), a fifth of a trivial job;
+ * forking the processor from a guard that is already there costs a fork of a few pages. One
+ * job at a time keeps "what is reparented here belongs to the job" true.
  *
  * It is built without a C library on x86-64 and AArch64 (raw system calls: its own exec then
  * costs ~0.2 ms instead of ~0.6 ms for a static glibc binary), and against the C library
@@ -49,6 +61,7 @@
 #include <linux/fcntl.h>
 #include <linux/prctl.h>
 #include <linux/wait.h>
+#include <linux/resource.h>
 
 #if (defined(__x86_64__) || defined(__aarch64__)) && !defined(GUARD_LIBC)
 #define GUARD_NOLIBC 1
@@ -93,6 +106,7 @@ static word sys6(word n, word a, word b, word c, word d, word e, word f) {
 #else
 #include <errno.h>
 #include <unistd.h>
+#include <string.h>
 #include <sys/syscall.h>
 static word sys6(word n, word a, word b, word c, word d, word e, word f) {
     word r = syscall(n, a, b, c, d, e, f);
@@ -134,35 +148,7 @@ __attribute__((noreturn)) static void exit_now(int code) {
         SYS(exit_group, code, 0, 0, 0, 0, 0);
 }
 
-/* ---- status lines ------------------------------------------------------------------------ */
-
-static int status_fd = -1;
-
-static void say(const char *what, unsigned long number) {
-    char line[64];
-    int n = 0;
-    while (*what && n < 40)
-        line[n++] = *what++;
-    line[n++] = ' ';
-    char digits[24];
-    int d = 0;
-    do {
-        digits[d++] = (char)('0' + number % 10);
-        number /= 10;
-    } while (number && d < 24);
-    while (d)
-        line[n++] = digits[--d];
-    line[n++] = '\n';
-    for (int sent = 0; sent < n;) {
-        word r = SYS(write, status_fd, line + sent, n - sent, 0, 0, 0);
-        if (ERR(r)) {
-            if (ERRNO(r) == 4 /* EINTR */)
-                continue;
-            return;
-        }
-        sent += (int)r;
-    }
-}
+/* ---- small helpers ----------------------------------------------------------------------- */
 
 static int same(const char *a, const char *b) {
     while (*a && *a == *b)
@@ -301,120 +287,391 @@ __attribute__((noreturn)) static void exec_as(word argc, char **argv, char **env
     exit_now(127);
 }
 
+/* ---- the protocol (src/runner/guard.rs has the same structures) ----------------------------- */
+
+#define MAX_FDS 16
+
+/* Request kinds, host to guard. */
+#define RUN 1u
+#define TERM 2u
+#define KILL 3u
+/* Report kinds, guard to host. */
+#define STARTED 1u
+#define NO_EXEC 2u
+#define NO_CGROUP 3u
+#define ENDED 4u
+/* Request limits. */
+#define LIMIT_CPU 1u
+#define LIMIT_DATA 2u
+
+struct request {
+    unsigned int kind;
+    /* RUN only, from here on. */
+    unsigned int fds;   /* descriptors attached (SCM_RIGHTS), in the order of targets */
+    unsigned int bytes; /* bytes of NUL-terminated strings after this structure: */
+    unsigned int argc;  /* the working directory, the cgroup.procs file ("": none), */
+    unsigned int envc;  /* argc arguments (the program first), envc environment entries */
+    unsigned int limits;
+    int nice;           /* added to the guard's nice value */
+    int unused;
+    unsigned long long cpu_limit;  /* RLIMIT_CPU in seconds (SIGKILL a second later) */
+    unsigned long long data_limit; /* RLIMIT_DATA in bytes */
+    int targets[MAX_FDS];          /* the number each descriptor gets in the processor */
+};
+
+struct report {
+    unsigned int kind;
+    int value; /* STARTED: the pid; NO_EXEC, NO_CGROUP: an errno; ENDED: the wait status */
+    unsigned long long peak_kib;
+    unsigned long long cpu_us;
+};
+
+_Static_assert(sizeof(struct request) == 112, "struct request is shared with guard.rs");
+_Static_assert(sizeof(struct report) == 24, "struct report is shared with guard.rs");
+
+/* The kernel's struct msghdr and struct cmsghdr (its own layout, so with or without libc). */
+struct io_vector {
+    void *base;
+    unsigned long len;
+};
+struct message {
+    void *name;
+    int name_len;
+    struct io_vector *iov;
+    unsigned long iov_len;
+    void *control;
+    unsigned long control_len;
+    unsigned int flags;
+};
+struct control_head {
+    unsigned long len;
+    int level;
+    int type;
+};
+#define SOL_SOCKET_ 1
+#define SCM_RIGHTS_ 1
+#define MSG_CTRUNC_ 0x8
+#define MSG_NOSIGNAL_ 0x4000
+#define MSG_CMSG_CLOEXEC_ 0x40000000
+
+#define EINTR_ 4
+#define ECHILD_ 10
+#define EPROTO_ 71
+
 /* ---- the guard ---------------------------------------------------------------------------- */
 
-__attribute__((noreturn)) static void guard_main(word argc, char **argv, char **envp) {
-    if (argc >= 2 && same(argv[1], "--exec-as"))
-        exec_as(argc, argv, envp);
-    if (argc < 3)
-        exit_now(125);
-    status_fd = (int)parse(argv[1]);
-    char **program = argv + 2;
-    const char *cgroup = 0;
-    if (argc >= 5 && same(program[0], "--cgroup")) {
-        cgroup = program[1];
-        program += 2;
+static int sock = -1;    /* to and from the host */
+static int signals = -1; /* a signalfd: every signal the guard acts on arrives here */
+static word self;
+
+struct pollfd_ {
+    int fd;
+    short events, revents;
+};
+
+/* Reads exactly `n` bytes from the socket; 0 at its end (or an error). */
+static int read_exactly(void *buf, unsigned long n) {
+    char *at = buf;
+    while (n) {
+        word r = SYS(read, sock, at, n, 0, 0, 0);
+        if (ERR(r) && ERRNO(r) == EINTR_)
+            continue;
+        if (r <= 0)
+            return 0;
+        at += r;
+        n -= (unsigned long)r;
     }
-    word self = SYS(getpid, 0, 0, 0, 0, 0, 0);
+    return 1;
+}
 
-    /* Every signal it acts on arrives through a signalfd, never a handler. */
-    unsigned long mask = (1UL << (SIGTERM - 1)) | (1UL << (SIGUSR2 - 1)) |
-                         (1UL << (SIGCHLD - 1)) | (1UL << (SIGINT - 1)) |
-                         (1UL << (SIGHUP - 1)) | (1UL << (SIGPIPE - 1));
-    unsigned long old = 0;
-    SYS(rt_sigprocmask, SIG_BLOCK, &mask, &old, sizeof mask, 0, 0);
-    int sfd = (int)SYS(signalfd4, -1, &mask, sizeof mask, O_CLOEXEC, 0, 0);
-    if (sfd < 0)
+static void send_report(unsigned int kind, int value, unsigned long long peak_kib,
+                        unsigned long long cpu_us) {
+    struct report report = {kind, value, peak_kib, cpu_us};
+    const char *at = (const char *)&report;
+    unsigned long left = sizeof report;
+    while (left) {
+        word r = SYS(sendto, sock, at, left, MSG_NOSIGNAL_, 0, 0);
+        if (ERR(r) && ERRNO(r) == EINTR_)
+            continue;
+        if (ERR(r))
+            return; /* the host is gone: the socket's end says so next */
+        at += r;
+        left -= (unsigned long)r;
+    }
+}
+
+/* Receives the next request and the descriptors it carries (close-on-exec here). 0 at the end
+ * of the stream: the host let the guard go, or died. */
+static int receive(struct request *request, int *fds, unsigned int *count) {
+    union {
+        struct control_head head;
+        char bytes[sizeof(struct control_head) + MAX_FDS * sizeof(int) + sizeof(long)];
+    } control;
+    struct io_vector iov = {request, sizeof *request};
+    struct message message = {0, 0, &iov, 1, &control, sizeof control, 0};
+    word n;
+    do
+        n = SYS(recvmsg, sock, &message, MSG_CMSG_CLOEXEC_, 0, 0, 0);
+    while (ERR(n) && ERRNO(n) == EINTR_);
+    *count = 0;
+    if (ERR(n) || n == 0)
+        return 0;
+    if (message.control_len >= sizeof(struct control_head) &&
+        control.head.level == SOL_SOCKET_ && control.head.type == SCM_RIGHTS_) {
+        *count = (unsigned int)((control.head.len - sizeof(struct control_head)) / sizeof(int));
+        memcpy(fds, control.bytes + sizeof(struct control_head), *count * sizeof(int));
+    }
+    /* More descriptors than a request may carry: the host is not offload's. */
+    if (message.flags & MSG_CTRUNC_)
         exit_now(125);
-    SYS(prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
-    /* Executed from a memfd, it would be called by the descriptor's number in ps. */
-    SYS(prctl, PR_SET_NAME, "offload-guard", 0, 0, 0, 0);
-    /* A core of the guard is never wanted, not even when it mirrors the processor's crash. */
-    SYS(prctl, PR_SET_DUMPABLE, 0, 0, 0, 0, 0);
+    if ((unsigned long)n < sizeof *request &&
+        !read_exactly((char *)request + n, sizeof *request - (unsigned long)n))
+        return 0;
+    return 1;
+}
 
-    int err[2];
-    if (ERR(SYS(pipe2, err, O_CLOEXEC, 0, 0, 0, 0)))
+static unsigned long length(const char *s) {
+    unsigned long n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+/* Writes `number` in decimal to `out`; gives the number of digits. */
+static int decimal(char *out, unsigned long number) {
+    char digits[24];
+    int d = 0, n = 0;
+    do {
+        digits[d++] = (char)('0' + number % 10);
+        number /= 10;
+    } while (number && d < 24);
+    while (d)
+        out[n++] = digits[--d];
+    return n;
+}
+
+/* The processor's side of the fork: its own session, dead when the guard dies, in its cgroup,
+ * with its limits, nice value and descriptors, then PROGRAM. A failure goes to `failed` as an
+ * errno (negative: the cgroup). */
+__attribute__((noreturn)) static void processor(const struct request *request, const int *fds,
+                                                const char *cgroup, char **argv, char **envp,
+                                                int failed) {
+    int code = 0;
+    SYS(setsid, 0, 0, 0, 0, 0, 0);
+    SYS(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
+    if (SYS(getppid, 0, 0, 0, 0, 0, 0) != self)
+        exit_now(127);
+    if (*cgroup) {
+        char pid[24];
+        int n = decimal(pid, (unsigned long)SYS(getpid, 0, 0, 0, 0, 0, 0));
+        int fd = (int)SYS(openat, AT_FDCWD, cgroup, O_WRONLY | O_CLOEXEC, 0, 0, 0);
+        word w = fd < 0 ? fd : SYS(write, fd, pid, n, 0, 0, 0);
+        if (ERR(w)) {
+            code = -ERRNO(w);
+            goto fail;
+        }
+        SYS(close, fd, 0, 0, 0, 0, 0);
+    }
+    if (request->limits & LIMIT_CPU) {
+        unsigned long long limit[2] = {request->cpu_limit, request->cpu_limit + 1};
+        word r = SYS(prlimit64, 0, RLIMIT_CPU, limit, 0, 0, 0);
+        if (ERR(r)) {
+            code = ERRNO(r);
+            goto fail;
+        }
+    }
+    if (request->limits & LIMIT_DATA) {
+        unsigned long long limit[2] = {request->data_limit, request->data_limit};
+        word r = SYS(prlimit64, 0, RLIMIT_DATA, limit, 0, 0, 0);
+        if (ERR(r)) {
+            code = ERRNO(r);
+            goto fail;
+        }
+    }
+    if (request->nice) {
+        /* Best effort, as nice(3): the raw getpriority gives 20 - nice. */
+        word now = 20 - SYS(getpriority, PRIO_PROCESS, 0, 0, 0, 0, 0);
+        word wanted = now + request->nice;
+        wanted = wanted < -20 ? -20 : wanted > 19 ? 19 : wanted;
+        SYS(setpriority, PRIO_PROCESS, 0, wanted, 0, 0, 0);
+    }
+    {
+        /* Each descriptor to its number: first all of them (and `failed`) above every target, so
+         * that none is overwritten before it is moved, then each to its place (dup2 clears
+         * close-on-exec there; everything else here is close-on-exec). */
+        int high = 3;
+        for (unsigned int i = 0; i < request->fds; i++)
+            if (request->targets[i] >= high)
+                high = request->targets[i] + 1;
+        int moved[MAX_FDS];
+        for (unsigned int i = 0; i < request->fds; i++) {
+            word fd = SYS(fcntl, fds[i], F_DUPFD_CLOEXEC, high, 0, 0, 0);
+            if (ERR(fd)) {
+                code = ERRNO(fd);
+                goto fail;
+            }
+            moved[i] = (int)fd;
+        }
+        word moved_failed = SYS(fcntl, failed, F_DUPFD_CLOEXEC, high, 0, 0, 0);
+        if (!ERR(moved_failed))
+            failed = (int)moved_failed;
+        for (unsigned int i = 0; i < request->fds; i++) {
+            word r = SYS(dup3, moved[i], request->targets[i], 0, 0, 0, 0);
+            if (ERR(r)) {
+                code = ERRNO(r);
+                goto fail;
+            }
+        }
+    }
+    {
+        unsigned long none = 0;
+        SYS(rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none, 0, 0);
+    }
+    code = ERRNO(SYS(execve, argv[0], argv, envp, 0, 0, 0));
+fail:
+    SYS(write, failed, &code, sizeof code, 0, 0, 0);
+    exit_now(127);
+}
+
+/* The working directory the guard last moved to (the processor inherits it). */
+static char cwd_now[4096];
+
+static void enter(const char *cwd) {
+    if (!*cwd)
+        return;
+    unsigned long n = length(cwd);
+    if (n < sizeof cwd_now && same(cwd, cwd_now))
+        return;
+    if (!ERR(SYS(chdir, cwd, 0, 0, 0, 0, 0)) && n < sizeof cwd_now)
+        memcpy(cwd_now, cwd, n + 1);
+    else
+        cwd_now[0] = 0;
+}
+
+/* Requests' strings, and pointers to them, for all but very large requests (the host lets a
+ * guard that took a larger one go after that job, as its high-water memory grew). */
+static char small_strings[64 * 1024];
+static char *small_pointers[4096];
+
+/* What the guard does after a job: serve the next one, or end. */
+enum after { NEXT, LEAVE };
+
+/* Runs one job: the request, its descriptors (`count` of them) and its strings. */
+static enum after run(const struct request *request, int *fds, unsigned int count) {
+    enum after after = NEXT;
+    char *strings = small_strings;
+    char **pointers = small_pointers;
+    unsigned long pointer_bytes = (request->argc + request->envc + 2UL) * sizeof(char *);
+    unsigned long mapped = 0;
+    if (request->bytes > sizeof small_strings || pointer_bytes > sizeof small_pointers) {
+        mapped = request->bytes + pointer_bytes;
+        word at = SYS(mmap, 0, mapped, 3 /* PROT_READ | PROT_WRITE */,
+                      0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
+        if (ERR(at))
+            exit_now(125);
+        pointers = (char **)at;
+        strings = (char *)at + pointer_bytes;
+    }
+    if (count != request->fds || request->argc < 1 || request->bytes > (256UL << 20) ||
+        !read_exactly(strings, request->bytes))
+        exit_now(125);
+    /* The strings, each NUL-terminated within the request. */
+    char *at = strings, *end = strings + request->bytes;
+    char *fields[2];
+    unsigned long wanted = 2UL + request->argc + request->envc;
+    for (unsigned long i = 0; i < wanted; i++) {
+        char *start = at;
+        while (at < end && *at)
+            at++;
+        if (at == end)
+            exit_now(125);
+        at++;
+        if (i < 2)
+            fields[i] = start;
+        else if (i < 2 + request->argc)
+            pointers[i - 2] = start;
+        else
+            pointers[i - 1] = start;
+    }
+    char **argv = pointers, **envp = pointers + request->argc + 1;
+    argv[request->argc] = 0;
+    envp[request->envc] = 0;
+    enter(fields[0]);
+
+    int failed[2];
+    if (ERR(SYS(pipe2, failed, O_CLOEXEC, 0, 0, 0, 0)))
         exit_now(125);
     word child = SYS(clone, SIGCHLD, 0, 0, 0, 0, 0);
-    if (ERR(child)) {
-        say("error", (unsigned long)ERRNO(child));
-        exit_now(127);
-    }
     if (child == 0) {
-        /* The processor: its own session and group (no controlling terminal to inject input
-         * into), dead when the guard dies, nothing of the guard's. */
-        SYS(close, err[0], 0, 0, 0, 0, 0);
-        SYS(setsid, 0, 0, 0, 0, 0, 0);
-        SYS(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
-        if (SYS(getppid, 0, 0, 0, 0, 0, 0) != self)
-            exit_now(127);
-        if (cgroup) {
-            /* Into the job's cgroup: a negative code tells the guard it was this step. */
-            char pid[24];
-            int n = 0;
-            word me = SYS(getpid, 0, 0, 0, 0, 0, 0);
-            char digits[24];
-            int d = 0;
-            do {
-                digits[d++] = (char)('0' + me % 10);
-                me /= 10;
-            } while (me && d < 24);
-            while (d)
-                pid[n++] = digits[--d];
-            int fd = (int)SYS(openat, AT_FDCWD, cgroup, O_WRONLY | O_CLOEXEC, 0, 0, 0);
-            word w = fd < 0 ? fd : SYS(write, fd, pid, n, 0, 0, 0);
-            if (ERR(w)) {
-                int code = -ERRNO(w);
-                SYS(write, err[1], &code, sizeof code, 0, 0, 0);
-                exit_now(127);
-            }
-            SYS(close, fd, 0, 0, 0, 0, 0);
-        }
-        SYS(close, status_fd, 0, 0, 0, 0, 0);
-        SYS(rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof old, 0, 0);
-        word r = SYS(execve, program[0], program, envp, 0, 0, 0);
-        int code = ERRNO(r);
-        SYS(write, err[1], &code, sizeof code, 0, 0, 0);
-        exit_now(127);
+        SYS(close, failed[0], 0, 0, 0, 0, 0);
+        processor(request, fds, fields[1], argv, envp, failed[1]);
     }
-    SYS(close, err[1], 0, 0, 0, 0, 0);
+    /* The processor's descriptors are its own now: keep no copy, so that they close when it
+     * ends. */
+    for (unsigned int i = 0; i < count; i++)
+        SYS(close, fds[i], 0, 0, 0, 0, 0);
+    SYS(close, failed[1], 0, 0, 0, 0, 0);
+    if (mapped)
+        SYS(munmap, pointers, mapped, 0, 0, 0, 0);
+    if (ERR(child)) {
+        SYS(close, failed[0], 0, 0, 0, 0, 0);
+        send_report(NO_EXEC, ERRNO(child), 0, 0);
+        return NEXT;
+    }
     int code = 0;
     word got;
     do
-        got = SYS(read, err[0], &code, sizeof code, 0, 0, 0);
-    while (ERR(got) && ERRNO(got) == 4);
-    SYS(close, err[0], 0, 0, 0, 0, 0);
-    /* The host's pipes (stdio, progress) are the processor's now: keep no copy, so that their
-     * ends close when it ends; only the status pipe and the signalfd stay. */
-    int low = status_fd < sfd ? status_fd : sfd, high = status_fd < sfd ? sfd : status_fd;
-    if (low > 0)
-        SYS(close_range, 0, low - 1, 0, 0, 0, 0);
-    if (high > low + 1)
-        SYS(close_range, low + 1, high - 1, 0, 0, 0, 0);
-    SYS(close_range, high + 1, ~0U, 0, 0, 0, 0);
+        got = SYS(read, failed[0], &code, sizeof code, 0, 0, 0);
+    while (ERR(got) && ERRNO(got) == EINTR_);
+    SYS(close, failed[0], 0, 0, 0, 0, 0);
     if (got == (word)sizeof code) {
-        struct usage usage;
         int ignored;
-        SYS(wait4, child, &ignored, 0, &usage, 0, 0);
+        SYS(wait4, child, &ignored, 0, 0, 0, 0);
         if (code < 0)
-            say("cgroup", (unsigned long)-code);
+            send_report(NO_CGROUP, -code, 0, 0);
         else
-            say("error", (unsigned long)code);
-        exit_now(127);
+            send_report(NO_EXEC, code, 0, 0);
+        return NEXT;
     }
-    say("pid", (unsigned long)child);
+    send_report(STARTED, (int)child, 0, 0);
 
     int status = 0;
     word peak = 0;
+    unsigned long long cpu_us = 0;
     int ended = 0;
     while (!ended) {
-        struct signalfd_siginfo info;
-        word n = SYS(read, sfd, &info, sizeof info, 0, 0, 0);
+        struct pollfd_ ready[2] = {{signals, 1 /* POLLIN */, 0}, {sock, 1, 0}};
+        /* Once the host is gone, only the signals matter. */
+        word n = SYS(ppoll, ready, after == LEAVE ? 1 : 2, 0, 0, 0, 0);
         if (ERR(n)) {
-            if (ERRNO(n) == 4)
+            if (ERRNO(n) == EINTR_)
                 continue;
             exit_now(125);
         }
+        if (ready[1].revents) {
+            struct request command;
+            int extra[MAX_FDS];
+            unsigned int extras = 0;
+            if (!receive(&command, extra, &extras)) {
+                /* The host let go of this guard, or died: the job goes with it. */
+                SYS(kill, -child, SIGKILL, 0, 0, 0, 0);
+                after = LEAVE;
+            } else if (command.kind == TERM) {
+                SYS(kill, -child, SIGTERM, 0, 0, 0, 0);
+            } else if (command.kind == KILL) {
+                SYS(kill, -child, SIGKILL, 0, 0, 0, 0);
+            } else {
+                exit_now(125); /* one job at a time */
+            }
+            for (unsigned int i = 0; i < extras; i++)
+                SYS(close, extra[i], 0, 0, 0, 0, 0);
+        }
+        if (!ready[0].revents)
+            continue;
+        struct signalfd_siginfo info;
+        word r = SYS(read, signals, &info, sizeof info, 0, 0, 0);
+        if (ERR(r))
+            continue;
         switch (info.ssi_signo) {
         case SIGTERM:
         case SIGINT:
@@ -422,7 +679,9 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
             SYS(kill, -child, info.ssi_signo, 0, 0, 0, 0);
             break;
         case SIGUSR2:
+            /* The host's thread ended: the job goes, and so does the guard. */
             SYS(kill, -child, SIGKILL, 0, 0, 0, 0);
+            after = LEAVE;
             break;
         case SIGCHLD:
             for (;;) {
@@ -433,6 +692,8 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
                     break;
                 if (usage.maxrss > peak)
                     peak = usage.maxrss;
+                cpu_us += (unsigned long long)(usage.utime[0] + usage.stime[0]) * 1000000ULL +
+                          (unsigned long long)(usage.utime[1] + usage.stime[1]);
                 if (pid == child) {
                     status = s;
                     ended = 1;
@@ -455,9 +716,11 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
             if (pid > 0) {
                 if (usage.maxrss > peak)
                     peak = usage.maxrss;
+                cpu_us += (unsigned long long)(usage.utime[0] + usage.stime[0]) * 1000000ULL +
+                          (unsigned long long)(usage.utime[1] + usage.stime[1]);
                 continue;
             }
-            none = ERR(pid) && ERRNO(pid) == 10; /* ECHILD */
+            none = ERR(pid) && ERRNO(pid) == ECHILD_;
             break;
         }
         if (none)
@@ -466,27 +729,74 @@ __attribute__((noreturn)) static void guard_main(word argc, char **argv, char **
         kill_children(self);
         /* Wait for their SIGCHLD (briefly: orphans may still be arriving), then look again. */
         struct { word sec, nsec; } wait = {0, 10000000};
-        struct { int fd; short events, revents; } p = {sfd, 1, 0};
+        struct pollfd_ p = {signals, 1, 0};
         if (SYS(ppoll, &p, 1, &wait, 0, 0, 0) > 0) {
             struct signalfd_siginfo info;
-            SYS(read, sfd, &info, sizeof info, 0, 0, 0);
+            SYS(read, signals, &info, sizeof info, 0, 0, 0);
+            if (info.ssi_signo == SIGUSR2)
+                after = LEAVE;
         }
     }
-    say("end", (unsigned long)peak);
+    send_report(ENDED, status, (unsigned long long)peak, cpu_us);
+    return after;
+}
 
-    /* Exit as the processor did. */
-    if ((status & 0x7f) == 0)
-        exit_now((status >> 8) & 0xff);
-    {
-        /* Unblock that signal only: a SIGPIPE left pending (the host closed the status pipe)
-         * must not be what the guard dies of. */
-        int sig = status & 0x7f;
-        unsigned long only = 1UL << (sig - 1);
-        SYS(rt_sigprocmask, SIG_UNBLOCK, &only, 0, sizeof only, 0, 0);
-        SYS(kill, self, sig, 0, 0, 0, 0);
-        SYS(kill, self, SIGKILL, 0, 0, 0, 0);
+/* Serves the host's requests until it lets go. */
+__attribute__((noreturn)) static void serve(int socket_fd) {
+    sock = socket_fd;
+    self = SYS(getpid, 0, 0, 0, 0, 0, 0);
+    unsigned long blocked = (1UL << (SIGTERM - 1)) | (1UL << (SIGUSR2 - 1)) | (1UL << (SIGCHLD - 1)) |
+              (1UL << (SIGINT - 1)) | (1UL << (SIGHUP - 1)) | (1UL << (SIGPIPE - 1));
+    SYS(rt_sigprocmask, SIG_BLOCK, &blocked, 0, sizeof blocked, 0, 0);
+    signals = (int)SYS(signalfd4, -1, &blocked, sizeof blocked, O_CLOEXEC, 0, 0);
+    if (signals < 0)
+        exit_now(125);
+    SYS(fcntl, sock, F_SETFD, FD_CLOEXEC, 0, 0, 0);
+    SYS(prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
+    /* Executed from a memfd, it would be called by the descriptor's number in ps. */
+    SYS(prctl, PR_SET_NAME, "offload-guard", 0, 0, 0, 0);
+    /* A core of the guard is never wanted. */
+    SYS(prctl, PR_SET_DUMPABLE, 0, 0, 0, 0, 0);
+    for (;;) {
+        struct pollfd_ ready[2] = {{signals, 1, 0}, {sock, 1, 0}};
+        word n = SYS(ppoll, ready, 2, 0, 0, 0, 0);
+        if (ERR(n)) {
+            if (ERRNO(n) == EINTR_)
+                continue;
+            exit_now(125);
+        }
+        if (ready[0].revents) {
+            struct signalfd_siginfo info;
+            word r = SYS(read, signals, &info, sizeof info, 0, 0, 0);
+            /* Between jobs, a stop of any kind ends the guard; a SIGCHLD has nothing left to
+             * reap (every job's processes were reaped before its end was reported). */
+            if (!ERR(r) && info.ssi_signo != SIGCHLD && info.ssi_signo != SIGPIPE)
+                exit_now(0);
+        }
+        if (!ready[1].revents)
+            continue;
+        struct request request;
+        int fds[MAX_FDS];
+        unsigned int count = 0;
+        if (!receive(&request, fds, &count))
+            exit_now(0);
+        if (request.kind == RUN) {
+            if (run(&request, fds, count) == LEAVE)
+                exit_now(0);
+            continue;
+        }
+        /* TERM or KILL for a job that has ended meanwhile: nothing to do. */
+        for (unsigned int i = 0; i < count; i++)
+            SYS(close, fds[i], 0, 0, 0, 0, 0);
     }
-    exit_now(128);
+}
+
+__attribute__((noreturn)) static void guard_main(word argc, char **argv, char **envp) {
+    if (argc >= 2 && same(argv[1], "--exec-as"))
+        exec_as(argc, argv, envp);
+    if (argc == 3 && same(argv[1], "--serve"))
+        serve((int)parse(argv[2]));
+    exit_now(125);
 }
 
 #ifdef GUARD_NOLIBC

@@ -98,7 +98,7 @@ pub(super) fn execute(
             Ok(child) => child,
         };
         let pid = child.guarded.processor as u32;
-        tracing::debug!(pid, guard = child.guarded.guard, "started");
+        tracing::debug!(pid, guard = child.guarded.guard.pid(), "started");
         let _ = events.try_send(RunnerEvent::Started {
             id,
             pid,
@@ -107,7 +107,7 @@ pub(super) fn execute(
         let remote = child.guarded.remote().cloned();
         // A cgroup holds the memory limit by itself; without one, sampling backs it up.
         let samples = memory.as_ref().is_none_or(Enforcement::samples) && remote.is_none();
-        let (supervised, progress) = Supervised::new(child, job.limits.stderr_tail_bytes, true);
+        let (supervised, progress) = Supervised::new(child, job.limits.stderr_tail_bytes);
         let watched = RunLimits {
             max_memory_bytes: job.limits.max_memory_bytes.filter(|_| samples),
             ..job.limits

@@ -5,8 +5,7 @@
 //! Both modes' loops are this loop: they say what they want (to write, which extra
 //! descriptors, until when), get back what is ready by name, and handle only what is theirs
 //! (one-shot: the input and the result's bytes; a worker: frames). Stderr, the guard's
-//! status pipe, the process's exit, the cancel eventfd and the deadlines are handled here,
-//! once.
+//! reports (the process's end), the cancel eventfd and the deadlines are handled here, once.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,25 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::child::{has_exited, reap, timeval, Guarded, Spawned, Tail};
+use super::child::{Guarded, Spawned, Tail};
+use super::guard::{Ended, Report};
 use super::stop::{Stop, Watch};
-
-/// A pidfd (Linux 5.3 and later): readable once the process has exited. Owns its descriptor.
-pub(super) struct Pidfd(OwnedFd);
-
-impl Pidfd {
-    /// The pidfd of `pid`; `None` where the kernel has none (then the loop looks every 20 ms).
-    pub(super) fn open(pid: libc::pid_t) -> Option<Self> {
-        // SAFETY: pidfd_open returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a non-negative result is a fresh descriptor that nothing else owns.
-        (fd >= 0).then(|| Self(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
-    }
-
-    fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
 
 /// An eventfd: one thread signals, another's poll wakes. Owns its descriptor.
 pub(crate) struct EventFd(OwnedFd);
@@ -123,26 +106,21 @@ pub(super) struct Exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Life {
     Running,
-    /// Its guard exited (the process and all below it are gone), not yet reaped.
-    Exited,
-    Reaped(Exit),
+    /// Its guard reported its end (the process and all below it are gone).
+    Exited(Ended),
+    /// Its end was taken ([`Supervised::end`]).
+    Reaped(Exit, Ended),
 }
 
 /// The pipes' bytes read per wake-up at most, so that a flood on one cannot starve the rest.
 const READ_ROUNDS: usize = 16;
-/// What is read of the guard's status pipe at most (a few short lines).
-const MAX_STATUS: usize = 4096;
 
 /// A started process, supervised.
 pub(super) struct Supervised {
     pub guarded: Guarded,
-    pidfd: Option<Pidfd>,
     pub stdin: Option<File>,
     pub stdout: Option<File>,
     stderr: Option<File>,
-    /// The guard's status pipe: its last line says the peak memory (one-shot runs).
-    status: Option<File>,
-    status_text: Vec<u8>,
     /// The worker closed its stdin (POLLERR on our end): not watched any more.
     input_closed: bool,
     /// The tail of stderr kept for messages.
@@ -152,18 +130,14 @@ pub(super) struct Supervised {
 }
 
 impl Supervised {
-    /// Supervises `spawned`, keeping `tail_bytes` of its stderr; `status`: read the guard's
-    /// status pipe for the peak memory (a worker measures per job instead).
-    pub(super) fn new(spawned: Spawned, tail_bytes: usize, status: bool) -> (Self, Option<File>) {
+    /// Supervises `spawned`, keeping `tail_bytes` of its stderr.
+    pub(super) fn new(spawned: Spawned, tail_bytes: usize) -> (Self, Option<File>) {
         let guarded = spawned.guarded;
         let progress = spawned.progress.map(File::from);
         let supervised = Self {
-            pidfd: Pidfd::open(guarded.guard),
             stdin: Some(File::from(spawned.stdin)),
             stdout: Some(File::from(spawned.stdout)),
             stderr: Some(File::from(spawned.stderr)),
-            status: status.then(|| File::from(spawned.status)),
-            status_text: Vec::new(),
             input_closed: false,
             tail: Tail::of(&guarded, tail_bytes),
             guarded,
@@ -173,7 +147,7 @@ impl Supervised {
         (supervised, progress)
     }
 
-    /// Whether its guard has exited (it and everything below it are gone).
+    /// Whether its guard reported its end (it and everything below it are gone).
     pub(super) fn exited(&self) -> bool {
         self.life != Life::Running
     }
@@ -183,14 +157,14 @@ impl Supervised {
         self.input_closed
     }
 
-    /// Whether stderr and the status pipe have ended (one-shot: all of its output is in).
+    /// Whether stderr has ended (one-shot: all of its output is in).
     pub(super) fn quiet(&self) -> bool {
-        self.stderr.is_none() && self.status.is_none()
+        self.stderr.is_none()
     }
 
     /// Waits for what `want` says, for the process's exit, for a cancel, or for the next of
     /// `watch`'s deadlines (the running job's, if there is one), whichever comes first; acts on
-    /// what is the same in every mode (stderr into the tail, the status pipe, the exit, a
+    /// what is the same in every mode (stderr into the tail, the guard's report of the end, a
     /// cancel, the deadlines: `watch` is ticked here, so that no loop can forget a timeout);
     /// gives what is ready for the mode. An error means the poll itself failed: the process
     /// was stopped and killed.
@@ -229,13 +203,8 @@ impl Supervised {
             libc::POLLIN,
         );
         let errors = add(None, raw(self.stderr.as_ref()), libc::POLLIN);
-        let status = add(None, raw(self.status.as_ref()), libc::POLLIN);
-        let pidfd = self
-            .pidfd
-            .as_ref()
-            .filter(|_| running)
-            .map_or(-1, Pidfd::fd);
-        let exit = add(None, pidfd, libc::POLLIN);
+        let guard = if running { self.guarded.guard.fd() } else { -1 };
+        let exit = add(None, guard, libc::POLLIN);
         let control_fd = watch
             .as_deref()
             .filter(|_| running)
@@ -250,8 +219,6 @@ impl Supervised {
                 .and_then(Watch::wake_at)
                 .filter(|_| running),
             want.until,
-            // Without a pidfd, look at the process every 20 ms.
-            (running && self.pidfd.is_none()).then(|| now + Duration::from_millis(20)),
         ]
         .into_iter()
         .flatten()
@@ -280,19 +247,14 @@ impl Supervised {
         if has(errors) {
             self.read_stderr();
         }
-        if has(status) {
-            let (text, scratch) = (&mut self.status_text, &mut self.scratch);
-            if drain(&mut self.status, scratch, |chunk| {
-                // A guard never writes more; the bound is a formality.
-                if text.len() < MAX_STATUS {
-                    text.extend_from_slice(chunk);
-                }
-            }) {
-                self.status = None;
+        if running && has(exit) {
+            match self.guarded.guard.report() {
+                Some(Report::Ended(ended)) => self.life = Life::Exited(ended),
+                Some(_) => {}
+                // Nothing more will come from this guard (it broke): the job has ended as
+                // killed, or the loop would poll its closed socket for ever.
+                None => self.life = Life::Exited(Ended::killed()),
             }
-        }
-        if running && (has(exit) || (self.pidfd.is_none() && has_exited(self.guarded.guard))) {
-            self.life = Life::Exited;
         }
         if let Some(watch) = watch.filter(|_| has(control) && self.life == Life::Running) {
             watch.on_control();
@@ -318,31 +280,36 @@ impl Supervised {
         }
     }
 
-    /// The peak memory the guard reported at its end, in bytes (one-shot runs).
+    /// The peak memory the guard reported at its end, in bytes: of the processor and every
+    /// descendant reaped (one-shot runs; a worker measures per job).
     pub(super) fn peak_bytes(&self) -> u64 {
-        super::guard::peak_bytes(&self.status_text).unwrap_or(0)
+        match self.life {
+            Life::Exited(ended) | Life::Reaped(_, ended) => ended.peak_bytes,
+            Life::Running => 0,
+        }
     }
 
-    /// Reaps it (killing it first unless it ended by itself) and gives how it ended; what
-    /// its group left on stderr is kept, without waiting for leftover writers. Idempotent.
+    /// Waits for its end (killing it first unless it ended by itself) and gives how it ended;
+    /// what its group left on stderr is kept, without waiting for leftover writers.
+    /// Idempotent.
     pub(super) fn end(&mut self) -> Exit {
-        if let Life::Reaped(exit) = self.life {
-            return exit;
-        }
-        if self.life == Life::Running {
-            // The guard is unreaped until below, so its pid is still ours to signal; it kills
-            // the group and whatever was left behind, then exits as the process did.
-            self.guarded.kill();
-        }
-        let (status, usage) = reap(self.guarded.guard);
-        let (code, signal) = self.guarded.ending(status);
+        let ended = match self.life {
+            Life::Reaped(exit, _) => return exit,
+            Life::Exited(ended) => ended,
+            Life::Running => {
+                // The guard kills the group and whatever was left behind, reaps them, then
+                // reports the end (or, if it died, its own end is the job's).
+                self.guarded.kill();
+                self.guarded.guard.wait_end().unwrap_or_else(Ended::killed)
+            }
+        };
+        let (code, signal) = self.guarded.ending(ended.status);
         let exit = Exit {
             code,
             signal,
-            cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+            cpu: ended.cpu,
         };
-        self.life = Life::Reaped(exit);
-        self.pidfd = None;
+        self.life = Life::Reaped(exit, ended);
         self.stdin = None;
         self.read_stderr();
         self.stdout = None;

@@ -101,7 +101,7 @@ impl WorkerProcess {
         let child = spawn(job, &launch).map_err(|error| (error, false))?;
         let pid = child.guarded.processor;
         let remote = child.guarded.remote().cloned();
-        let (process, _) = Supervised::new(child, job.limits.stderr_tail_bytes, false);
+        let (process, _) = Supervised::new(child, job.limits.stderr_tail_bytes);
         let mut worker = Self {
             number,
             // Of srun or ssh, for a remote worker: not measured.

@@ -229,6 +229,10 @@ struct Args {
     /// its input item back).
     #[arg(long, value_delimiter = ',', default_value = "diag,cat")]
     oneshot_processors: Vec<String>,
+    /// oneshot: the processors' nice value for offload run and the engine (default: offload's,
+    /// 10; the floor's processors run at the bench's own).
+    #[arg(long)]
+    oneshot_nice: Option<i32>,
     /// thumbnails: how many 1920x1080 photos.
     #[arg(long, default_value_t = 60)]
     photos: usize,
@@ -416,6 +420,7 @@ fn main() {
                 rounds,
                 parallel,
                 processors: args.oneshot_processors.clone(),
+                nice: args.oneshot_nice,
             },
         );
     }

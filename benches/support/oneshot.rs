@@ -9,6 +9,11 @@
 //!   order, stdout to /dev/null), with its defaults (nice 10 included);
 //! - the engine alone (`Queue`, `Persistence::Never`, submit all, await all), in this process.
 //!
+//! `--oneshot-nice N` runs `offload run` and the engine's processors at nice N instead of
+//! offload's default 10 (the floor's run at the bench's own nice, 0): on a machine that others
+//! load, nice 10 makes offload's processors yield to them and the floor's not, so the
+//! default's ratio measures that courtesy as well as offload's own cost.
+//!
 //! The three alternate within each round (the order turns every round), so that the machine's
 //! noise hits all of them; ratios are per round against that round's floor. Target: `offload
 //! run` at 0.90x the floor or more.
@@ -29,6 +34,9 @@ pub struct Options {
     pub parallel: usize,
     /// `diag`, `cat`.
     pub processors: Vec<String>,
+    /// The processors' nice value for `offload run` and the engine (`None`: offload's default,
+    /// 10; the floor's processors run at the bench's own, 0).
+    pub nice: Option<i32>,
 }
 
 const ECHO: &str = "0123456789abcdef";
@@ -87,8 +95,8 @@ pub fn run(env: &Env, options: &Options) {
                 let method = methods[(k + round) % methods.len()];
                 let sample = match method {
                     Method::Floor => floor(&program, options.jobs, p),
-                    Method::Run => offload_run(&offload, &program, &inputs, p),
-                    Method::Engine => engine(&program, options.jobs, p),
+                    Method::Run => offload_run(&offload, &program, &inputs, p, options.nice),
+                    Method::Engine => engine(&program, options.jobs, p, options.nice),
                 };
                 progress(format!(
                     "oneshot {name} round {}: {:?} {:.0} jobs/s",
@@ -150,8 +158,13 @@ pub fn run(env: &Env, options: &Options) {
     for line in verdicts {
         println!("- {line}");
     }
+    let nice = options
+        .nice
+        .map(|n| format!(" --oneshot-nice {n}"))
+        .unwrap_or_default();
     println!(
-        "- Command: `cargo bench --bench bench -- oneshot --oneshot-jobs {} --rounds {} -j {p}`.",
+        "- Command: `cargo bench --bench bench -- oneshot --oneshot-jobs {} --rounds {} -j \
+         {p}{nice}`.",
         options.jobs, options.rounds
     );
     println!();
@@ -197,20 +210,34 @@ fn floor(program: &Path, jobs: usize, parallel: usize) -> Sample {
     sample
 }
 
-fn engine(program: &Path, jobs: usize, parallel: usize) -> Sample {
-    let job = Job::new(Processor::at(program)).persistence(Persistence::Never);
+fn engine(program: &Path, jobs: usize, parallel: usize, nice: Option<i32>) -> Sample {
+    let mut job = Job::new(Processor::at(program)).persistence(Persistence::Never);
+    if let Some(nice) = nice {
+        job = job.nice(nice);
+    }
     let (result, sample) = measure(|| run_engine(&job, jobs, parallel, input, check));
     result.unwrap_or_else(|err| die(format!("oneshot engine: {err}")));
     sample
 }
 
-fn offload_run(offload: &Path, program: &Path, inputs: &Path, parallel: usize) -> Sample {
+fn offload_run(
+    offload: &Path,
+    program: &Path,
+    inputs: &Path,
+    parallel: usize,
+    nice: Option<i32>,
+) -> Sample {
     let (status, sample) = measure(|| {
         Command::new(offload)
             .arg("run")
             .arg(program)
             .args(["--no-persistent", "-j", &parallel.to_string(), "--inputs"])
             .arg(inputs)
+            .args(
+                nice.map(|n| ["--nice".to_owned(), n.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdout(Stdio::null())
             .status()
             .or_die("running offload run")

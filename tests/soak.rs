@@ -96,6 +96,45 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (up to `SETTLE` past the runner threads' 5 s idle lifetime) until this process has
+/// no child left, and gives those left. The host's children are the runner threads' guards:
+/// an idle one-shot thread keeps its guard until the thread ends, which closes the guard's
+/// socket and then reaps it.
+fn children_gone() -> Vec<u32> {
+    let me = std::process::id();
+    let children = || -> Vec<u32> {
+        common::processes()
+            .into_iter()
+            .filter(|p| p.parent == me)
+            .map(|p| p.pid)
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(5) + common::SETTLE;
+    while !children().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    children()
+}
+
+/// What each open descriptor is, for a failure's message.
+fn fd_targets() -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
 /// Shuts `queue` down and waits until its workers have ended, so that what is counted after
 /// is what the jobs left, not workers on their way out.
 async fn shut_down(queue: &Queue) {
@@ -159,7 +198,15 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         }
         shut_down(&queue).await;
     });
+    // The warm-up's idle threads end (5 s idle) and take their guards with them, so that
+    // the count before holds no guard's socket.
+    assert_eq!(
+        children_gone(),
+        Vec::<u32>::new(),
+        "the warm-up left processes"
+    );
     let fds_before = open_fds();
+    let fds_before_were = fd_targets();
     let started = Instant::now();
 
     let (checked, faulty, on_workers) = on_main_context(|| async {
@@ -225,7 +272,8 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
         on_workers > count / 2,
         "{on_workers} of {count} jobs ran on persistent workers"
     );
-    // Give the last runner threads a moment to close their ends after reporting.
+    // The guards' sockets close as their idle threads end, before the guards are reaped.
+    let _ = children_gone();
     let until = Instant::now() + common::SETTLE;
     while open_fds() != fds_before && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
@@ -233,15 +281,10 @@ fn twenty_thousand_jobs_with_a_tenth_misbehaving() {
     assert_eq!(
         open_fds(),
         fds_before,
-        "open file descriptors before and after"
+        "open file descriptors before and after; before: {fds_before_were:?}, now: {:?}",
+        fd_targets()
     );
-    let me = std::process::id();
-    let children: Vec<u32> = common::processes()
-        .into_iter()
-        .filter(|p| p.parent == me)
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(children, Vec::<u32>::new(), "child processes left");
+    assert_eq!(children_gone(), Vec::<u32>::new(), "child processes left");
     eprintln!(
         "soak: seed {seed}, {count} jobs ({faulty} misbehaving, {on_workers} on persistent workers) in {:.1} s, {:.0} jobs/s; fds {fds_before} before and after",
         elapsed.as_secs_f64(),

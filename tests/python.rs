@@ -14,11 +14,11 @@ use common::{offload, on_main_context, path_with_bins, root};
 use offload::sdk::decode::{decode_one, DecodeLimits};
 use offload::{Job, Processor, Queue};
 
-/// This checkout's SDK (in the `offload` Python package's source), first on `PYTHONPATH` for
-/// every Python processor these tests run, so that they test it and not whichever copy pip
-/// installed (an editable install may point at another checkout).
+/// This checkout's SDK, first on `PYTHONPATH` for every Python processor these tests run, so
+/// that they test it and not whichever copy pip installed (an editable install may point at
+/// another checkout).
 fn sdk_path() -> std::ffi::OsString {
-    let mut path = std::ffi::OsString::from(root().join("python/src"));
+    let mut path = std::ffi::OsString::from(root().join("processors/python/offload-sdk/src"));
     if let Some(more) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         path.push(":");
         path.push(more);
@@ -26,9 +26,9 @@ fn sdk_path() -> std::ffi::OsString {
     path
 }
 
-/// Whether Python with cbor2 and the offload SDK is usable (the SDK is this checkout's, on
-/// `PYTHONPATH`); when cbor2 is missing, installs it with pip, as `dev/setup` does. `Err`
-/// says why the tests cannot run here.
+/// Whether Python with cbor2 and the offload SDK is usable; when the SDK is missing, installs
+/// this checkout's (which brings cbor2) with pip, as `dev/setup` does. `Err` says why the
+/// tests cannot run here.
 fn python_ready() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     READY
@@ -43,11 +43,13 @@ fn python_ready() -> Result<(), String> {
             if importable() {
                 return Ok(());
             }
+            let sdk = root().join("processors/python/offload-sdk");
             let pip = |extra: &[&str]| {
                 Command::new("python3")
                     .args(["-m", "pip", "install", "--quiet"])
                     .args(extra)
-                    .arg("cbor2")
+                    .arg("--editable")
+                    .arg(&sdk)
                     .output()
                     .map_err(|err| format!("python3 cannot be run: {err}"))
             };
@@ -60,7 +62,7 @@ fn python_ready() -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "cbor2 could not be installed for the offload SDK for Python: {}",
+                    "the offload SDK for Python could not be installed: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 ))
             }

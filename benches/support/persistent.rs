@@ -106,7 +106,7 @@ pub fn run(env: &Env, options: &Options) {
     make_executable(&trivial);
     let pools = dir.path().join("pools.py");
     std::fs::write(&pools, POOLS).or_die("writing the pools script");
-    let sdk = env.root.join("python/src");
+    let sdk = env.root.join("processors/python/offload-sdk/src");
     let trivial_job = |persistence| {
         Job::new(Processor::at(&trivial))
             .env("PYTHONPATH", &sdk)

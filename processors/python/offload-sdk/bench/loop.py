@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cbor2
 
-SRC = Path(__file__).resolve().parents[4] / "python" / "src"  # the SDK, in the offload package
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 SDK_WORKER = """
 from offload_sdk import Processor

@@ -18,10 +18,9 @@ import cbor2
 import pytest
 
 HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
 SDKTEST = HERE / "processors" / "offload-sdktest"
 REPO = HERE.parents[3]
-#: The SDK's source: the `offload_sdk` package of the `offload` Python package (python/).
-SRC = REPO / "python" / "src"
 HISTOGRAM = REPO / "processors" / "python" / "offload-histogram"
 LOOKUP = REPO / "processors" / "python" / "offload-lookup"
 

@@ -40,14 +40,18 @@ def _installed() -> Iterator[Path]:
 
 def _source_tree() -> List[Path]:
     """The workspace's builds, newest first, when this package runs from its source tree
-    (``python/src/offload`` in the repository)."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "Cargo.toml").is_file() or not (root / "python" / "pyproject.toml").is_file():
+    (``processors/python/offload/src/offload`` in the repository)."""
+    parents = Path(__file__).resolve().parents
+    if len(parents) < 6:
+        return []
+    root = parents[5]
+    package = root / "processors" / "python" / "offload" / "pyproject.toml"
+    if not (root / "Cargo.toml").is_file() or not package.is_file():
         return []
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
     if not target.is_absolute():
         target = root / target
-    builds = [target / p / _NAME for p in ("release", "debug", "wheel")]
+    builds = [target / p / _NAME for p in ("release", "debug", "wheel", "wheel-test")]
     found = [p for p in builds if _runnable(p)]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 

@@ -1,0 +1,230 @@
+//! The Python package `offload` (processors/python/offload): installed with pip from this
+//! checkout into a new virtual environment, as its README says, then its pytest suite (real
+//! `offload serve` and worker processes) run against that install, and the examples run.
+//!
+//! The install builds the wheel with maturin, which compiles the `offload` command: here with
+//! the profile `wheel-test` (dev settings, `target/wheel-test`), about a minute on two cores
+//! instead of a release build; the wheel a user builds has the release profile `wheel`.
+//! It happens once per run of this file, whichever test asks first.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::root;
+
+fn package() -> PathBuf {
+    root().join("processors/python/offload")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn checked(what: &str, out: std::io::Result<Output>) -> Output {
+    let out = out.unwrap_or_else(|err| panic!("{what}: cannot be run: {err}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// The venv's python, with the package installed by `pip install processors/python/offload`.
+///
+/// The venv sees the system's site-packages, for the test tools `dev/setup test` installs
+/// there (pytest, PySide6); its own site-packages come first, so `offload` and `offload_sdk`
+/// are the ones pip put in it (the suite's conftest checks that `offload` is an install, not
+/// a source tree). Any failure here fails every test of this file: installing is the promise.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-package-venv");
+        let _ = std::fs::remove_dir_all(&venv);
+        checked(
+            "python3 -m venv",
+            Command::new("python3")
+                .args(["-m", "venv", "--system-site-packages"])
+                .arg(&venv)
+                .output(),
+        );
+        let python = venv.join("bin/python");
+        checked(
+            "pip install processors/python/offload",
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .arg(package())
+                .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
+                .output(),
+        );
+        python
+    })
+}
+
+/// Runs pytest from the venv on some of the package's test files.
+fn pytest(files: &[&str]) {
+    let out = Command::new(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(files)
+        .current_dir(package())
+        .env_remove("PYTHONPATH")
+        .output();
+    let out = checked(&format!("pytest {}", files.join(" ")), out);
+    eprintln!("{}", text(&out.stdout));
+}
+
+#[test]
+fn pip_install_into_a_new_venv_gives_offload_offload_sdk_and_the_command() {
+    let out = checked(
+        "python -c import",
+        Command::new(python())
+            .args([
+                "-c",
+                "import offload, offload_sdk, shutil, sys; \
+                 print(offload.__file__); print(offload_sdk.__file__); \
+                 print(offload.find_offload())",
+            ])
+            .current_dir(std::env::temp_dir())
+            .env_remove("PYTHONPATH")
+            .output(),
+    );
+    let venv = python().parent().and_then(Path::parent).expect("venv");
+    let lines: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for path in &lines {
+        assert!(
+            path.starts_with(venv),
+            "{} is not in {}",
+            path.display(),
+            venv.display()
+        );
+    }
+    pytest(&["tests/test_package.py"]);
+}
+
+#[test]
+fn the_executor_suite_passes() {
+    pytest(&["tests/test_executor.py"]);
+}
+
+#[test]
+fn the_batch_and_processor_suite_passes() {
+    pytest(&["tests/test_batches.py"]);
+}
+
+/// The Python block of README.md's section "From a Python app", as a reader copies it.
+fn readme_block() -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let section = readme
+        .split_once("## From a Python app")
+        .expect("README.md has the section \"From a Python app\"")
+        .1;
+    let block = section
+        .split_once("```python\n")
+        .expect("the section has a Python block")
+        .1;
+    block
+        .split_once("```")
+        .expect("the block ends")
+        .0
+        .to_owned()
+}
+
+#[test]
+fn the_readme_python_block_runs_as_shown() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("readme_example.py");
+    std::fs::write(&script, readme_block()).expect("writing the block");
+    let out = checked(
+        "the README's Python block",
+        Command::new(python())
+            .arg(&script)
+            .current_dir(dir.path())
+            .env_remove("PYTHONPATH")
+            .output(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "[256, 256, 256, 256]",
+            "failed alone: killed signal 6",
+            "failed alone: timed_out",
+            "4"
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_qt_adapter_suite_passes_offscreen() {
+    pytest(&["tests/test_qt.py"]);
+}
+
+#[test]
+fn the_glib_and_asyncio_adapter_suites_pass() {
+    pytest(&["tests/test_glib.py", "tests/test_aio.py"]);
+}
+
+/// Runs an example with `--self-test` (it starts a batch of six sums, a crash and a job it
+/// cancels once running, and quits when the batch has ended), and returns its stdout.
+fn self_test(example: &str, mut command: Command) -> String {
+    let out = checked(example, command.output());
+    text(&out.stdout)
+}
+
+const EXAMPLE_SUMMARY: [&str; 3] = [
+    "rows 8",
+    "states done done done done done done failed cancelled",
+    "status 6 done, 1 failed, 1 cancelled, 0 running",
+];
+
+#[test]
+fn the_pyside6_example_runs_a_batch_offscreen() {
+    let mut command = Command::new(python());
+    command
+        .arg(root().join("examples/python_qt.py"))
+        .arg("--self-test")
+        .env("QT_QPA_PLATFORM", "offscreen")
+        .env_remove("PYTHONPATH");
+    let stdout = self_test("examples/python_qt.py", command);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        EXAMPLE_SUMMARY,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_gtk4_example_runs_a_batch_under_x() {
+    // dev/test runs the tests under xvfb-run; alone, this test starts its own X server.
+    let mut command = if std::env::var_os("DISPLAY").is_some() {
+        Command::new(python())
+    } else {
+        let mut xvfb = Command::new("xvfb-run");
+        xvfb.arg("-a").arg(python());
+        xvfb
+    };
+    command
+        .arg(root().join("examples/python_gtk.py"))
+        .arg("--self-test")
+        .env("GDK_BACKEND", "x11")
+        .env_remove("PYTHONPATH");
+    let stdout = self_test("examples/python_gtk.py", command);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        EXAMPLE_SUMMARY,
+        "{stdout}"
+    );
+}

@@ -113,6 +113,70 @@ fn pip_install_into_a_new_venv_gives_offload_offload_sdk_and_the_command() {
     pytest(&["tests/test_package.py"]);
 }
 
+/// A script that runs a function of its own `__main__` and `bytes` on workers.
+///
+/// It does not import `offload_sdk`: imported by a script run without arguments, the SDK
+/// takes the process's stdout for a processor's result (PROTOCOL.md; offload_sdk's
+/// documentation), so an app imports `offload` only.
+const CUBE: &str = r#"import offload
+
+def cube(x):
+    return x ** 3
+
+if __name__ == "__main__":
+    with offload.Executor(max_workers=2) as pool:
+        print(sum(pool.map(cube, range(10))), pool.submit(bytes, 3).result())
+"#;
+
+/// A venv that sees nothing of the system's packages: pip must bring cbor2 itself, and a
+/// function must run on a worker with nothing else installed.
+#[test]
+fn pip_install_into_an_isolated_venv_brings_its_dependencies_and_runs_a_job() {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-package-isolated");
+    let _ = std::fs::remove_dir_all(&venv);
+    checked(
+        "python3 -m venv",
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output(),
+    );
+    let python = venv.join("bin/python");
+    checked(
+        "pip install processors/python/offload",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(package())
+            .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
+            .output(),
+    );
+    checked(
+        "import offload_sdk in the isolated venv",
+        Command::new(&python)
+            .args(["-c", "import offload_sdk, cbor2"])
+            .env_remove("PYTHONPATH")
+            .output(),
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("cube.py");
+    std::fs::write(&script, CUBE).expect("writing the script");
+    let out = checked(
+        "a job from the isolated venv",
+        Command::new(&python)
+            .arg(&script)
+            .current_dir(dir.path())
+            .env_remove("PYTHONPATH")
+            .output(),
+    );
+    assert_eq!(text(&out.stdout).trim(), "2025 b'\\x00\\x00\\x00'");
+}
+
 #[test]
 fn the_executor_suite_passes() {
     pytest(&["tests/test_executor.py"]);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import sys
 import textwrap
 
@@ -39,6 +40,19 @@ def test_a_processor_by_path_gets_and_returns_byte_strings(tmp_path):
         with pytest.raises(offload.JobFailed) as raised:
             pool.submit_processor(str(tmp_path / "offload-none"), {}).result(PATIENCE)
         assert raised.value.kind == "could_not_start"
+
+
+def test_a_processor_by_name_is_found_on_the_path(tmp_path, monkeypatch):
+    path = tmp_path / "offload-sizer"
+    path.write_text(PROCESSOR.format(python=sys.executable))
+    path.chmod(0o755)
+    # offload serve finds offload-NAME on its PATH (PROTOCOL.md section 3), the app's.
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with offload.Executor(max_workers=1) as pool:
+        assert pool.submit_processor("sizer", {"data": b"abc"}).result(PATIENCE) == {
+            "size": 3,
+            "head": b"abc",
+        }
 
 
 def test_a_batch_gives_tagged_results_in_completion_order_and_cancels_alone():

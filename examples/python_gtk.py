@@ -20,10 +20,23 @@ import time
 import gi
 
 gi.require_version("Gtk", "4.0")
-from gi.repository import Gio, Gtk  # noqa: E402
+from gi.repository import Gio, GLib, Gtk  # noqa: E402
 
 import offload  # noqa: E402
 from offload.glib import JobList, Jobs  # noqa: E402
+
+
+#: How long --self-test may take before it gives up (a bound far above its few seconds).
+SELF_TEST_LIMIT_S = 300
+failed_self_test = False
+
+
+def too_long(app: Gtk.Application) -> bool:
+    global failed_self_test
+    print("self-test: too long")
+    failed_self_test = True
+    app.quit()
+    return False
 
 
 def busy_sum(n: int) -> int:
@@ -130,11 +143,13 @@ def main() -> int:
             window.present()
             if self_test:
                 window.start()
+                # A self-test that never ends fails instead of hanging its caller.
+                GLib.timeout_add_seconds(SELF_TEST_LIMIT_S, too_long, app)
 
         app.connect("activate", activate)
         code = app.run([sys.argv[0]])
         pool.cancel_all()
-    return code
+    return 1 if failed_self_test else code
 
 
 if __name__ == "__main__":

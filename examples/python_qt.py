@@ -22,6 +22,10 @@ import offload
 from offload.qt import JobListModel, Jobs
 
 
+#: How long --self-test may take before it gives up (a bound far above its few seconds).
+SELF_TEST_LIMIT_MS = 300_000
+
+
 def busy_sum(n: int) -> int:
     """CPU-bound work, with progress the window shows."""
     total = 0
@@ -114,6 +118,8 @@ def main() -> int:
         window.show()
         if self_test:
             QtCore.QTimer.singleShot(0, window.start)
+            # A self-test that never ends fails instead of hanging its caller.
+            QtCore.QTimer.singleShot(SELF_TEST_LIMIT_MS, lambda: (print("self-test: too long"), app.exit(1)))
         code = app.exec()
         pool.cancel_all()
         window.jobs.close()

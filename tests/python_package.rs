@@ -9,9 +9,11 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::root;
 
@@ -21,6 +23,56 @@ fn package() -> PathBuf {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// How long one command of these tests may take (the cold wheel build is the longest, a
+/// couple of minutes on two cores): a hang fails its test instead of holding CI.
+const BOUND: Duration = Duration::from_secs(15 * 60);
+
+/// `Command::output` with [`BOUND`]: past it the process is killed and the test fails with
+/// what it wrote so far.
+trait Bounded {
+    fn bounded_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl Bounded for Command {
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr piped")));
+        let deadline = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{self:?} ran past {BOUND:?}; its output:\n{}\n{}",
+                    text(&stdout.join().unwrap_or_default()),
+                    text(&stderr.join().unwrap_or_default())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
 }
 
 fn checked(what: &str, out: std::io::Result<Output>) -> Output {
@@ -51,7 +103,7 @@ fn python() -> &'static Path {
             Command::new("python3")
                 .args(["-m", "venv", "--system-site-packages"])
                 .arg(&venv)
-                .output(),
+                .bounded_output(),
         );
         let python = venv.join("bin/python");
         checked(
@@ -66,7 +118,7 @@ fn python() -> &'static Path {
                 ])
                 .arg(package())
                 .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
-                .output(),
+                .bounded_output(),
         );
         python
     })
@@ -79,7 +131,7 @@ fn pytest(files: &[&str]) {
         .args(files)
         .current_dir(package())
         .env_remove("PYTHONPATH")
-        .output();
+        .bounded_output();
     let out = checked(&format!("pytest {}", files.join(" ")), out);
     eprintln!("{}", text(&out.stdout));
 }
@@ -97,7 +149,7 @@ fn pip_install_into_a_new_venv_gives_offload_offload_sdk_and_the_command() {
             ])
             .current_dir(std::env::temp_dir())
             .env_remove("PYTHONPATH")
-            .output(),
+            .bounded_output(),
     );
     let venv = python().parent().and_then(Path::parent).expect("venv");
     let lines: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
@@ -139,7 +191,7 @@ fn pip_install_into_an_isolated_venv_brings_its_dependencies_and_runs_a_job() {
         Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
-            .output(),
+            .bounded_output(),
     );
     let python = venv.join("bin/python");
     checked(
@@ -154,14 +206,14 @@ fn pip_install_into_an_isolated_venv_brings_its_dependencies_and_runs_a_job() {
             ])
             .arg(package())
             .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
-            .output(),
+            .bounded_output(),
     );
     checked(
         "import offload_sdk in the isolated venv",
         Command::new(&python)
             .args(["-c", "import offload_sdk, cbor2"])
             .env_remove("PYTHONPATH")
-            .output(),
+            .bounded_output(),
     );
     let dir = tempfile::tempdir().expect("a temporary directory");
     let script = dir.path().join("cube.py");
@@ -172,7 +224,7 @@ fn pip_install_into_an_isolated_venv_brings_its_dependencies_and_runs_a_job() {
             .arg(&script)
             .current_dir(dir.path())
             .env_remove("PYTHONPATH")
-            .output(),
+            .bounded_output(),
     );
     assert_eq!(text(&out.stdout).trim(), "2025 b'\\x00\\x00\\x00'");
 }
@@ -216,7 +268,7 @@ fn the_readme_python_block_runs_as_shown() {
             .arg(&script)
             .current_dir(dir.path())
             .env_remove("PYTHONPATH")
-            .output(),
+            .bounded_output(),
     );
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -244,7 +296,7 @@ fn the_glib_and_asyncio_adapter_suites_pass() {
 /// Runs an example with `--self-test` (it starts a batch of six sums, a crash and a job it
 /// cancels once running, and quits when the batch has ended), and returns its stdout.
 fn self_test(example: &str, mut command: Command) -> String {
-    let out = checked(example, command.output());
+    let out = checked(example, command.bounded_output());
     text(&out.stdout)
 }
 

@@ -88,7 +88,8 @@ def test_an_exit_code_is_a_failed_job_with_its_code():
 
 
 def test_a_timeout_fails_its_job_as_timed_out():
-    with offload.Executor(max_workers=2) as pool:
+    pool = offload.Executor(max_workers=2)
+    try:
         slow = pool.with_options(timeout=1.0).submit(jobs.sleeps, 600)
         fine = pool.submit(jobs.square, 5)
         with pytest.raises(offload.JobFailed) as raised:
@@ -96,7 +97,9 @@ def test_a_timeout_fails_its_job_as_timed_out():
         assert raised.value.kind == "timed_out"
         assert fine.result(PATIENCE) == 25
         pid = slow.pid
-    assert pid is not None and not alive(pid)
+        assert pid is not None and wait_until(lambda: not alive(pid), PATIENCE)
+    finally:
+        pool.kill()  # a failed assertion must not leave a 600 s job for shutdown to wait on
 
 
 def test_a_memory_limit_fails_its_job_as_resource_limit():

@@ -12,7 +12,7 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::root;
@@ -87,6 +87,30 @@ fn checked(what: &str, out: std::io::Result<Output>) -> Output {
     out
 }
 
+/// `pip install processors/python/offload` with a venv's python, one at a time: two maturin
+/// builds in one target directory race when they stage the binary (each renames
+/// `target/wheel-test/offload` away, and the second finds it gone).
+fn pip_install_package(python: &Path) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    checked(
+        "pip install processors/python/offload",
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(package())
+            .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
+            .bounded_output(),
+    );
+}
+
 /// The venv's python, with the package installed by `pip install processors/python/offload`.
 ///
 /// The venv sees the system's site-packages, for the test tools `dev/setup test` installs
@@ -106,20 +130,7 @@ fn python() -> &'static Path {
                 .bounded_output(),
         );
         let python = venv.join("bin/python");
-        checked(
-            "pip install processors/python/offload",
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg(package())
-                .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
-                .bounded_output(),
-        );
+        pip_install_package(&python);
         python
     })
 }
@@ -194,20 +205,7 @@ fn pip_install_into_an_isolated_venv_brings_its_dependencies_and_runs_a_job() {
             .bounded_output(),
     );
     let python = venv.join("bin/python");
-    checked(
-        "pip install processors/python/offload",
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(package())
-            .env("MATURIN_PEP517_ARGS", "--profile wheel-test")
-            .bounded_output(),
-    );
+    pip_install_package(&python);
     checked(
         "import offload_sdk in the isolated venv",
         Command::new(&python)

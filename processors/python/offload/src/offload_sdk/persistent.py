@@ -1,0 +1,1 @@
+../../../offload-sdk/src/offload_sdk/persistent.py

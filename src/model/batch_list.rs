@@ -6,8 +6,7 @@
 //! the list's counts and fraction are the batch's own, set with them. So the list changes only
 //! from the queue's dispatch on the main context, never inside a call the caller made.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 
 use gio::prelude::*;
 use gio::subclass::prelude::*;
@@ -24,11 +23,7 @@ mod imp {
     #[derive(Default, Properties)]
     #[properties(wrapper_type = super::BatchList)]
     pub struct BatchList {
-        pub items: RefCell<Vec<JobObject>>,
-        /// Rows told of but not yet in `items` (see the module documentation).
-        pub pending: RefCell<Vec<JobObject>>,
-        /// Every row by job id, listed or pending.
-        pub by_id: RefCell<HashMap<u64, JobObject>>,
+        pub(in crate::model) rows: super::super::rows::Rows,
         /// The batch's jobs by state: the list's `queued`, `running`, `succeeded`, `failed`,
         /// `cancelled` and `total` properties.
         #[property(name = "queued", get = |l: &Self| count(l.counts.get().queued), type = u32)]
@@ -60,14 +55,11 @@ mod imp {
         }
 
         fn n_items(&self) -> u32 {
-            count(self.items.borrow().len())
+            self.rows.n_items()
         }
 
         fn item(&self, position: u32) -> Option<glib::Object> {
-            self.items
-                .borrow()
-                .get(position as usize)
-                .map(|item| item.clone().upcast())
+            self.rows.item(position)
         }
     }
 }
@@ -92,7 +84,7 @@ impl BatchList {
 
     /// The row of job `id`, once the queue has told of it.
     pub fn job(&self, id: JobId) -> Option<JobObject> {
-        self.imp().by_id.borrow().get(&id.0).cloned()
+        self.imp().rows.get(id)
     }
 
     /// Applies one of the batch's events to its row (`label`: the row's, for a new one), and
@@ -108,21 +100,8 @@ impl BatchList {
             QueueEvent::Queued { id, processor } => {
                 let row = JobObject::new(*id, processor);
                 row.set_label(label);
-                imp.by_id.borrow_mut().insert(id.0, row.clone());
-                let first = {
-                    let mut pending = imp.pending.borrow_mut();
-                    pending.push(row);
-                    pending.len() == 1
-                };
-                if first {
-                    // After this dispatch: every row it tells of joins the list at once.
-                    let weak = self.downgrade();
-                    glib::MainContext::ref_thread_default().spawn_local(async move {
-                        if let Some(list) = weak.upgrade() {
-                            list.flush_pending();
-                        }
-                    });
-                }
+                // After this dispatch: every row it tells of joins the list at once.
+                imp.rows.add(row, self, Self::flush_pending);
             }
             QueueEvent::Started { id, pid, worker } => {
                 if let Some(row) = self.job(*id) {
@@ -135,10 +114,7 @@ impl BatchList {
                 message,
             } => {
                 if let Some(row) = self.job(*id) {
-                    row.set_progress(*fraction);
-                    if let Some(message) = message {
-                        row.set_text(&row.imp().message, message, "message");
-                    }
+                    row.progressed(*fraction, message.as_deref());
                 }
             }
             QueueEvent::Finished { id, error, stats } => {
@@ -172,18 +148,8 @@ impl BatchList {
 
     /// Appends the pending rows, with one `items-changed`.
     fn flush_pending(&self) {
-        let imp = self.imp();
-        let pending = std::mem::take(&mut *imp.pending.borrow_mut());
-        if pending.is_empty() {
-            return;
+        if let Some((position, added)) = self.imp().rows.flush() {
+            self.items_changed(position, 0, added);
         }
-        let (position, added) = {
-            let mut items = imp.items.borrow_mut();
-            let position = items.len();
-            let added = pending.len();
-            items.extend(pending);
-            (position, added)
-        };
-        self.items_changed(count(position), 0, count(added));
     }
 }

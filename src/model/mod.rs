@@ -30,6 +30,7 @@ use gio::subclass::prelude::*;
 use glib::Properties;
 
 mod batch_list;
+mod rows;
 
 pub use batch_list::BatchList;
 
@@ -164,6 +165,14 @@ impl JobObject {
         }
     }
 
+    /// A progress report: its fraction, and its message when it has one.
+    fn progressed(&self, fraction: f64, message: Option<&str>) {
+        self.set_progress(fraction);
+        if let Some(message) = message {
+            self.set_text(&self.imp().message, message, "message");
+        }
+    }
+
     fn started(&self, pid: u32, worker: Option<WorkerRun>) {
         let _guard = self.freeze_notify();
         self.imp().started.set(Some(std::time::Instant::now()));
@@ -233,12 +242,7 @@ mod list_imp {
     #[derive(Default, Properties)]
     #[properties(wrapper_type = super::JobList)]
     pub struct JobList {
-        pub items: RefCell<Vec<super::JobObject>>,
-        /// Rows told of but not yet in `items`: appended together, one `items-changed` for
-        /// many rows (a queue tells of thousands of jobs in one dispatch).
-        pub pending: RefCell<Vec<super::JobObject>>,
-        /// Every row by job id, listed or pending.
-        pub by_id: RefCell<HashMap<u64, super::JobObject>>,
+        pub(in crate::model) rows: super::rows::Rows,
         /// Rows of running jobs, for [`JobList::refresh_elapsed`](super::JobList::refresh_elapsed).
         pub running_rows: RefCell<HashMap<u64, super::JobObject>>,
         pub observer: Cell<Option<ObserverId>>,
@@ -281,14 +285,11 @@ mod list_imp {
         }
 
         fn n_items(&self) -> u32 {
-            u32::try_from(self.items.borrow().len()).unwrap_or(u32::MAX)
+            self.rows.n_items()
         }
 
         fn item(&self, position: u32) -> Option<glib::Object> {
-            self.items
-                .borrow()
-                .get(position as usize)
-                .map(|item| item.clone().upcast())
+            self.rows.item(position)
         }
     }
 }
@@ -318,7 +319,7 @@ impl JobList {
     /// The row of job `id`, once the queue has told of it (it may join the list itself a
     /// moment later: rows are appended in groups).
     pub fn job(&self, id: JobId) -> Option<JobObject> {
-        self.imp().by_id.borrow().get(&id.0).cloned()
+        self.imp().rows.get(id)
     }
 
     /// Removes the rows of ended jobs; the counts are of the rows left.
@@ -372,7 +373,7 @@ impl JobList {
         self.flush_pending();
         let imp = self.imp();
         let (before, removed) = {
-            let mut items = imp.items.borrow_mut();
+            let mut items = imp.rows.items.borrow_mut();
             let before = items.len();
             let mut removed = Vec::new();
             items.retain(|item| {
@@ -389,7 +390,7 @@ impl JobList {
         }
         let _guard = self.freeze_notify();
         {
-            let mut by_id = imp.by_id.borrow_mut();
+            let mut by_id = imp.rows.by_id.borrow_mut();
             for job in &removed {
                 by_id.remove(&job.id());
             }
@@ -401,33 +402,15 @@ impl JobList {
         });
         self.update_fraction();
         // One change for the whole list: simpler for views than one per removed run.
-        let now = imp.items.borrow().len();
-        self.items_changed(
-            0,
-            u32::try_from(before).unwrap_or(u32::MAX),
-            u32::try_from(now).unwrap_or(u32::MAX),
-        );
+        let now = imp.rows.n_items();
+        self.items_changed(0, count(before), now);
     }
 
     /// Appends the pending rows, with one `items-changed`.
     fn flush_pending(&self) {
-        let imp = self.imp();
-        let pending = std::mem::take(&mut *imp.pending.borrow_mut());
-        if pending.is_empty() {
-            return;
+        if let Some((position, added)) = self.imp().rows.flush() {
+            self.items_changed(position, 0, added);
         }
-        let (position, added) = {
-            let mut items = imp.items.borrow_mut();
-            let position = items.len();
-            let added = pending.len();
-            items.extend(pending);
-            (position, added)
-        };
-        self.items_changed(
-            u32::try_from(position).unwrap_or(u32::MAX),
-            0,
-            u32::try_from(added).unwrap_or(u32::MAX),
-        );
     }
 
     fn on_event(&self, event: &QueueEvent) {
@@ -438,22 +421,9 @@ impl JobList {
         }
         match event {
             QueueEvent::Queued { id, processor } => {
-                let object = JobObject::new(*id, processor);
-                imp.by_id.borrow_mut().insert(id.0, object.clone());
-                let first = {
-                    let mut pending = imp.pending.borrow_mut();
-                    pending.push(object);
-                    pending.len() == 1
-                };
-                if first {
-                    // After this dispatch: every row it tells of joins the list at once.
-                    let weak = self.downgrade();
-                    glib::MainContext::ref_thread_default().spawn_local(async move {
-                        if let Some(list) = weak.upgrade() {
-                            list.flush_pending();
-                        }
-                    });
-                }
+                // After this dispatch: every row it tells of joins the list at once.
+                imp.rows
+                    .add(JobObject::new(*id, processor), self, Self::flush_pending);
                 let _guard = self.freeze_notify();
                 self.change_counts(|counts| counts.add(JobState::Queued));
                 self.update_fraction();
@@ -473,10 +443,7 @@ impl JobList {
             } => {
                 let Some(job) = self.job(*id) else { return };
                 let before = job.progress();
-                job.set_progress(*fraction);
-                if let Some(message) = message {
-                    job.set_text(&job.imp().message, message, "message");
-                }
+                job.progressed(*fraction, message.as_deref());
                 imp.running_progress
                     .set(imp.running_progress.get() + job.progress() - before);
                 self.update_fraction();

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable, Deque, Tuple
+from typing import Any, Callable, Deque, List, Tuple
 
 from .executor import Batch, Future, Listener
 
@@ -25,6 +25,37 @@ STARTED = "started"
 PROGRESS = "progress"
 FINISHED = "finished"
 BATCH_FINISHED = "batch_finished"
+
+
+def state_of(future: Future) -> str:
+    """``queued``, ``running``, ``done``, ``failed`` or ``cancelled``."""
+    if future.cancelled():
+        return "cancelled"
+    if future.done():
+        return "failed" if future.exception() is not None else "done"
+    return "running" if future.running() else "queued"
+
+
+def signals_of(kind: str, item: Any) -> List[Tuple[str, Tuple[Any, ...]]]:
+    """The signals (name, arguments) an adapter emits for one event, in order: a finished job
+    gives ``result``, ``failed`` or ``cancelled``, then ``finished``. Names as GObject spells
+    them (``batch-finished``)."""
+    if kind == FINISHED:
+        future = item
+        if future.cancelled():
+            ending: Tuple[str, Tuple[Any, ...]] = ("cancelled", (future,))
+        else:
+            error = future.exception()
+            if error is None:
+                ending = ("result", (future, future.result()))
+            else:
+                ending = ("failed", (future, error))
+        return [ending, ("finished", (future,))]
+    if kind == PROGRESS:
+        return [("progress", (item, item.progress, item.message or ""))]
+    if kind == BATCH_FINISHED:
+        return [("batch-finished", (item,))]
+    return [(kind, (item,))]  # submitted, started
 
 
 class Relay(Listener):

@@ -24,19 +24,10 @@ import gi
 gi.require_version("Gio", "2.0")
 from gi.repository import Gio, GLib, GObject  # noqa: E402
 
-from ._relay import BATCH_FINISHED, FINISHED, PROGRESS, STARTED, SUBMITTED, Relay  # noqa: E402
+from ._relay import Relay, signals_of, state_of  # noqa: E402
 from .executor import Batch, Executor, Future  # noqa: E402
 
 _SIGNAL = GObject.SignalFlags.RUN_FIRST
-
-
-def state_of(future: Future) -> str:
-    """``queued``, ``running``, ``done``, ``failed`` or ``cancelled``."""
-    if future.cancelled():
-        return "cancelled"
-    if future.done():
-        return "failed" if future.exception() is not None else "done"
-    return "running" if future.running() else "queued"
 
 
 class Jobs(GObject.Object):
@@ -76,25 +67,8 @@ class Jobs(GObject.Object):
             source.attach(self._context)
 
     def _deliver(self, kind: str, item: Any) -> None:
-        if kind == FINISHED:
-            future = item
-            if future.cancelled():
-                self.emit("cancelled", future)
-            else:
-                error = future.exception()
-                if error is None:
-                    self.emit("result", future, future.result())
-                else:
-                    self.emit("failed", future, error)
-            self.emit("finished", future)
-        elif kind == PROGRESS:
-            self.emit("progress", item, item.progress, item.message or "")
-        elif kind == STARTED:
-            self.emit("started", item)
-        elif kind == SUBMITTED:
-            self.emit("submitted", item)
-        elif kind == BATCH_FINISHED:
-            self.emit("batch-finished", item)
+        for name, args in signals_of(kind, item):
+            self.emit(name, *args)
 
 
 class JobObject(GObject.Object):

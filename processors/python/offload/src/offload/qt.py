@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional
 
-from ._relay import BATCH_FINISHED, FINISHED, PROGRESS, STARTED, SUBMITTED, Relay
+from ._relay import Relay, signals_of, state_of
 from .executor import Batch, Executor, Future
 
 
@@ -46,14 +46,8 @@ QtCore = _binding()
 Signal = getattr(QtCore, "Signal", None) or QtCore.pyqtSignal
 Qt = QtCore.Qt
 
-
-def state_of(future: Future) -> str:
-    """``queued``, ``running``, ``done``, ``failed`` or ``cancelled``."""
-    if future.cancelled():
-        return "cancelled"
-    if future.done():
-        return "failed" if future.exception() is not None else "done"
-    return "running" if future.running() else "queued"
+#: Signal names that Qt spells otherwise than GObject (``_relay.signals_of``).
+_QT_NAMES = {"batch-finished": "batchFinished"}
 
 
 class Jobs(QtCore.QObject):
@@ -96,25 +90,8 @@ class Jobs(QtCore.QObject):
         self.executor.remove_listener(self._relay)
 
     def _deliver(self, kind: str, item: Any) -> None:
-        if kind == FINISHED:
-            future = item
-            if future.cancelled():
-                self.cancelled.emit(future)
-            else:
-                error = future.exception()
-                if error is None:
-                    self.result.emit(future, future.result())
-                else:
-                    self.failed.emit(future, error)
-            self.finished.emit(future)
-        elif kind == PROGRESS:
-            self.progress.emit(item, item.progress, item.message or "")
-        elif kind == STARTED:
-            self.started.emit(item)
-        elif kind == SUBMITTED:
-            self.submitted.emit(item)
-        elif kind == BATCH_FINISHED:
-            self.batchFinished.emit(item)
+        for name, args in signals_of(kind, item):
+            getattr(self, _QT_NAMES.get(name, name)).emit(*args)
 
 
 class JobListModel(QtCore.QAbstractListModel):

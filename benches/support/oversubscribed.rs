@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::{heading, median, num, range, verdict, Env, OrDie, Table};
-use crate::gui::have_xvfb;
+use crate::gui::{have_xvfb, GuiRun};
 use crate::smoothness::{run_workload, write_jsonl, Workload};
 
 pub struct Options {
@@ -71,20 +71,18 @@ pub fn run(env: &Env, options: &Options) {
     ]);
     let (mut maxes, mut p99s) = (Vec::new(), Vec::new());
     let timeout = Duration::from_secs(600);
-    for round in 1..=options.rounds {
+    let mut measure = |name: String, workload: &Workload, parallel: usize| -> Option<GuiRun> {
         match run_workload(
             env,
             "oversubscribed",
-            &burn,
+            workload,
             &options.renderer,
-            options.parallel,
+            parallel,
             timeout,
         ) {
             Ok(run) => {
-                maxes.push(run.settled_max_ms);
-                p99s.push(run.settled_p99_ms);
                 table.row(vec![
-                    format!("burn {round}"),
+                    name,
                     num(run.sample.secs(), 1),
                     num(run.settled_max_ms, 1),
                     num(run.settled_p99_ms, 2),
@@ -93,23 +91,21 @@ pub fn run(env: &Env, options: &Options) {
                     num(run.sample.other_load, 2),
                     run.status.to_string(),
                 ]);
+                Some(run)
             }
-            Err(err) => table.row(vec![format!("burn {round}"), format!("failed: {err}")]),
+            Err(err) => {
+                table.row(vec![name, format!("failed: {err}")]);
+                None
+            }
+        }
+    };
+    for round in 1..=options.rounds {
+        if let Some(run) = measure(format!("burn {round}"), &burn, options.parallel) {
+            maxes.push(run.settled_max_ms);
+            p99s.push(run.settled_p99_ms);
         }
     }
-    match run_workload(env, "oversubscribed", &idle, &options.renderer, 1, timeout) {
-        Ok(run) => table.row(vec![
-            "idle".to_owned(),
-            num(run.sample.secs(), 1),
-            num(run.settled_max_ms, 1),
-            num(run.settled_p99_ms, 2),
-            num(run.max_ms, 1),
-            num(run.p99_ms, 2),
-            num(run.sample.other_load, 2),
-            run.status.to_string(),
-        ]),
-        Err(err) => table.row(vec!["idle".to_owned(), format!("failed: {err}")]),
-    }
+    measure("idle".to_owned(), &idle, 1);
     println!("{table}");
     if !maxes.is_empty() {
         let ((max_lo, max_hi), (p99_lo, p99_hi)) = (range(&maxes), range(&p99s));

@@ -58,6 +58,10 @@ from .errors import (
 #: The environment variable that carries the caller's preparation to its workers.
 PREP_ENV = "OFFLOAD_PYTHON_PREP"
 
+#: How long :meth:`Executor.kill` waits for serve to report its stopped jobs and exit (it
+#: kills serve after that, and waits as long again); a margin for a loaded machine.
+_KILL_WAIT = 15.0
+
 
 class Listener:
     """Hears an executor's jobs (:meth:`Executor.add_listener`). Every method is called on
@@ -613,6 +617,15 @@ class Executor(Submitter, _futures.Executor):
         for future in pending:
             future._mark_cancelled()
         self._serve.close()
+        # Serve reports every job it stops and exits; its reader thread ends with its stdout.
+        # Waiting for that thread here means no listener is called (a Qt signal emitted from
+        # it, say) while the interpreter shuts down, which aborted a PySide6 process in CI.
+        reader = self._serve.thread
+        if reader is not threading.current_thread():
+            reader.join(_KILL_WAIT)
+            if reader.is_alive():
+                self._serve.kill()
+                reader.join(_KILL_WAIT)
         _live.discard(self)
 
     # -- events (on the reader thread) --------------------------------------------------------
